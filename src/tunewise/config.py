@@ -1,0 +1,114 @@
+"""Inert, typed settings, one dataclass per concern. Validation lives in `validate_*`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from tunewise.errors import ConfigError
+
+Optimizer = Literal["adam", "adamw", "sgd"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how it is split."""
+
+    data: str = "textile"
+    """An image folder, or a named set: textile, cifar10, cifar100, mnist, fashion_mnist."""
+    root: str | None = None
+    """Folder of a named set's files (cifar10: cifar-10-batches-py inside); downloads go here."""
+    val_fraction: float = 0.15
+    """Share of the training images held out for validation when no val/ split is given."""
+    test_fraction: float = 0.15
+    """Share held out for the final test when a single folder of classes is given."""
+    seed: int = 0
+    """Seed of the stratified split and of subsampling."""
+    max_train_per_class: int | None = None
+    """Keep at most this many training images per class (quick runs); None keeps all."""
+    image_size: int | None = None
+    """Feed images at this size instead of the backbone's pretrained size (faster, less exact)."""
+    strict: bool = False
+    """Stop at the first unreadable image instead of skipping it with a warning."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained."""
+
+    epochs: int = 10
+    """Passes over the training set."""
+    batch_size: int = 32
+    """Images per optimizer step."""
+    optimizer: Optimizer = "adamw"
+    """adam, adamw or sgd (momentum 0.9, nesterov)."""
+    lr: float | None = None
+    """Peak learning rate; None takes the strategy's default."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay (adamw) or L2 (adam, sgd); biases and norms are not decayed."""
+    warmup_epochs: float = 1.0
+    """Linear warmup length before the cosine decay, in epochs (fractions allowed)."""
+    patience: int | None = 5
+    """Stop after this many epochs without a better validation metric; None never stops early."""
+    seed: int = 0
+    """Seed of initialisation, shuffling and augmentation."""
+    augment: bool = True
+    """Random resized crops and flips when the backbone trains (never on cached features)."""
+    num_workers: int = 2
+    """Data-loading worker processes."""
+    cache_dir: str | None = None
+    """Where extracted features are cached; None: ~/.cache/tunewise/features."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """auto picks a GPU where there is one."""
+
+
+def validate_train(config: TrainConfig) -> list[str]:
+    """Every problem with the training settings, each naming its flag."""
+    problems = []
+    for name in ("epochs", "batch_size"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if config.lr is not None and not config.lr > 0:
+        problems.append(f"--lr must be positive, got {config.lr!r}")
+    if config.optimizer not in ("adam", "adamw", "sgd"):
+        problems.append(f"--optimizer must be adam, adamw or sgd, got {config.optimizer!r}")
+    if config.weight_decay < 0:
+        problems.append(f"--weight-decay must be >= 0, got {config.weight_decay!r}")
+    if config.warmup_epochs < 0:
+        problems.append(f"--warmup-epochs must be >= 0, got {config.warmup_epochs!r}")
+    if config.patience is not None and config.patience < 1:
+        problems.append(f"--patience must be a positive integer, got {config.patience!r}")
+    if config.num_workers < 0:
+        problems.append(f"--num-workers must be >= 0, got {config.num_workers!r}")
+    return problems
+
+
+def validate_data(config: DataConfig) -> list[str]:
+    problems = []
+    for name in ("val_fraction", "test_fraction"):
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            problems.append(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
+    if config.val_fraction + config.test_fraction >= 1:
+        problems.append("--val-fraction plus --test-fraction must leave images for training")
+    if config.max_train_per_class is not None and config.max_train_per_class < 1:
+        problems.append(f"--max-train-per-class must be a positive integer, got {config.max_train_per_class!r}")
+    if config.image_size is not None and config.image_size < 8:
+        problems.append(f"--image-size must be at least 8 pixels, got {config.image_size!r}")
+    return problems
+
+
+def raise_if_problems(problems: list[str]) -> None:
+    """One error listing every problem, so the user fixes them all in one go."""
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+
+
+def to_dict(config) -> dict:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "tunewise"

@@ -1,0 +1,124 @@
+"""Image sets as plain lists (a file path or an in-memory array per item) and their splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from tunewise.errors import DataError
+
+
+@dataclass
+class ImageSet(Dataset):
+    """Labelled images; items are file paths or uint8 arrays (H, W) or (H, W, 3).
+
+    `self[i]` is `(transform(PIL image), label)`; with no transform, the PIL image.
+    """
+
+    items: Sequence[Path | np.ndarray]
+    labels: list[int]
+    classes: list[str]
+    source: str
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = open_image(self.items[index])
+        return (self.transform(image) if self.transform else image), self.labels[index]
+
+    def subset(self, indices: Sequence[int]) -> ImageSet:
+        return replace(
+            self,
+            items=[self.items[i] for i in indices],
+            labels=[self.labels[i] for i in indices],
+        )
+
+    def with_transform(self, transform: Callable | None) -> ImageSet:
+        return replace(self, transform=transform)
+
+    def fingerprint(self) -> str:
+        """A stable digest of what the set holds, for feature-cache keys."""
+        digest = hashlib.sha256(self.source.encode())
+        for item, label in zip(self.items, self.labels, strict=True):
+            if isinstance(item, Path):
+                stat = item.stat()
+                digest.update(f"{item}:{stat.st_size}:{stat.st_mtime_ns}:{label};".encode())
+            else:
+                digest.update(np.ascontiguousarray(item).tobytes())
+                digest.update(f":{label};".encode())
+        return digest.hexdigest()[:16]
+
+
+def open_image(item: Path | np.ndarray) -> Image.Image:
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(item).convert("RGB")
+    try:
+        with Image.open(item) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as err:
+        raise DataError(f"cannot read image {str(item)!r}: {err}. Remove or replace the file.") from None
+
+
+@dataclass
+class DataSplits:
+    """Train, validation and (optional) test sets sharing one class list."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def named(self) -> dict[str, ImageSet]:
+        named = {"train": self.train, "val": self.val}
+        if self.test is not None:
+            named["test"] = self.test
+        return named
+
+    def limited(self, per_class: int | None, seed: int) -> DataSplits:
+        """At most `per_class` training images per class (for quick runs); val/test unchanged."""
+        if per_class is None:
+            return self
+        rng = np.random.default_rng(seed)
+        labels = np.asarray(self.train.labels)
+        keep = [
+            i
+            for c in range(self.num_classes)
+            for i in sorted(rng.permutation(np.flatnonzero(labels == c))[:per_class])
+        ]
+        return replace(self, train=self.train.subset(sorted(keep)))
+
+
+def split_stratified(
+    labels: Sequence[int], fractions: Sequence[float], seed: int
+) -> list[list[int]]:
+    """Indices of each part, per class in proportion; the first part takes the remainder.
+
+    Example: fractions (0.7, 0.15, 0.15) gives train, val and test indices, every class in
+    each part where it has enough images (at least one in train).
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    labels_arr = np.asarray(labels)
+    for c in np.unique(labels_arr):
+        members = rng.permutation(np.flatnonzero(labels_arr == c)).tolist()
+        counts = [round(len(members) * f) for f in fractions[1:]]
+        if len(members) - sum(counts) < 1:  # tiny classes keep one training image
+            counts = [min(n, max(0, len(members) - 1 - sum(counts[:j]))) for j, n in enumerate(counts)]
+        start = len(members) - sum(counts)
+        parts[0].extend(members[:start])
+        for j, n in enumerate(counts, start=1):
+            parts[j].extend(members[start : start + n])
+            start += n
+    return [sorted(p) for p in parts]

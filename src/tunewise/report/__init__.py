@@ -1,0 +1,73 @@
+"""Terminal tables from plain records and dicts; nothing here imports torch."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from tunewise.records import RunRecord
+
+console = Console()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def records_table(records: list[RunRecord], title: str = "results") -> Table:
+    """One row per run: validation and test scores, time, trainable parameters."""
+    models = sorted({r.model for r in records})
+    table = Table(title=f"{title} ({', '.join(models)})", caption="* features computed once, cached")
+    for column in ("strategy", "val acc %", "val F1 %", "test acc %", "test F1 %", "best/ran",
+                   "time s", "trainable"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for r in records:
+        test = r.test or {}
+        table.add_row(r.strategy + (" *" if r.cached_features else ""), _pct(r.val.get("accuracy")),
+                      _pct(r.val.get("macro_f1")), _pct(test.get("accuracy")),
+                      _pct(test.get("macro_f1")), f"{r.best_epoch + 1}/{r.epochs_run}",
+                      f"{r.seconds:.1f}", f"{_count(r.trainable_params)}/{_count(r.total_params)}")
+    return table
+
+
+def print_records(records: list[RunRecord], title: str = "results") -> None:
+    console.print(records_table(records, title))
+
+
+def print_metrics(metrics: dict) -> None:
+    table = Table(title=f"{metrics.get('split', '')} metrics ({metrics.get('images', '?')} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    if "confusion_matrix" in metrics:
+        console.print("confusion matrix (rows: true class, columns: predicted):")
+        for row in metrics["confusion_matrix"]:
+            console.print("  " + " ".join(f"{v:6d}" for v in row))
+
+
+def print_predictions(rows: list[dict]) -> None:
+    table = Table(title=f"{len(rows)} predictions")
+    for column in ("path", "label", "probability"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for row in rows:
+        table.add_row(row["path"], row["label"], f"{row['probability']:.3f}")
+    console.print(table)
+
+
+def records_markdown(records: list[RunRecord]) -> str:
+    """The same table as Markdown, for the run folder."""
+    lines = ["| strategy | model | val acc % | test acc % | test macro-F1 % | time s | trainable params |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in records:
+        test = r.test or {}
+        lines.append(f"| {r.strategy} | {r.model} | {_pct(r.val.get('accuracy'))} | "
+                     f"{_pct(test.get('accuracy'))} | {_pct(test.get('macro_f1'))} | {r.seconds:.1f} | "
+                     f"{r.trainable_params:,} |")
+    return "\n".join(lines) + "\n"

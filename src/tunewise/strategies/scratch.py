@@ -1,0 +1,18 @@
+"""`scratch`: the same architecture from a random init, the baseline that pretraining must beat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tunewise.strategies import STRATEGIES, Strategy
+
+
+@STRATEGIES.register("scratch")
+@dataclass(frozen=True)
+class Scratch(Strategy):
+    """Train everything from random weights: answers "is pretraining worth it here?"."""
+
+    name: ClassVar[str] = "scratch"
+    pretrained: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 1e-3

@@ -1,0 +1,302 @@
+"""fit() and evaluate(): the training loop, readable top to bottom."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from tunewise.backbones import load_backbone
+from tunewise.config import (
+    DataConfig,
+    TrainConfig,
+    default_cache_dir,
+    raise_if_problems,
+    to_dict,
+    validate_data,
+    validate_train,
+)
+from tunewise.data import load_data
+from tunewise.errors import TunewiseError
+from tunewise.export import export_model
+from tunewise.features import cached_features, weights_digest
+from tunewise.io import append_jsonl, write_atomic, write_json
+from tunewise.records import RunRecord
+from tunewise.strategies import get_strategy
+from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode
+from tunewise.tasks import get_task
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved with every checkpoint so a killed run resumes exactly."""
+
+    epoch: int = 0
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def improved_by(self, score: float, greater_is_better: bool) -> bool:
+        better = self.best is None or (score > self.best if greater_is_better else score < self.best)
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+
+def fit(
+    model: str,
+    data: str | DataConfig = "textile",
+    strategy: str = "linear_probe",
+    *,
+    task: str = "image_classification",
+    train: TrainConfig | None = None,
+    out: str | Path | None = None,
+    weights: str | Path | None = None,
+    resume: bool = False,
+    **train_overrides,
+) -> RunRecord:
+    """Fine-tune `model` on `data` with `strategy`; keep the best epoch by validation metric.
+
+    Args:
+        model: a backbone name (`pkg:efficientnet_lite0`, `timm:resnet50`) or weights path.
+        data: a data set name or image folder, or a full DataConfig.
+        strategy: a registered strategy name (`linear_probe`, `full`, `scratch`).
+        task: a registered task name.
+        train: training settings; keyword arguments override single fields (`epochs=5`).
+        out: the run folder; default runs/<time>-<model>-<strategy>.
+        weights: local weights for the backbone instead of a download.
+        resume: continue the run in `out` from its last finished epoch.
+
+    Returns:
+        The RunRecord, also written to `out/record.json`.
+
+    Raises:
+        TunewiseError: bad settings, data or model, before anything is written.
+    """
+    started = time.perf_counter()
+    train = replace(train or TrainConfig(), **train_overrides)
+    data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
+    raise_if_problems(validate_train(train) + validate_data(data_config))
+    the_task, the_strategy = get_task(task), get_strategy(strategy)
+    splits = load_data(data_config)
+    backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
+    preprocess = backbone.preprocess
+    if data_config.image_size:
+        preprocess = preprocess.at_size(data_config.image_size)
+    torch.manual_seed(train.seed)
+    net = the_task.build_model(backbone, splits.num_classes)
+    the_strategy.prepare(net)
+    lr = train.lr or the_strategy.default_lr
+
+    settings = {"model": model, "weights": str(weights) if weights else None, "strategy": strategy,
+                "task": task, "train": to_dict(train), "data": to_dict(data_config)}
+    run_dir = _open_run_dir(out, model, strategy, settings, resume)
+    accelerator = _accelerator(train.device)
+    cached = is_frozen(net.backbone)
+    if cached:  # the backbone is a fixed function: run it once, train the head on its output
+        loaders = _feature_loaders(net, splits, preprocess, train, accelerator.device)
+        trained: nn.Module = net.head
+    else:
+        loaders = _image_loaders(splits, preprocess, train)
+        trained = net
+    optimizer = _optimizer(the_strategy.param_groups(net, lr), train)
+    steps = len(loaders["train"])
+    scheduler = _warmup_cosine(optimizer, round(train.warmup_epochs * steps), train.epochs * steps)
+    trained, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
+    progress = _restore(run_dir, trained, optimizer, scheduler) if resume else Progress()
+
+    bar = tqdm(range(progress.epoch, train.epochs), desc=f"{strategy}", unit="epoch",
+               initial=progress.epoch, total=train.epochs)
+    for epoch in bar:
+        progress.epoch = epoch
+        torch.manual_seed(train.seed + epoch)  # shuffling and augmentation depend on the epoch alone
+        the_strategy.on_epoch_start(net, optimizer, epoch)
+        epoch_start = time.perf_counter()
+        train_loss = _train_one_epoch(trained, loaders["train"], optimizer, scheduler, the_task, accelerator)
+        val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
+        if progress.improved_by(val[the_task.metric], the_task.greater_is_better):
+            write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(), tmp))
+        append_jsonl(run_dir / "metrics.jsonl", {
+            "epoch": epoch, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - epoch_start, 3),
+            **{f"val_{k}": v for k, v in val.items() if k != "confusion_matrix"},
+        })
+        progress.epoch = epoch + 1
+        _save_checkpoint(run_dir, accelerator, trained, optimizer, scheduler, progress)
+        bar.set_postfix(loss=f"{train_loss:.3f}", **{the_task.metric: f"{val[the_task.metric]:.3f}"})
+        if train.patience and progress.bad_epochs >= train.patience:
+            break
+    bar.close()
+
+    _unwrap(accelerator, trained).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
+    test = evaluate_loader(trained, loaders["test"], the_task, accelerator) if "test" in loaders else None
+    the_strategy.finalize(net)
+    export_model(net, backbone, preprocess, task, splits.classes, run_dir)
+    trainable, total = count_parameters(net)
+    record = RunRecord(
+        run_dir=str(run_dir), model=model, arch=backbone.arch, strategy=strategy, task=task,
+        data=data_config.data, classes=splits.classes, metric=the_task.metric,
+        best_epoch=progress.best_epoch, epochs_run=progress.epoch, val=val, test=test,
+        seconds=round(time.perf_counter() - started, 2), trainable_params=trainable,
+        total_params=total, train_config=to_dict(train), data_config=to_dict(data_config),
+        cached_features=cached,
+    )
+    record.save(run_dir / "record.json")
+    return record
+
+
+def resume(run_dir: str | Path) -> RunRecord:
+    """Continue a killed or stopped run from its last finished epoch, with its own settings."""
+    run_dir = Path(run_dir)
+    settings_path = run_dir / "settings.json"
+    if not settings_path.is_file():
+        raise TunewiseError(f"{str(run_dir)!r} is not a tunewise run folder (no settings.json). "
+                            "Pass the folder that `tunewise fit` printed.")
+    s = json.loads(settings_path.read_text())
+    return fit(s["model"], DataConfig(**s["data"]), s["strategy"], task=s["task"],
+               train=TrainConfig(**s["train"]), out=run_dir, weights=s["weights"], resume=True)
+
+
+@torch.no_grad()
+def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Accelerator) -> dict:
+    """The task's metrics of `model` over every batch of `loader`."""
+    model.eval()
+    outputs, targets = [], []
+    for inputs, labels in loader:
+        with accelerator.autocast():
+            outputs.append(model(inputs.to(accelerator.device)).float().cpu())
+        targets.append(labels)
+    return task.metrics(torch.cat(outputs), torch.cat(targets))
+
+
+def _train_one_epoch(model, loader, optimizer, scheduler, task, accelerator) -> float:
+    set_train_mode(model)
+    total, count = 0.0, 0
+    for inputs, targets in tqdm(loader, desc="train", unit="batch", leave=False, disable=None):
+        inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
+        with accelerator.autocast():
+            loss = task.loss(model(inputs), targets)
+        if not torch.isfinite(loss):
+            raise TunewiseError(f"the training loss became {loss.item()}; lower --lr (now "
+                                f"{scheduler.get_last_lr()[0]:.2e}) or check the data.")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(targets)
+        count += len(targets)
+    return total / max(1, count)
+
+
+def _accelerator(device: str) -> Accelerator:
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+
+
+def _unwrap(accelerator: Accelerator, model: nn.Module) -> nn.Module:
+    return accelerator.unwrap_model(model)
+
+
+def _image_loaders(splits, preprocess, train: TrainConfig) -> dict[str, DataLoader]:
+    train_tf = preprocess.train_transform() if train.augment else preprocess.eval_transform()
+    common = {"batch_size": train.batch_size, "num_workers": train.num_workers,
+              "persistent_workers": train.num_workers > 0, "pin_memory": torch.cuda.is_available()}
+    loaders = {"train": DataLoader(splits.train.with_transform(train_tf), shuffle=True, **common)}
+    for name, data in splits.named().items():
+        if name != "train":
+            loaders[name] = DataLoader(data.with_transform(preprocess.eval_transform()), **common)
+    return loaders
+
+
+def _feature_loaders(net, splits, preprocess, train: TrainConfig, device) -> dict[str, DataLoader]:
+    cache = Path(train.cache_dir) if train.cache_dir else default_cache_dir() / "features"
+    net.backbone.to(device)
+    digest = weights_digest(net.backbone)
+    loaders = {}
+    for name, data in splits.named().items():
+        features, labels = cached_features(
+            net.backbone, data, preprocess, device, cache, batch_size=max(64, train.batch_size),
+            num_workers=train.num_workers, desc=f"features {name}", weights=digest)
+        loaders[name] = DataLoader(TensorDataset(features, labels), batch_size=train.batch_size,
+                                   shuffle=name == "train")
+    return loaders
+
+
+def _optimizer(groups: list[dict], train: TrainConfig) -> torch.optim.Optimizer:
+    """Each group split in two: weights decay, biases and norm parameters (1-D) do not."""
+    split = []
+    for group in groups:
+        decay = [p for p in group["params"] if p.ndim > 1]
+        plain = [p for p in group["params"] if p.ndim <= 1]
+        split += [g for g in ({**group, "params": decay, "weight_decay": train.weight_decay},
+                              {**group, "params": plain, "weight_decay": 0.0}) if g["params"]]
+    if not split:
+        raise TunewiseError("the strategy left no parameter to train.")
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(split, momentum=0.9, nesterov=True)
+    if train.optimizer == "adam":
+        return torch.optim.Adam(split)
+    return torch.optim.AdamW(split)
+
+
+def _warmup_cosine(optimizer, warmup_steps: int, total_steps: int):
+    """Linear warmup from 0 to each group's rate, then cosine decay to 0 over the rest."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _open_run_dir(out, model: str, strategy: str, settings: dict, resume: bool) -> Path:
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        slug = model.replace(":", "-").replace("/", "-").strip("-.")[-40:]
+        out = Path("runs") / f"{stamp}-{slug}-{strategy}"
+    run_dir = Path(out)
+    if resume:
+        if not (run_dir / "checkpoint.pt").is_file():
+            raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no checkpoint.pt. Start "
+                                "a new run without --resume.")
+        saved = json.loads((run_dir / "settings.json").read_text())
+        differ = [k for k in settings if saved.get(k) != settings[k]]
+        if differ:
+            raise TunewiseError(f"cannot resume {str(run_dir)!r}: its {', '.join(differ)} differ "
+                                "from the ones given. Resume with the same settings, or start a new run.")
+        return run_dir
+    if (run_dir / "settings.json").exists():
+        raise TunewiseError(f"run folder {str(run_dir)!r} already holds a run. Pass --resume to "
+                            "continue it, or another --out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "settings.json", settings)
+    return run_dir
+
+
+def _save_checkpoint(run_dir, accelerator, model, optimizer, scheduler, progress: Progress) -> None:
+    state = {"model": _unwrap(accelerator, model).state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "progress": vars(progress).copy()}
+    write_atomic(run_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
+
+
+def _restore(run_dir: Path, model, optimizer, scheduler) -> Progress:
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return Progress(**state["progress"])
