@@ -55,6 +55,24 @@ def fraction(text: str) -> float:
     return value
 
 
+def parse_knobs(pairs: list[str]) -> dict:
+    """NAME=VALUE pairs -> {name: int | float | str | tuple of str (when VALUE has commas)}."""
+    knobs: dict = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise TunewiseError(f"--knob {pair!r} must look like NAME=VALUE (--knob k=3).")
+        for kind in (int, float):
+            try:
+                knobs[name] = kind(text)
+                break
+            except ValueError:
+                continue
+        else:
+            knobs[name] = tuple(text.split(",")) if "," in text else text
+    return knobs
+
+
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="textile",
@@ -99,8 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "model file (default: %(default)s)")
     fit.add_argument("--weights", help="local weights (.safetensors or .pth) for --model's architecture")
     fit.add_argument("--strategy", default="linear_probe",
-                     help="linear_probe (frozen backbone, features computed once), full, scratch "
-                          "(default: %(default)s)")
+                     help="linear_probe (frozen backbone, features computed once), full, partial, "
+                          "gradual_unfreeze, llrd, lp_ft, bitfit, norm_only, lora, l2sp, scratch; "
+                          "cards in docs/strategies/ (default: %(default)s)")
+    fit.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                     help="a strategy knob, repeatable: --knob k=3 (partial), --knob r=16 (lora), "
+                          "--knob target_modules=qkv,proj")
     fit.add_argument("--task", default="image_classification", help="(default: %(default)s)")
     fit.add_argument("--out", help="run folder (default: runs/TIME-MODEL-STRATEGY)")
     fit.add_argument("--resume", metavar="RUN_DIR",
@@ -159,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_fit(args: argparse.Namespace) -> int:
     from tunewise.report import print_records
+    from tunewise.strategies import get_strategy
     from tunewise.train import fit, resume
 
     if args.resume:
@@ -166,7 +189,8 @@ def run_fit(args: argparse.Namespace) -> int:
     else:
         given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
         train = TrainConfig(**given | {"patience": args.patience or None, "augment": not args.no_augment})
-        record = fit(args.model, _data_config(args), args.strategy, task=args.task, train=train,
+        strategy = get_strategy(args.strategy, **parse_knobs(args.knob))
+        record = fit(args.model, _data_config(args), strategy, task=args.task, train=train,
                      out=args.out, weights=args.weights)
     print_records([record])
     print(f"run folder: {record.run_dir}")

@@ -31,8 +31,8 @@ from tunewise.export import export_model
 from tunewise.features import cached_features, weights_digest
 from tunewise.io import append_jsonl, write_atomic, write_json
 from tunewise.records import RunRecord
-from tunewise.strategies import get_strategy
-from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode
+from tunewise.strategies import Strategy, get_strategy
+from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
 from tunewise.tasks import get_task
 
 
@@ -57,7 +57,7 @@ class Progress:
 def fit(
     model: str,
     data: str | DataConfig = "textile",
-    strategy: str = "linear_probe",
+    strategy: str | Strategy = "linear_probe",
     *,
     task: str = "image_classification",
     train: TrainConfig | None = None,
@@ -71,7 +71,8 @@ def fit(
     Args:
         model: a backbone name (`pkg:efficientnet_lite0`, `timm:resnet50`) or weights path.
         data: a data set name or image folder, or a full DataConfig.
-        strategy: a registered strategy name (`linear_probe`, `full`, `scratch`).
+        strategy: a registered strategy name (`linear_probe`, `full`, `lora`, ...) or an instance
+            with its knobs set (`get_strategy("partial", k=3)`).
         task: a registered task name.
         train: training settings; keyword arguments override single fields (`epochs=5`).
         out: the run folder; default runs/<time>-<model>-<strategy>.
@@ -88,7 +89,9 @@ def fit(
     train = replace(train or TrainConfig(), **train_overrides)
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_train(train) + validate_data(data_config))
-    the_task, the_strategy = get_task(task), get_strategy(strategy)
+    the_task = get_task(task)
+    the_strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    strategy, knobs = the_strategy.name, the_strategy.knobs()
     splits = load_data(data_config)
     backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
     preprocess = backbone.preprocess
@@ -100,7 +103,7 @@ def fit(
     lr = train.lr or the_strategy.default_lr
 
     settings = {"model": model, "weights": str(weights) if weights else None, "strategy": strategy,
-                "task": task, "train": to_dict(train), "data": to_dict(data_config)}
+                "knobs": knobs, "task": task, "train": to_dict(train), "data": to_dict(data_config)}
     run_dir = _open_run_dir(out, model, strategy, settings, resume)
     accelerator = _accelerator(train.device)
     cached = is_frozen(net.backbone)
@@ -110,11 +113,13 @@ def fit(
     else:
         loaders = _image_loaders(splits, preprocess, train)
         trained = net
+    if getattr(the_strategy, "probe_epochs", 0):  # LP-FT: fine-tune from a probed head
+        net.head.load_state_dict(_probe_head(model, data_config, task, train, the_strategy, run_dir, weights))
     optimizer = _optimizer(the_strategy.param_groups(net, lr), train)
     steps = len(loaders["train"])
-    scheduler = _warmup_cosine(optimizer, round(train.warmup_epochs * steps), train.epochs * steps)
-    trained, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
-    progress = _restore(run_dir, trained, optimizer, scheduler) if resume else Progress()
+    schedule = WarmupCosine(round(train.warmup_epochs * steps), steps, train.epochs)
+    trained, optimizer = accelerator.prepare(trained, optimizer)
+    progress = _restore(run_dir, trained, optimizer) if resume else Progress()
 
     bar = tqdm(range(progress.epoch, train.epochs), desc=f"{strategy}", unit="epoch",
                initial=progress.epoch, total=train.epochs)
@@ -123,17 +128,18 @@ def fit(
         torch.manual_seed(train.seed + epoch)  # shuffling and augmentation depend on the epoch alone
         the_strategy.on_epoch_start(net, optimizer, epoch)
         epoch_start = time.perf_counter()
-        train_loss = _train_one_epoch(trained, loaders["train"], optimizer, scheduler, the_task, accelerator)
+        train_loss = _train_one_epoch(net, trained, loaders["train"], optimizer, schedule.at_epoch(epoch),
+                                      the_task, the_strategy, accelerator)
         val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
         if progress.improved_by(val[the_task.metric], the_task.greater_is_better):
             write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(), tmp))
         append_jsonl(run_dir / "metrics.jsonl", {
-            "epoch": epoch, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
+            "epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - epoch_start, 3),
             **{f"val_{k}": v for k, v in val.items() if k != "confusion_matrix"},
         })
         progress.epoch = epoch + 1
-        _save_checkpoint(run_dir, accelerator, trained, optimizer, scheduler, progress)
+        _save_checkpoint(run_dir, accelerator, trained, optimizer, progress)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{the_task.metric: f"{val[the_task.metric]:.3f}"})
         if train.patience and progress.bad_epochs >= train.patience:
             break
@@ -151,6 +157,7 @@ def fit(
         best_epoch=progress.best_epoch, epochs_run=progress.epoch, val=val, test=test,
         seconds=round(time.perf_counter() - started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(train), data_config=to_dict(data_config),
+        strategy_knobs=knobs,
         cached_features=cached,
     )
     record.save(run_dir / "record.json")
@@ -165,7 +172,8 @@ def resume(run_dir: str | Path) -> RunRecord:
         raise TunewiseError(f"{str(run_dir)!r} is not a tunewise run folder (no settings.json). "
                             "Pass the folder that `tunewise fit` printed.")
     s = json.loads(settings_path.read_text())
-    return fit(s["model"], DataConfig(**s["data"]), s["strategy"], task=s["task"],
+    strategy = get_strategy(s["strategy"], **s["knobs"])
+    return fit(s["model"], DataConfig(**s["data"]), strategy, task=s["task"],
                train=TrainConfig(**s["train"]), out=run_dir, weights=s["weights"], resume=True)
 
 
@@ -181,23 +189,55 @@ def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Acc
     return task.metrics(torch.cat(outputs), torch.cat(targets))
 
 
-def _train_one_epoch(model, loader, optimizer, scheduler, task, accelerator) -> float:
-    set_train_mode(model)
+def _train_one_epoch(net, model, loader, optimizer, factors, task, strategy, accelerator) -> float:
+    """One pass over `loader`. `model` is what trains (`net`, or `net.head` on cached features);
+    the strategy's penalty, if any, sees the whole `net`."""
+    set_train_mode(model, masked=zero_rate_parameters(optimizer))
     total, count = 0.0, 0
-    for inputs, targets in tqdm(loader, desc="train", unit="batch", leave=False, disable=None):
+    batches = tqdm(loader, desc="train", unit="batch", leave=False, disable=None)
+    for (inputs, targets), factor in zip(batches, factors, strict=True):
         inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
         with accelerator.autocast():
             loss = task.loss(model(inputs), targets)
-        if not torch.isfinite(loss):
-            raise TunewiseError(f"the training loss became {loss.item()}; lower --lr (now "
-                                f"{scheduler.get_last_lr()[0]:.2e}) or check the data.")
+            penalty = strategy.penalty(net)
+            objective = loss if penalty is None else loss + penalty
+        if not torch.isfinite(objective):
+            raise TunewiseError(f"the training loss became {objective.item()}; lower --lr (now "
+                                f"{optimizer.param_groups[0]['lr']:.2e}) or check the data.")
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        accelerator.backward(objective)
+        set_rates(optimizer, factor)
         optimizer.step()
-        scheduler.step()
         total += loss.item() * len(targets)
         count += len(targets)
     return total / max(1, count)
+
+
+@dataclass(frozen=True)
+class WarmupCosine:
+    """Linear warmup from 0, then cosine decay to 0: a pure function of the global step, so a
+    resumed run needs no scheduler state."""
+
+    warmup_steps: int
+    steps_per_epoch: int
+    epochs: int
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        progress = (step - self.warmup_steps) / max(1, self.steps_per_epoch * self.epochs - self.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def at_epoch(self, epoch: int) -> list[float]:
+        """The factor of every step of `epoch`, in order."""
+        first = epoch * self.steps_per_epoch
+        return [self(first + i) for i in range(self.steps_per_epoch)]
+
+
+def set_rates(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Each group's rate: its peak rate x the schedule's factor x its strategy `scale`."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor * group.get("scale", 1.0)
 
 
 def _accelerator(device: str) -> Accelerator:
@@ -241,8 +281,9 @@ def _optimizer(groups: list[dict], train: TrainConfig) -> torch.optim.Optimizer:
     for group in groups:
         decay = [p for p in group["params"] if p.ndim > 1]
         plain = [p for p in group["params"] if p.ndim <= 1]
-        split += [g for g in ({**group, "params": decay, "weight_decay": train.weight_decay},
-                              {**group, "params": plain, "weight_decay": 0.0}) if g["params"]]
+        rates = {"base_lr": group["lr"], "weight_decay": group.get("weight_decay", train.weight_decay)}
+        halves = ({**group, **rates, "params": decay}, {**group, **rates, "params": plain, "weight_decay": 0.0})
+        split += [g for g in halves if g["params"]]
     if not split:
         raise TunewiseError("the strategy left no parameter to train.")
     if train.optimizer == "sgd":
@@ -250,18 +291,6 @@ def _optimizer(groups: list[dict], train: TrainConfig) -> torch.optim.Optimizer:
     if train.optimizer == "adam":
         return torch.optim.Adam(split)
     return torch.optim.AdamW(split)
-
-
-def _warmup_cosine(optimizer, warmup_steps: int, total_steps: int):
-    """Linear warmup from 0 to each group's rate, then cosine decay to 0 over the rest."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _open_run_dir(out, model: str, strategy: str, settings: dict, resume: bool) -> Path:
@@ -288,15 +317,24 @@ def _open_run_dir(out, model: str, strategy: str, settings: dict, resume: bool) 
     return run_dir
 
 
-def _save_checkpoint(run_dir, accelerator, model, optimizer, scheduler, progress: Progress) -> None:
+def _save_checkpoint(run_dir, accelerator, model, optimizer, progress: Progress) -> None:
     state = {"model": _unwrap(accelerator, model).state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "progress": vars(progress).copy()}
+             "progress": vars(progress).copy()}
     write_atomic(run_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
 
 
-def _restore(run_dir: Path, model, optimizer, scheduler) -> Progress:
+def _restore(run_dir: Path, model, optimizer) -> Progress:
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
     return Progress(**state["progress"])
+
+
+def _probe_head(model, data_config, task, train, strategy, run_dir: Path, weights) -> dict:
+    """Run (or finish) the linear probe of LP-FT in run_dir/probe; its best head's weights."""
+    probe_dir = run_dir / "probe"
+    if not (probe_dir / "record.json").is_file():
+        fit(model, data_config, "linear_probe", task=task, out=probe_dir, weights=weights,
+            resume=(probe_dir / "checkpoint.pt").is_file(),
+            train=replace(train, epochs=strategy.probe_epochs, lr=strategy.probe_lr))
+    return torch.load(probe_dir / "best.pt", weights_only=True)

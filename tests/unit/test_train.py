@@ -97,8 +97,8 @@ def test_killed_run_resumes_to_the_same_weights(image_folder, tiny_weights, tmp_
 
     real_save = loop._save_checkpoint
 
-    def save_then_die(run_dir, accelerator, model, optimizer, scheduler, progress):
-        real_save(run_dir, accelerator, model, optimizer, scheduler, progress)
+    def save_then_die(run_dir, accelerator, model, optimizer, progress):
+        real_save(run_dir, accelerator, model, optimizer, progress)
         if progress.epoch == 2:
             raise KeyboardInterrupt  # as if killed right after epoch 2's checkpoint
 

@@ -33,4 +33,7 @@ def load_data(config: DataConfig) -> DataSplits:
             f"Pass an image folder (one subfolder per class, or train/ val/ [test/] of those) "
             f"or one of: {', '.join(DATASETS.names())}."
         )
+    if len(splits.val) == 0:
+        raise DataError(f"data {config.data!r} leaves no image for validation (--val-fraction "
+                        f"{config.val_fraction}). Add images, raise --val-fraction, or give a val/ folder.")
     return splits.limited(config.max_train_per_class, config.seed)

@@ -36,9 +36,6 @@ def read_splits(root: Path, config: DataConfig) -> DataSplits:
     images = read_classes(root, config.strict)
     fractions = (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction)
     train_idx, val_idx, test_idx = split_stratified(images.labels, fractions, config.seed)
-    if not val_idx:
-        raise DataError(f"{str(root)!r} has too few images to hold out a validation set; add images "
-                        "or give a val/ folder.")
     test = images.subset(test_idx) if test_idx else None
     return DataSplits(images.subset(train_idx), images.subset(val_idx), test, images.classes)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import pickle
 import shutil
 from pathlib import Path
 from urllib.error import URLError
@@ -28,8 +30,6 @@ class _LocalFilesCIFAR10(torchvision.datasets.CIFAR10):
         return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
 
     def _load_meta(self) -> None:
-        import pickle
-
         with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
             self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
@@ -44,9 +44,9 @@ def _cifar(config: DataConfig, cls: type, name: str) -> DataSplits:
     try:
         train = cls(str(root), train=True, download=not _has_files(cls, root))
         test = cls(str(root), train=False)
-    except (URLError, OSError) as err:
+    except (URLError, OSError, EOFError, pickle.UnpicklingError) as err:
         raise DataError(
-            f"{name} is not under {str(root)!r} and cannot be downloaded ({err}). Extract "
+            f"{name} is not under or not readable in {str(root)!r} and cannot be downloaded ({err}). Extract "
             f"{cls.filename} so that {str(root / cls.base_folder)!r} exists and pass --data-root "
             f"{root}."
         ) from None
@@ -80,7 +80,9 @@ IDX_FILES = (
 def _mnist_like(config: DataConfig, cls: type, name: str, default_root: Path | None) -> DataSplits:
     """Read IDX files (plain or .gz) from config.root, unpacking into torchvision's layout."""
     source = Path(config.root) if config.root else default_root
-    cache = default_cache_dir() / "data"
+    # one unpacked copy per source folder, so another --data-root never reads a stale copy
+    tag = hashlib.sha256(str(source.resolve() if source else "download").encode()).hexdigest()[:12]
+    cache = default_cache_dir() / "data" / f"{name}-{tag}"
     raw = cache / cls.__name__ / "raw"
     if source is not None and source.is_dir():
         for stem in IDX_FILES:
@@ -104,7 +106,10 @@ def _mnist_like(config: DataConfig, cls: type, name: str, default_root: Path | N
 
 
 def _unpack(source: Path, target: Path) -> None:
-    if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+    """Copy (gunzip) `source` to `target` unless target was made from this very file."""
+    stamp = target.with_suffix(".source")
+    signature = f"{source.resolve()}:{source.stat().st_size}:{source.stat().st_mtime_ns}"
+    if target.is_file() and stamp.is_file() and stamp.read_text() == signature:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
@@ -112,6 +117,7 @@ def _unpack(source: Path, target: Path) -> None:
     with opener(source, "rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst)
     tmp.replace(target)
+    stamp.write_text(signature)
 
 
 @DATASETS.register("mnist")

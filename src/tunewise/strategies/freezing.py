@@ -1,14 +1,22 @@
-"""The functional core of every strategy: freeze, unfreeze, and the BatchNorm policy.
+"""The functional core of every strategy: freeze, unfreeze, groups, and the BatchNorm policy.
 
-Freezing means `requires_grad=False` and out of the optimizer. BatchNorm policy: a norm
-layer whose own parameters are all frozen is kept in eval mode, so its running statistics
-stay the pretrained ones; `set_train_mode` enforces that every time the model trains.
+Freezing means `requires_grad=False` and out of the optimizer, or (for schedules that must
+not flip `requires_grad` mid-run, as under DDP) a learning rate of exactly zero. BatchNorm
+policy: a norm layer none of whose parameters train is kept in eval mode, so its running
+statistics stay the pretrained ones; `set_train_mode` enforces that every time the model trains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from tunewise.errors import ConfigError
+
+NORM_TYPES = (_BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
 
 def freeze(module: nn.Module) -> None:
@@ -36,9 +44,45 @@ def is_frozen(module: nn.Module) -> bool:
     return not any(p.requires_grad for p in module.parameters())
 
 
-def set_train_mode(model: nn.Module) -> None:
-    """model.train(), except frozen BatchNorm layers, which keep their running statistics."""
+def backbone_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The backbone's parameters by layer group, input to output (a TaskModel's layer_groups)."""
+    named = dict(model.backbone.named_parameters())
+    return [[named[n] for n in group if n in named] for group in model.layer_groups]
+
+
+def unfreeze_last_groups(model: nn.Module, count: int) -> None:
+    """Freeze the backbone, then unfreeze its last `count` layer groups."""
+    freeze(model.backbone)
+    for group in backbone_groups(model)[len(model.layer_groups) - count:] if count else []:
+        for p in group:
+            p.requires_grad_(True)
+
+
+def check_group_count(knob: str, value: int, model: nn.Module, low: int = 1) -> None:
+    """Raise ConfigError unless low <= value <= the number of layer groups."""
+    groups = len(model.layer_groups)
+    if not low <= value <= groups:
+        raise ConfigError(f"{knob}={value} is out of range: this backbone has {groups} layer groups, "
+                          f"so {knob} must be in {low}..{groups}.")
+
+
+def zero_rate_parameters(optimizer: torch.optim.Optimizer | None) -> set[int]:
+    """ids of parameters whose optimizer group is masked (`scale` 0): in the optimizer, not trained."""
+    if optimizer is None:
+        return set()
+    return {id(p) for g in optimizer.param_groups if g.get("scale", 1.0) == 0 for p in g["params"]}
+
+
+def set_train_mode(model: nn.Module, masked: Iterable[int] = ()) -> None:
+    """model.train(), except BatchNorm layers none of whose parameters train.
+
+    Args:
+        masked: ids of parameters that require grad but sit at a zero rate (count as frozen).
+    """
+    masked = set(masked)
     model.train()
     for module in model.modules():
-        if isinstance(module, _BatchNorm) and is_frozen(module):
+        if isinstance(module, _BatchNorm) and all(
+            not p.requires_grad or id(p) in masked for p in module.parameters()
+        ):
             module.eval()

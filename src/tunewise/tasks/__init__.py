@@ -17,10 +17,12 @@ class TaskModel(nn.Module):
     Strategies address `.backbone` and `.head`; feature caching trains `.head` alone.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, layer_groups: list[list[str]]) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.layer_groups = layer_groups
+        """Parameter names of `backbone`, grouped from input to output (Backbone.layer_groups)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))

@@ -18,7 +18,7 @@ class ImageClassification:
     greater_is_better = True
 
     def build_model(self, backbone: Backbone, num_classes: int) -> TaskModel:
-        return TaskModel(backbone.model, nn.Linear(backbone.num_features, num_classes))
+        return TaskModel(backbone.model, nn.Linear(backbone.num_features, num_classes), backbone.layer_groups)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Shape: outputs (B, C) logits, targets (B,) class indices -> scalar."""

@@ -1,0 +1,28 @@
+"""`bitfit`: only the backbone's bias terms train, with the head.
+
+Ben Zaken et al. 2022 (https://arxiv.org/abs/2106.10199). BatchNorm layers whose bias trains
+run in train mode (their statistics adapt); all others keep their pretrained statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from tunewise.strategies import STRATEGIES, Strategy
+from tunewise.strategies.freezing import freeze
+
+
+@STRATEGIES.register("bitfit")
+@dataclass(frozen=True)
+class BitFit(Strategy):
+    name: ClassVar[str] = "bitfit"
+    default_lr: ClassVar[float] = 1e-3
+
+    def prepare(self, model: nn.Module) -> None:
+        freeze(model.backbone)
+        for name, p in model.backbone.named_parameters():
+            if name.rsplit(".", 1)[-1] == "bias":
+                p.requires_grad_(True)

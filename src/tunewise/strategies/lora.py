@@ -1,0 +1,76 @@
+"""`lora`: low-rank adapters on the backbone (through peft), a new head, both trained.
+
+Hu et al. 2021 (https://arxiv.org/abs/2106.09685). Adapters go on every Linear layer of the
+backbone (transformers) or, where there is none, on every ungrouped Conv2d (CNNs); name
+others with `target_modules`. `finalize` merges the adapters, so the export is a plain model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from tunewise.errors import ConfigError
+from tunewise.strategies import STRATEGIES, Strategy
+
+
+@STRATEGIES.register("lora")
+@dataclass(frozen=True)
+class LoRA(Strategy):
+    """Args:
+        r: rank of each adapter (>= 1).
+        alpha: scaling numerator; the update is scaled by alpha / r.
+        dropout: dropout on the adapter's input.
+        target_modules: module names (or name suffixes) to adapt; None picks them.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | None = None
+    name: ClassVar[str] = "lora"
+    default_lr: ClassVar[float] = 1e-3
+
+    def prepare(self, model: nn.Module) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if self.r < 1:
+            raise ConfigError(f"LoRA rank r must be a positive integer, got {self.r!r}.")
+        targets = self._targets(model.backbone)
+        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(targets))
+        inject_adapter_in_model(config, model.backbone)  # only the lora_ parameters train
+
+    def finalize(self, model: nn.Module) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for name, module in list(model.backbone.named_modules()):
+            if isinstance(module, BaseTunerLayer):
+                module.merge()
+                model.backbone.set_submodule(name, module.get_base_layer())
+
+    def _targets(self, backbone: nn.Module) -> list[str]:
+        candidates = adaptable_modules(backbone)
+        if self.target_modules is None:
+            if not candidates:
+                raise ConfigError("this backbone has no Linear or Conv2d layer that LoRA can adapt.")
+            return candidates
+        given = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
+        missing = [t for t in given if not any(n == t or n.endswith("." + t) for n in candidates)]
+        if missing:
+            known = sorted({n.rsplit(".", 1)[-1] for n in candidates})
+            raise ConfigError(f"LoRA target_modules {missing} match no Linear or Conv2d layer of this backbone. "
+                              f"Layer names there: {', '.join(known[:20])}.")
+        return list(given)
+
+
+def adaptable_modules(backbone: nn.Module) -> list[str]:
+    """Linear layers (outside nn.MultiheadAttention, which bypasses their forward), else
+    Conv2d layers with groups == 1."""
+    inside_attention = {f"{n}.{c}" for n, m in backbone.named_modules()
+                        if isinstance(m, nn.MultiheadAttention) for c, _ in m.named_children()}
+    linear = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear) and n not in inside_attention]
+    if linear:
+        return linear
+    return [n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1]

@@ -1,0 +1,28 @@
+"""`lp_ft`: a linear probe first (on cached features), then full fine-tuning from that head.
+
+Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
+Out-of-Distribution" (https://arxiv.org/abs/2202.10054): starting full fine-tuning from a
+trained head, at a lower rate, distorts the pretrained features less than from a random head.
+fit() runs the probe as a linear_probe run in the `probe/` subfolder and loads its best head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tunewise.strategies import STRATEGIES, Strategy
+
+
+@STRATEGIES.register("lp_ft")
+@dataclass(frozen=True)
+class LPFT(Strategy):
+    """Args:
+        probe_epochs: epochs of the linear probe (cheap: the features are cached).
+        probe_lr: peak rate of the probe.
+    """
+
+    probe_epochs: int = 10
+    probe_lr: float = 1e-3
+    name: ClassVar[str] = "lp_ft"
+    default_lr: ClassVar[float] = 1e-4

@@ -1,0 +1,28 @@
+"""`norm_only`: only normalization layers' affine parameters train, with the head.
+
+Frankle et al. 2021, "Training BatchNorm and only BatchNorm" (https://arxiv.org/abs/2003.00152);
+the same for LayerNorm in transformers. Those BatchNorm layers run in train mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from tunewise.strategies import STRATEGIES, Strategy
+from tunewise.strategies.freezing import NORM_TYPES, freeze, unfreeze
+
+
+@STRATEGIES.register("norm_only")
+@dataclass(frozen=True)
+class NormOnly(Strategy):
+    name: ClassVar[str] = "norm_only"
+    default_lr: ClassVar[float] = 1e-3
+
+    def prepare(self, model: nn.Module) -> None:
+        freeze(model.backbone)
+        for module in model.backbone.modules():
+            if isinstance(module, NORM_TYPES):
+                unfreeze(module)

@@ -1,0 +1,29 @@
+"""`partial`: only the last k layer groups of the backbone train, with the head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from tunewise.strategies import STRATEGIES, Strategy
+from tunewise.strategies.freezing import check_group_count, unfreeze_last_groups
+
+
+@STRATEGIES.register("partial")
+@dataclass(frozen=True)
+class Partial(Strategy):
+    """Fine-tune the top of the network; the early, generic layers stay as pretrained.
+
+    Args:
+        k: how many layer groups, counted from the output, train (1..number of groups).
+    """
+
+    k: int = 2
+    name: ClassVar[str] = "partial"
+    default_lr: ClassVar[float] = 3e-4
+
+    def prepare(self, model: nn.Module) -> None:
+        check_group_count("k", self.k, model)
+        unfreeze_last_groups(model, self.k)
