@@ -148,17 +148,16 @@ def fit(
     _unwrap(accelerator, trained).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
     test = evaluate_loader(trained, loaders["test"], the_task, accelerator) if "test" in loaders else None
+    trainable, total = count_parameters(net)  # before finalize: merged adapters no longer train
     the_strategy.finalize(net)
     export_model(net, backbone, preprocess, task, splits.classes, run_dir)
-    trainable, total = count_parameters(net)
     record = RunRecord(
         run_dir=str(run_dir), model=model, arch=backbone.arch, strategy=strategy, task=task,
         data=data_config.data, classes=splits.classes, metric=the_task.metric,
         best_epoch=progress.best_epoch, epochs_run=progress.epoch, val=val, test=test,
         seconds=round(time.perf_counter() - started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(train), data_config=to_dict(data_config),
-        strategy_knobs=knobs,
-        cached_features=cached,
+        strategy_knobs=knobs, cached_features=cached,
     )
     record.save(run_dir / "record.json")
     return record
