@@ -131,3 +131,18 @@ def test_every_bad_setting_is_reported_at_once(image_folder):
         tunewise.fit("timm:test_resnet", str(image_folder), epochs=0, batch_size=-2, lr=-1.0)
     message = str(caught.value)
     assert "--epochs" in message and "--batch-size" in message and "--lr" in message
+
+
+def test_lora_run_exports_merged_weights_that_timm_loads(image_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    from tunewise.strategies import get_strategy
+
+    weights = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_vit").state_dict().items()}, str(weights))
+    record = tunewise.fit("timm:test_vit", _data(image_folder), get_strategy("lora", r=2), train=FAST,
+                          out=tmp_path / "run", weights=weights)
+    assert record.strategy_knobs["r"] == 2
+    assert 0 < record.trainable_params < record.total_params  # adapters and head, counted before the merge
+    model = timm.create_model("test_vit", num_classes=3)
+    model.load_state_dict(load_file(str(tmp_path / "run" / "model.safetensors")))  # plain names, strict
