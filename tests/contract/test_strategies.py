@@ -1,4 +1,4 @@
-"""Every strategy x a tiny CNN (BatchNorm) and a tiny ViT (LayerNorm), built from configs.
+"""Every strategy x tiny CNNs (BatchNorm; timm and torchvision) and a tiny ViT (LayerNorm).
 
 After real optimizer steps: exactly the intended parameters changed, the frozen ones are
 bit-identical, frozen BatchNorm statistics did not move, and the optimizer holds every
@@ -20,7 +20,7 @@ from tunewise.strategies.freezing import NORM_TYPES, set_train_mode, zero_rate_p
 from tunewise.tasks import get_task
 from tunewise.train import _optimizer, set_rates
 
-MODELS = ["timm:test_resnet", "timm:test_vit"]
+MODELS = ["timm:test_resnet", "timm:test_vit", "torchvision:mobilenet_v3_small"]
 LR = 1e-2
 
 

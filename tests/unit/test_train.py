@@ -87,10 +87,11 @@ def test_frozen_batchnorm_statistics_do_not_move(image_folder, tiny_weights, tmp
     assert record.best_epoch >= 0
 
 
-def test_killed_run_resumes_to_the_same_weights(image_folder, tiny_weights, tmp_path, monkeypatch):
-    """Full fine-tuning with augmentation: an interrupted run plus resume equals one straight run."""
+@pytest.mark.parametrize("strategy", ["full", "gradual_unfreeze"])
+def test_killed_run_resumes_to_the_same_weights(strategy, image_folder, tiny_weights, tmp_path, monkeypatch):
+    """With augmentation and a schedule: an interrupted run plus resume equals one straight run."""
     train = TrainConfig(epochs=4, batch_size=8, num_workers=0, lr=1e-3, patience=None)
-    tunewise.fit("timm:test_resnet", _data(image_folder), "full", train=train, weights=tiny_weights,
+    tunewise.fit("timm:test_resnet", _data(image_folder), strategy, train=train, weights=tiny_weights,
                  out=tmp_path / "straight")
 
     import tunewise.train as loop
@@ -104,7 +105,7 @@ def test_killed_run_resumes_to_the_same_weights(image_folder, tiny_weights, tmp_
 
     monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        tunewise.fit("timm:test_resnet", _data(image_folder), "full", train=train, weights=tiny_weights,
+        tunewise.fit("timm:test_resnet", _data(image_folder), strategy, train=train, weights=tiny_weights,
                      out=tmp_path / "killed")
     monkeypatch.setattr(loop, "_save_checkpoint", real_save)
     resumed = tunewise.resume(tmp_path / "killed")

@@ -1,8 +1,9 @@
 """`lora`: low-rank adapters on the backbone (through peft), a new head, both trained.
 
-Hu et al. 2021 (https://arxiv.org/abs/2106.09685). Adapters go on every Linear layer of the
-backbone (transformers) or, where there is none, on every ungrouped Conv2d (CNNs); name
-others with `target_modules`. `finalize` merges the adapters, so the export is a plain model.
+Hu et al. 2021 (https://arxiv.org/abs/2106.09685). Adapters go on every dense layer of the
+backbone: each Linear (attention projections, MLPs) and each ungrouped Conv2d (CNNs; depthwise
+convolutions are left alone); name others with `target_modules`. `finalize` merges the
+adapters, so the export is a plain model.
 """
 
 from __future__ import annotations
@@ -66,11 +67,10 @@ class LoRA(Strategy):
 
 
 def adaptable_modules(backbone: nn.Module) -> list[str]:
-    """Linear layers (outside nn.MultiheadAttention, which bypasses their forward), else
-    Conv2d layers with groups == 1."""
+    """Linear layers (outside nn.MultiheadAttention, whose forward bypasses them) and Conv2d
+    layers with groups == 1."""
     inside_attention = {f"{n}.{c}" for n, m in backbone.named_modules()
                         if isinstance(m, nn.MultiheadAttention) for c, _ in m.named_children()}
-    linear = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear) and n not in inside_attention]
-    if linear:
-        return linear
-    return [n for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+    return [n for n, m in backbone.named_modules()
+            if (isinstance(m, nn.Linear) and n not in inside_attention)
+            or (isinstance(m, nn.Conv2d) and m.groups == 1)]
