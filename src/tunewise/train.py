@@ -119,7 +119,7 @@ def fit(
     steps = len(loaders["train"])
     schedule = WarmupCosine(round(train.warmup_epochs * steps), steps, train.epochs)
     trained, optimizer = accelerator.prepare(trained, optimizer)
-    progress = _restore(run_dir, trained, optimizer) if resume else Progress()
+    progress = _restore(run_dir, trained, optimizer) if (run_dir / "checkpoint.pt").is_file() else Progress()
 
     bar = tqdm(range(progress.epoch, train.epochs), desc=f"{strategy}", unit="epoch",
                initial=progress.epoch, total=train.epochs)
@@ -299,8 +299,8 @@ def _open_run_dir(out, model: str, strategy: str, settings: dict, resume: bool) 
         out = Path("runs") / f"{stamp}-{slug}-{strategy}"
     run_dir = Path(out)
     if resume:
-        if not (run_dir / "checkpoint.pt").is_file():
-            raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no checkpoint.pt. Start "
+        if not (run_dir / "settings.json").is_file():
+            raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Start "
                                 "a new run without --resume.")
         saved = json.loads((run_dir / "settings.json").read_text())
         differ = [k for k in settings if saved.get(k) != settings[k]]

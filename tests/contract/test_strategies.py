@@ -184,6 +184,10 @@ def test_lora_merged_and_reloaded_give_the_same_logits(model_name, tmp_path):
     ("lora", {"target_modules": ("nonexistent",)}, "match no Linear or Conv2d layer.*Layer names there: .*qkv"),
     ("gradual_unfreeze", {"epochs_per_stage": 0}, "epochs_per_stage must be a positive integer"),
     ("l2sp", {"alpha": -1.0}, "alpha and beta must be >= 0"),
+    ("lp_ft", {"probe_epochs": 0}, "probe_epochs must be a positive integer"),
+    ("lp_ft", {"probe_lr": 0.0}, "probe_lr must be positive"),
+    ("partial", {"k": 1.5}, "k=1.5 is out of range"),
+    ("lora", {"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
 ])
 def test_knobs_out_of_range_name_the_knob_and_the_range(name, knobs, match):
     with pytest.raises(ConfigError, match=match):
@@ -193,3 +197,22 @@ def test_knobs_out_of_range_name_the_knob_and_the_range(name, knobs, match):
 def test_unknown_knob_lists_the_strategy_knobs():
     with pytest.raises(ConfigError, match="has no knob rank; its knobs: r, alpha, dropout, target_modules"):
         get_strategy("lora", rank=4)
+
+
+def test_lora_target_names_adapt_exactly_the_layers_they_match():
+    strategy = get_strategy("lora", target_modules=("qkv",))
+    net = build("timm:test_vit", strategy)
+    adapted = {n.split(".lora_")[0] for n, _ in net.backbone.named_parameters() if "lora_" in n}
+    assert adapted and all(n.endswith(".qkv") for n in adapted)
+
+
+def test_batchnorm_without_affine_parameters_follows_its_block():
+    from tunewise.strategies.freezing import freeze
+
+    block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False))
+    model = nn.Sequential(block, nn.Conv2d(4, 4, 1))
+    set_train_mode(model)
+    assert block[1].training  # its block trains: statistics adapt
+    freeze(block)
+    set_train_mode(model)
+    assert not block[1].training  # its block is frozen: statistics stay

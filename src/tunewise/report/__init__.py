@@ -21,7 +21,8 @@ def _count(n: int) -> str:
 def records_table(records: list[RunRecord], title: str = "results") -> Table:
     """One row per run: validation and test scores, time, trainable parameters."""
     models = sorted({r.model for r in records})
-    table = Table(title=f"{title} ({', '.join(models)})", caption="* features computed once, cached")
+    caption = "* features computed once, cached" if any(r.cached_features for r in records) else None
+    table = Table(title=f"{title} ({', '.join(models)})", caption=caption)
     for column in ("strategy", "val acc %", "val F1 %", "test acc %", "test F1 %", "best/ran",
                    "time s", "trainable"):
         table.add_column(column, justify="left" if column == "strategy" else "right")

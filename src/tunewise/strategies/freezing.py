@@ -13,10 +13,19 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from tunewise.errors import ConfigError
 
-NORM_TYPES = (_BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+
+def _timm_norms() -> tuple[type, ...]:
+    from timm import layers
+
+    names = ("RmsNorm", "RmsNorm2d", "SimpleNorm", "SimpleNorm2d")
+    return tuple(getattr(layers, n) for n in names if hasattr(layers, n))
+
+
+NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, *_timm_norms())
 
 
 def freeze(module: nn.Module) -> None:
@@ -61,7 +70,7 @@ def unfreeze_last_groups(model: nn.Module, count: int) -> None:
 def check_group_count(knob: str, value: int, model: nn.Module, low: int = 1) -> None:
     """Raise ConfigError unless low <= value <= the number of layer groups."""
     groups = len(model.layer_groups)
-    if not low <= value <= groups:
+    if not isinstance(value, int) or not low <= value <= groups:
         raise ConfigError(f"{knob}={value} is out of range: this backbone has {groups} layer groups, "
                           f"so {knob} must be in {low}..{groups}.")
 
@@ -76,13 +85,20 @@ def zero_rate_parameters(optimizer: torch.optim.Optimizer | None) -> set[int]:
 def set_train_mode(model: nn.Module, masked: Iterable[int] = ()) -> None:
     """model.train(), except BatchNorm layers none of whose parameters train.
 
+    A BatchNorm without affine parameters follows the block that holds it.
+
     Args:
         masked: ids of parameters that require grad but sit at a zero rate (count as frozen).
     """
     masked = set(masked)
+    modules = dict(model.named_modules())
+
+    def frozen(module: nn.Module) -> bool:
+        return all(not p.requires_grad or id(p) in masked for p in module.parameters())
+
     model.train()
-    for module in model.modules():
-        if isinstance(module, _BatchNorm) and all(
-            not p.requires_grad or id(p) in masked for p in module.parameters()
-        ):
-            module.eval()
+    for name, module in modules.items():
+        if isinstance(module, _BatchNorm):
+            owner = module if module.affine else modules[name.rpartition(".")[0]]
+            if frozen(owner):
+                module.eval()

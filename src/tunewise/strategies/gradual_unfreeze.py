@@ -32,7 +32,7 @@ class GradualUnfreeze(Strategy):
     default_lr: ClassVar[float] = 3e-4
 
     def prepare(self, model: nn.Module) -> None:
-        if self.epochs_per_stage < 1:
+        if not isinstance(self.epochs_per_stage, int) or self.epochs_per_stage < 1:
             raise ConfigError(f"epochs_per_stage must be a positive integer, got {self.epochs_per_stage!r}.")
         unfreeze(model)
 

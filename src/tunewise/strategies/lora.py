@@ -37,8 +37,11 @@ class LoRA(Strategy):
     def prepare(self, model: nn.Module) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        if self.r < 1:
+        if not isinstance(self.r, int) or self.r < 1:
             raise ConfigError(f"LoRA rank r must be a positive integer, got {self.r!r}.")
+        if not 0 <= self.dropout < 1 or not self.alpha > 0:
+            raise ConfigError(f"LoRA dropout must be in [0, 1) and alpha positive, got dropout={self.dropout!r}, "
+                              f"alpha={self.alpha!r}.")
         targets = self._targets(model.backbone)
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(targets))
         inject_adapter_in_model(config, model.backbone)  # only the lora_ parameters train
@@ -58,12 +61,13 @@ class LoRA(Strategy):
                 raise ConfigError("this backbone has no Linear or Conv2d layer that LoRA can adapt.")
             return candidates
         given = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
-        missing = [t for t in given if not any(n == t or n.endswith("." + t) for n in candidates)]
+        matches = {t: [n for n in candidates if n == t or n.endswith("." + t)] for t in given}
+        missing = [t for t, names in matches.items() if not names]
         if missing:
             known = sorted({n.rsplit(".", 1)[-1] for n in candidates})
             raise ConfigError(f"LoRA target_modules {missing} match no Linear or Conv2d layer of this backbone. "
                               f"Layer names there: {', '.join(known[:20])}.")
-        return list(given)
+        return sorted({n for names in matches.values() for n in names})  # full names: peft matches suffixes
 
 
 def adaptable_modules(backbone: nn.Module) -> list[str]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from torch import nn
+
+from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
 
 
@@ -26,3 +29,9 @@ class LPFT(Strategy):
     probe_lr: float = 1e-3
     name: ClassVar[str] = "lp_ft"
     default_lr: ClassVar[float] = 1e-4
+
+    def prepare(self, model: nn.Module) -> None:
+        if not isinstance(self.probe_epochs, int) or self.probe_epochs < 1:
+            raise ConfigError(f"probe_epochs must be a positive integer, got {self.probe_epochs!r}.")
+        if not self.probe_lr > 0:
+            raise ConfigError(f"probe_lr must be positive, got {self.probe_lr!r}.")
