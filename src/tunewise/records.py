@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,6 +34,13 @@ class RunRecord:
     data_config: dict = field(default_factory=dict)
     strategy_knobs: dict = field(default_factory=dict)
     cached_features: bool = False
+    stopped: str | None = None
+    """Why training ended before its last epoch: "patience", "pruned", or None."""
+    curve: list[float] = field(default_factory=list)
+    """The validation metric after each epoch."""
+    compute: float = 0.0
+    """Cost in training-epoch equivalents: epochs that trained through the backbone; a run on
+    cached features counts 1/3 (one forward pass over the data instead of forward and backward)."""
 
     @property
     def val_score(self) -> float:
@@ -45,3 +54,87 @@ class RunRecord:
         raw = json.loads(Path(path).read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass
+class TrialRecord:
+    """One run of a search: a strategy at a rate and seed, in one tier."""
+
+    number: int
+    tier: str
+    """explore, final or scratch."""
+    strategy: str
+    lr: float
+    seed: int
+    state: str
+    """complete, pruned or fail."""
+    reason: str | None
+    """Why it was pruned or failed."""
+    epochs_run: int
+    compute: float
+    seconds: float
+    val: float | None
+    """Best validation metric."""
+    curve: list[float]
+    run_dir: str | None
+
+
+@dataclass
+class Arm:
+    """A strategy at its chosen rate, run over seeds: the unit the decision compares."""
+
+    strategy: str
+    lr: float
+    seeds: list[int]
+    scores: list[float]
+    """Best validation metric of each seed's run."""
+    mean: float
+    ci_low: float
+    ci_high: float
+    """The 95% t-interval of the mean (zero width with a single seed)."""
+    run_dirs: list[str]
+    test: dict | None = None
+    """Test metrics of the seed-0 model, evaluated once after the decision."""
+
+
+@dataclass
+class Leaderboard:
+    """What a search found; `leaderboard.json` in its run folder. Reports read only this."""
+
+    run_dir: str
+    model: str
+    data: str
+    metric: str
+    budget: str
+    trials: list[TrialRecord]
+    arms: list[Arm]
+    """Best first, the scratch baseline among them."""
+    winner: str
+    runner_up: dict | None
+    """Paired difference winner - runner-up over common seeds: mean, ci_low, ci_high."""
+    versus_scratch: dict | None
+    """Paired difference best pretrained arm - scratch: is pretraining worth it here?"""
+    linear_probe_test: dict | None
+    compute: float
+    seconds: float
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Leaderboard:
+        raw = json.loads(Path(path).read_text())
+        raw["trials"] = [TrialRecord(**t) for t in raw["trials"]]
+        raw["arms"] = [Arm(**a) for a in raw["arms"]]
+        return cls(**raw)
+
+    def csv(self) -> str:
+        """One row per trial."""
+        buffer = io.StringIO()
+        columns = ["number", "tier", "strategy", "lr", "seed", "state", "val", "epochs_run", "compute",
+                   "seconds", "reason", "run_dir"]
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for trial in self.trials:
+            writer.writerow(asdict(trial))
+        return buffer.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from tunewise.data import load_data
 from tunewise.errors import TunewiseError
 from tunewise.export import export_model
 from tunewise.features import cached_features, weights_digest
-from tunewise.io import append_jsonl, write_atomic, write_json
+from tunewise.io import append_jsonl, read_jsonl, write_atomic, write_json
 from tunewise.records import RunRecord
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
@@ -64,6 +65,8 @@ def fit(
     out: str | Path | None = None,
     weights: str | Path | None = None,
     resume: bool = False,
+    test: bool = True,
+    should_stop: Callable[[int, float], bool] | None = None,
     **train_overrides,
 ) -> RunRecord:
     """Fine-tune `model` on `data` with `strategy`; keep the best epoch by validation metric.
@@ -78,6 +81,10 @@ def fit(
         out: the run folder; default runs/<time>-<model>-<strategy>.
         weights: local weights for the backbone instead of a download.
         resume: continue the run in `out` from its last finished epoch.
+        test: evaluate the best epoch on the test split (a search evaluates test only once,
+            for its winner and baselines, and passes False).
+        should_stop: called after each epoch with (epoch, validation metric); True stops the
+            run there (a search's pruner), recorded as `stopped="pruned"`.
 
     Returns:
         The RunRecord, also written to `out/record.json`.
@@ -121,6 +128,7 @@ def fit(
     trained, optimizer = accelerator.prepare(trained, optimizer)
     progress = _restore(run_dir, trained, optimizer) if (run_dir / "checkpoint.pt").is_file() else Progress()
 
+    stopped = None
     bar = tqdm(range(progress.epoch, train.epochs), desc=f"{strategy}", unit="epoch",
                initial=progress.epoch, total=train.epochs)
     for epoch in bar:
@@ -142,22 +150,30 @@ def fit(
         _save_checkpoint(run_dir, accelerator, trained, optimizer, progress)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{the_task.metric: f"{val[the_task.metric]:.3f}"})
         if train.patience and progress.bad_epochs >= train.patience:
+            stopped = "patience"
+            break
+        if should_stop is not None and should_stop(epoch, val[the_task.metric]):
+            stopped = "pruned"
             break
     bar.close()
 
     _unwrap(accelerator, trained).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
-    test = evaluate_loader(trained, loaders["test"], the_task, accelerator) if "test" in loaders else None
+    test_metrics = None
+    if test and "test" in loaders:
+        test_metrics = evaluate_loader(trained, loaders["test"], the_task, accelerator)
     trainable, total = count_parameters(net)  # before finalize: merged adapters no longer train
     the_strategy.finalize(net)
     export_model(net, backbone, preprocess, task, splits.classes, run_dir)
     record = RunRecord(
         run_dir=str(run_dir), model=model, arch=backbone.arch, strategy=strategy, task=task,
         data=data_config.data, classes=splits.classes, metric=the_task.metric,
-        best_epoch=progress.best_epoch, epochs_run=progress.epoch, val=val, test=test,
+        best_epoch=progress.best_epoch, epochs_run=progress.epoch, val=val, test=test_metrics,
         seconds=round(time.perf_counter() - started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(train), data_config=to_dict(data_config),
-        strategy_knobs=knobs, cached_features=cached,
+        strategy_knobs=knobs, cached_features=cached, stopped=stopped,
+        curve=[line[f"val_{the_task.metric}"] for line in read_jsonl(run_dir / "metrics.jsonl")],
+        compute=round(progress.epoch if not cached else 1 / 3, 3),
     )
     record.save(run_dir / "record.json")
     return record
@@ -174,6 +190,21 @@ def resume(run_dir: str | Path) -> RunRecord:
     strategy = get_strategy(s["strategy"], **s["knobs"])
     return fit(s["model"], DataConfig(**s["data"]), strategy, task=s["task"],
                train=TrainConfig(**s["train"]), out=run_dir, weights=s["weights"], resume=True)
+
+
+def fit_from_config(path: str | Path, out: str | Path | None = None) -> RunRecord:
+    """Run the settings of a YAML file such as a search's best.yaml."""
+    import yaml
+
+    try:
+        s = yaml.safe_load(Path(path).read_text())
+        strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
+        data, train = DataConfig(**s["data"]), TrainConfig(**s["train"])
+        model = s["model"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise TunewiseError(f"cannot use {str(path)!r} as a fit config ({type(err).__name__}: {err}). It needs "
+                            "model, strategy, data and train, as a search's best.yaml has.") from None
+    return fit(model, data, strategy, train=train, out=out, weights=s.get("weights"))
 
 
 @torch.no_grad()
@@ -334,6 +365,6 @@ def _probe_head(model, data_config, task, train, strategy, run_dir: Path, weight
     probe_dir = run_dir / "probe"
     if not (probe_dir / "record.json").is_file():
         fit(model, data_config, "linear_probe", task=task, out=probe_dir, weights=weights,
-            resume=(probe_dir / "checkpoint.pt").is_file(),
+            resume=(probe_dir / "settings.json").is_file(),
             train=replace(train, epochs=strategy.probe_epochs, lr=strategy.probe_lr))
     return torch.load(probe_dir / "best.pt", weights_only=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from tunewise.records import RunRecord
+from tunewise.records import Leaderboard, RunRecord
 
 console = Console()
 
@@ -72,3 +72,31 @@ def records_markdown(records: list[RunRecord]) -> str:
                      f"{_pct(test.get('accuracy'))} | {_pct(test.get('macro_f1'))} | {r.seconds:.1f} | "
                      f"{r.trainable_params:,} |")
     return "\n".join(lines) + "\n"
+
+
+def _interval(mean: float, low: float, high: float) -> str:
+    return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def print_leaderboard(board: Leaderboard) -> None:
+    """The arms with their intervals, then the decision in words."""
+    table = Table(title=f"search: {board.model} on {board.data} ({len(board.trials)} trials, "
+                        f"{board.compute:.1f} epoch-equivalents, {board.seconds:.0f} s)")
+    for column in ("strategy", "lr", "seeds", f"val {board.metric} % [95% CI]", "test %"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for arm in board.arms:
+        test = arm.test.get(board.metric) if arm.test else None
+        name = arm.strategy + (" (winner)" if arm.strategy == board.winner else "")
+        table.add_row(name, f"{arm.lr:.2g}", str(len(arm.seeds)), _interval(arm.mean, arm.ci_low, arm.ci_high),
+                      _pct(test))
+    console.print(table)
+    if board.runner_up:
+        console.print(_difference(board.winner, board.runner_up, "runner-up"))
+    if board.versus_scratch:
+        best = next(a.strategy for a in board.arms if a.strategy != "scratch")
+        console.print(_difference(best, board.versus_scratch, "is pretraining worth it?"))
+
+
+def _difference(name: str, diff: dict, label: str) -> str:
+    spread = _interval(diff["mean"], diff["ci_low"], diff["ci_high"])
+    return f"{label}: {name} - {diff['versus']} = {spread} points (paired over seeds {diff['seeds']})"

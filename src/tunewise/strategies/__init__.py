@@ -66,6 +66,11 @@ def get_strategy(name: str, **knobs) -> Strategy:
     if unknown:
         raise ConfigError(f"strategy {name!r} has no knob {', '.join(unknown)}; its knobs: "
                           f"{', '.join(allowed) or 'none'}.")
+    for f in fields(cls):
+        if f.name in knobs and isinstance(f.default, int | float) and not isinstance(f.default, bool):
+            value = knobs[f.name]
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"strategy {name!r} knob {f.name} must be a number, got {value!r}.")
     return cls(**knobs)
 
 

@@ -2,7 +2,7 @@
 
 Hu et al. 2021 (https://arxiv.org/abs/2106.09685). Adapters go on every dense layer of the
 backbone: each Linear (attention projections, MLPs) and each ungrouped Conv2d (CNNs; depthwise
-convolutions are left alone); name others with `target_modules`. `finalize` merges the
+convolutions are left alone); `target_modules` narrows them to the layers it names. `finalize` merges the
 adapters, so the export is a plain model.
 """
 

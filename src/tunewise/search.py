@@ -1,0 +1,480 @@
+"""search(): which strategy and learning rate, and is pretraining worth it here, measured on the
+validation set under a budget.
+
+Three tiers on one Optuna study, stored in the run folder (a journal file, or a shared database
+for many machines), so a killed search resumes and several workers share it:
+
+1. explore: every strategy on a small log grid of rates, cheapest first (cached-feature probes
+   take seconds); successive halving prunes weak arms after a per-strategy grace period, so
+   slow starters are not cut at epoch 1. Stops when its share of the budget is spent.
+2. final: the best strategies re-run over seeds; the pick is by mean validation metric, with a
+   95% interval and the paired difference to the runner-up.
+3. scratch: the same architecture from random weights, with its own rates and a longer
+   schedule: the answer to "is pretraining worth it here?".
+
+The test split is evaluated once, for the chosen model and the baselines, never to choose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from tunewise.backbones import load_backbone
+from tunewise.config import DataConfig, TrainConfig, raise_if_problems, to_dict, validate_data, validate_train
+from tunewise.data import load_data
+from tunewise.errors import ConfigError, TunewiseError
+from tunewise.io import write_atomic, write_json
+from tunewise.predict import evaluate
+from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
+from tunewise.registry import did_you_mean
+from tunewise.report.search_report import write_report
+from tunewise.strategies import STRATEGIES
+
+# Rate ranges per strategy: heads and adapters take larger rates than full fine-tuning.
+RATE_RANGES: dict[str, tuple[float, float]] = {
+    "linear_probe": (1e-3, 3e-2), "bitfit": (3e-4, 1e-2), "norm_only": (3e-4, 1e-2), "lora": (3e-4, 1e-2),
+    "partial": (1e-4, 3e-3), "llrd": (1e-4, 3e-3), "gradual_unfreeze": (1e-4, 3e-3), "full": (3e-5, 1e-3),
+    "l2sp": (3e-5, 1e-3), "lp_ft": (1e-5, 3e-4), "scratch": (3e-4, 3e-3),
+}
+# Cheapest first, so a tight budget still sees every kind of arm.
+ORDER = ["linear_probe", "bitfit", "norm_only", "lora", "partial", "llrd", "gradual_unfreeze", "full",
+         "l2sp", "lp_ft"]
+# Epochs before the pruner may judge an arm: slow starters get longer.
+GRACE = {"full": 2, "l2sp": 2, "llrd": 2, "lp_ft": 2, "gradual_unfreeze": 3, "scratch": 3}
+EXPLORE_SHARE = 0.6
+"""Share of the budget the explore tier may spend; finals and scratch use the rest."""
+CHEAP_TIER_COST = 1 / 3
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What a search compares and how much it may spend."""
+
+    strategies: tuple[str, ...] = tuple(ORDER)
+    """Candidate strategies (the scratch baseline is separate: `scratch`)."""
+    budget: str = "30epochs"
+    """Total cost: `Nepochs` (training-epoch equivalents) or a time (`90s`, `30m`, `2h`)."""
+    epochs: int = 10
+    """Epochs of an explore or final run."""
+    rates: int = 3
+    """Learning rates tried per strategy, on a log grid over its range."""
+    seeds: int = 3
+    """Seeds of each finalist (and of the scratch baseline)."""
+    finalists: int = 2
+    """Strategies re-run over seeds."""
+    scratch: bool = True
+    """Compare with the same architecture trained from random weights."""
+    scratch_epochs: int | None = None
+    """Epochs of the scratch baseline; None: twice `epochs` (it starts slower)."""
+    workers: int = 1
+    """Processes on this machine sharing the study."""
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """`30epochs` -> ("epochs", 30.0); `90s`, `30m`, `2h` -> ("seconds", ...)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(epochs?|s|m|h)\s*", str(text))
+    if not match:
+        raise ConfigError(f"--budget {text!r} is not a budget. Use epochs (20epochs) or a time (90s, 30m, 2h).")
+    value, unit = float(match.group(1)), match.group(2)
+    if unit.startswith("epoch"):
+        return "epochs", value
+    return "seconds", value * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def validate_search(config: SearchConfig) -> list[str]:
+    problems = []
+    for name in config.strategies:
+        if name not in STRATEGIES or name == "scratch":
+            allowed = [s for s in STRATEGIES.names() if s != "scratch"]
+            problems.append(f"--strategies has unknown {name!r}.{did_you_mean(name, allowed)} "
+                            f"Allowed: all, or some of {', '.join(allowed)}")
+    if not config.strategies:
+        problems.append("--strategies names no strategy")
+    for name in ("epochs", "rates", "seeds", "finalists", "workers"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            problems.append(f"--{name} must be a positive integer, got {value!r}")
+    try:
+        unit, amount = parse_budget(config.budget)
+        if unit == "epochs" and amount < 1:
+            problems.append(f"--budget {config.budget} cannot pay even the cheap tier (one feature pass over "
+                            "the data and a few head epochs); give at least 1epochs")
+    except ConfigError as err:
+        problems.append(str(err).rstrip("."))
+    return problems
+
+
+def search(
+    model: str,
+    data: str | DataConfig = "textile",
+    config: SearchConfig | None = None,
+    *,
+    train: TrainConfig | None = None,
+    out: str | Path | None = None,
+    storage: str | None = None,
+    resume: bool = False,
+    weights: str | None = None,
+    **overrides,
+) -> Leaderboard:
+    """Search strategy x learning rate on the validation set under a budget; pick over seeds.
+
+    Args:
+        model: the backbone (`pkg:efficientnet_lite0`, `timm:resnet50`).
+        data: a data set name or image folder, or a DataConfig.
+        config: what to compare and the budget; keyword arguments override fields (`seeds=1`).
+        train: settings every run shares (batch size, optimizer, ...); rate, seed and epochs
+            are the search's.
+        out: the run folder; default runs/search-<time>-<model>.
+        storage: an Optuna storage URL shared by workers on many machines
+            (postgresql://user:pw@host/db); default: a journal file in the run folder.
+        resume: continue the search in `out`; finished trials are kept, none is repeated.
+
+    Returns:
+        The Leaderboard, also written to `out/leaderboard.json` (and .csv).
+    """
+    config = replace(config or SearchConfig(), **overrides)
+    if isinstance(config.strategies, str):
+        config = replace(config, strategies=_strategy_list(config.strategies))
+    train = train or TrainConfig()
+    data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
+    raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
+    load_data(data_config)  # fail on bad data or model before anything is written
+    load_backbone(model, weights=weights)
+    settings = {"model": model, "weights": weights, "data": to_dict(data_config), "train": to_dict(train),
+                "search": asdict(config), "storage": storage}
+    run_dir = _open_search_dir(out, model, settings, resume)
+    study = open_study(run_dir, storage)
+    if resume:
+        requeue_interrupted(study)
+    started = time.perf_counter()
+
+    if not _trials(study, "explore"):
+        _enqueue_explore(study, config)
+    drain(run_dir, study, config.workers)
+    if not _trials(study, "final"):
+        _enqueue_finals(study, config)
+    if config.scratch and not _trials(study, "scratch"):
+        _enqueue_scratch(study, config, seeds=False)
+    drain(run_dir, study, config.workers)
+    if config.scratch and not _trials(study, "scratch", seeds=True):
+        _enqueue_scratch(study, config, seeds=True)
+        drain(run_dir, study, config.workers)
+
+    board = decide(study, run_dir, model, data_config, config, time.perf_counter() - started)
+    board.save(run_dir / "leaderboard.json")
+    write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
+    write_report(board, run_dir)
+    return board
+
+
+def _strategy_list(text: str) -> tuple[str, ...]:
+    return tuple(ORDER) if text == "all" else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+# --- the study -----------------------------------------------------------------------------------
+
+def open_study(run_dir: Path, storage: str | None) -> optuna.Study:
+    """The study in `storage` (a database URL) or in run_dir/study.journal."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage:
+        try:
+            backend = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+        except Exception as err:  # the driver's own error types vary: report any, start nothing
+            raise TunewiseError(f"cannot reach the study storage {storage!r}: {err}. Check the URL, that the "
+                                "server runs and that its driver (psycopg2 for PostgreSQL) is installed.") from None
+    else:
+        from optuna.storages.journal import JournalFileBackend
+
+        backend = optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    return optuna.create_study(study_name=run_dir.name, storage=backend, direction="maximize",
+                               load_if_exists=True, pruner=GracePruner())
+
+
+class GracePruner(optuna.pruners.BasePruner):
+    """Successive halving (keep the top third at each rung) after a per-strategy grace period;
+    only explore trials are ever pruned."""
+
+    def __init__(self) -> None:
+        self.base = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if trial.user_attrs.get("tier") != "explore" or step is None:
+            return False
+        if step + 1 < GRACE.get(trial.params.get("strategy", ""), 1):
+            return False
+        return self.base.prune(study, trial)
+
+
+def _trials(study: optuna.Study, tier: str, seeds: bool | None = None) -> list[optuna.trial.FrozenTrial]:
+    found = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tier") == tier]
+    if seeds is not None:
+        found = [t for t in found if t.user_attrs.get("seeded", False) == seeds]
+    return found
+
+
+def _rates(strategy: str, count: int) -> list[float]:
+    """`count` rates log-spaced over the strategy's range, the middle one first."""
+    low, high = RATE_RANGES[strategy]
+    grid = np.geomspace(low, high, count).tolist() if count > 1 else [math.sqrt(low * high)]
+    middle = len(grid) // 2
+    return [float(f"{r:.3g}") for r in [grid[middle], *grid[:middle], *grid[middle + 1:]]]
+
+
+def _enqueue_explore(study: optuna.Study, config: SearchConfig) -> None:
+    ordered = [s for s in ORDER if s in config.strategies]
+    grid = {s: _rates(s, config.rates) for s in ordered}
+    for index in range(config.rates):  # every strategy at its first rate before any second rate
+        for strategy in ordered:
+            study.enqueue_trial({"strategy": strategy, "lr": grid[strategy][index]},
+                                user_attrs={"tier": "explore", "seed": 0, "epochs": config.epochs})
+
+
+def _enqueue_finals(study: optuna.Study, config: SearchConfig) -> None:
+    for best in _finalists(study, config.finalists):
+        for seed in range(1, config.seeds):  # seed 0 is the explore run itself
+            study.enqueue_trial(dict(best.params), user_attrs={"tier": "final", "seed": seed,
+                                                               "epochs": config.epochs, "of": best.number})
+
+
+def _finalists(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
+    """The best completed explore trial of each strategy, best strategies first."""
+    best: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in _trials(study, "explore"):
+        if t.state == TrialState.COMPLETE:
+            s = t.params["strategy"]
+            if s not in best or t.value > best[s].value:
+                best[s] = t
+    return sorted(best.values(), key=lambda t: -t.value)[:count]
+
+
+def _enqueue_scratch(study: optuna.Study, config: SearchConfig, seeds: bool) -> None:
+    epochs = config.scratch_epochs or 2 * config.epochs
+    if not seeds:
+        for lr in _rates("scratch", 2):
+            study.enqueue_trial({"strategy": "scratch", "lr": lr},
+                                user_attrs={"tier": "scratch", "seed": 0, "epochs": epochs, "seeded": False})
+        return
+    done = [t for t in _trials(study, "scratch", seeds=False) if t.state == TrialState.COMPLETE]
+    if done:
+        best = max(done, key=lambda t: t.value)
+        for seed in range(1, config.seeds):
+            study.enqueue_trial(dict(best.params), user_attrs={"tier": "scratch", "seed": seed, "epochs": epochs,
+                                                               "seeded": True, "of": best.number})
+
+
+# --- running trials ----------------------------------------------------------------------------
+
+def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
+    """Run every waiting trial, in this process and `workers - 1` more sharing the study."""
+    context = multiprocessing.get_context("spawn")
+    helpers = [context.Process(target=work, args=(str(run_dir),)) for _ in range(workers - 1)]
+    for helper in helpers:
+        helper.start()
+    work(str(run_dir), study)
+    for helper in helpers:
+        helper.join()
+
+
+def work(run_dir: str, study: optuna.Study | None = None) -> None:
+    """Take waiting trials one at a time until none is left; past the explore tier's share of
+    the budget, its waiting trials are closed as failed with the reason."""
+    folder = Path(run_dir)
+    settings = json.loads((folder / "settings.json").read_text())
+    study = study or open_study(folder, settings["storage"])
+    unit, amount = parse_budget(settings["search"]["budget"])
+    while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+        trial = study.ask()
+        if "tier" not in trial.user_attrs:  # another worker took the last waiting trial first
+            trial.set_user_attr("tier", "none")
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        strategy = trial.suggest_categorical("strategy", [*ORDER, "scratch"])
+        lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
+        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) >= EXPLORE_SHARE * amount:
+            trial.set_user_attr("reason", f"not run: the explore tier spent its share of the budget "
+                                          f"({settings['search']['budget']})")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        _run_trial(study, trial, strategy, lr, folder, settings)
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Trials left running by a killed search: closed as failed and queued again (their run
+    folder is reused, so the new trial resumes from the last finished epoch)."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study.enqueue_trial(dict(t.params), user_attrs={**t.user_attrs, "requeued_from": t.number})
+        study.tell(t.number, state=TrialState.FAIL)
+    return len(stale)
+
+
+def _spent(study: optuna.Study, unit: str) -> float:
+    key = "compute" if unit == "epochs" else "seconds"
+    return sum(t.user_attrs.get(key, 0.0) for t in study.get_trials(deepcopy=False))
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float, folder: Path,
+               settings: dict) -> None:
+    from tunewise.train import fit
+
+    attrs = trial.user_attrs
+    train = replace(TrainConfig(**settings["train"]), lr=lr, seed=attrs["seed"], epochs=attrs["epochs"],
+                    patience=None)
+    # named by what it runs, not by trial number: a requeued trial resumes in the same folder
+    out = folder / "trials" / f"{attrs['tier']}-{strategy}-lr{lr:.3g}-seed{attrs['seed']}"
+
+    def should_stop(epoch: int, score: float) -> bool:
+        trial.report(score, epoch)
+        if trial.should_prune():
+            trial.set_user_attr("reason", f"pruned after epoch {epoch + 1}: validation {score:.4f} not in the "
+                                          f"top third of its rung")
+            return True
+        return False
+
+    try:
+        record = fit(settings["model"], DataConfig(**settings["data"]), strategy, train=train, out=out,
+                     weights=settings["weights"], test=False, should_stop=should_stop, resume=out.exists())
+    except (TunewiseError, RuntimeError) as err:  # a NaN loss, a shape error: this arm fails, the search goes on
+        trial.set_user_attr("reason", str(err))
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    trial.set_user_attr("run_dir", record.run_dir)
+    trial.set_user_attr("compute", record.compute)
+    trial.set_user_attr("seconds", record.seconds)
+    if record.stopped == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, record.val_score)
+
+
+# --- deciding ----------------------------------------------------------------------------------
+
+def interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval; a single value has an interval of zero width (no spread known)."""
+    from scipy import stats
+
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchConfig, seconds: float) -> Leaderboard:
+    """Arms from seeded runs, the pick by mean, paired differences, one test evaluation each."""
+    trials = [_trial_record(t) for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tier") != "none"]
+    arms = []
+    for best in _finalists(study, config.finalists):
+        runs = [best, *[t for t in _trials(study, "final") if t.user_attrs.get("of") == best.number]]
+        arms.append(_arm(best.params["strategy"], best.params["lr"], runs))
+    scratch_runs = [t for t in _trials(study, "scratch") if t.state == TrialState.COMPLETE]
+    if scratch_runs:
+        best = max((t for t in scratch_runs if not t.user_attrs.get("seeded")), key=lambda t: t.value)
+        arms.append(_arm("scratch", best.params["lr"], [best, *[t for t in scratch_runs if
+                                                                 t.user_attrs.get("of") == best.number]]))
+    if not arms:
+        raise TunewiseError(f"no trial of the search in {str(run_dir)!r} completed; see leaderboard.csv "
+                            "for each trial's reason, and give a larger --budget.")
+    arms.sort(key=lambda a: -a.mean)
+    winner = arms[0]
+    pretrained = next((a for a in arms if a.strategy != "scratch"), None)
+    scratch = next((a for a in arms if a.strategy == "scratch"), None)
+    probe = max((t for t in trials if t.strategy == "linear_probe" and t.state == "complete"),
+                key=lambda t: t.val or 0, default=None)
+    has_test = load_data(data).test is not None
+    for arm in {id(a): a for a in (winner, pretrained, scratch) if a is not None}.values():
+        if has_test:
+            arm.test = evaluate(arm.run_dirs[0], data, split="test")
+    board = Leaderboard(
+        run_dir=str(run_dir), model=model, data=data.data, metric="accuracy", budget=config.budget,
+        trials=trials, arms=arms, winner=winner.strategy,
+        runner_up=_paired(winner, arms[1]) if len(arms) > 1 else None,
+        versus_scratch=_paired(pretrained, scratch) if pretrained and scratch else None,
+        linear_probe_test=evaluate(probe.run_dir, data, split="test") if probe and has_test else None,
+        compute=round(sum(t.compute for t in trials), 3), seconds=round(seconds, 1),
+    )
+    _export_winner(winner, run_dir)
+    return board
+
+
+def _arm(strategy: str, lr: float, runs: list) -> Arm:
+    runs = sorted((t for t in runs if t.state == TrialState.COMPLETE), key=lambda t: t.user_attrs["seed"])
+    scores = [t.value for t in runs]
+    mean, low, high = interval(scores)
+    return Arm(strategy=strategy, lr=lr, seeds=[t.user_attrs["seed"] for t in runs], scores=scores, mean=mean,
+               ci_low=low, ci_high=high, run_dirs=[t.user_attrs["run_dir"] for t in runs])
+
+
+def _paired(a: Arm, b: Arm) -> dict:
+    """a - b over the seeds both ran: the mean difference and its 95% interval."""
+    common = sorted(set(a.seeds) & set(b.seeds))
+    diffs = [a.scores[a.seeds.index(s)] - b.scores[b.seeds.index(s)] for s in common]
+    mean, low, high = interval(diffs) if diffs else (a.mean - b.mean, math.nan, math.nan)
+    return {"versus": b.strategy, "seeds": common, "mean": mean, "ci_low": low, "ci_high": high}
+
+
+def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
+    run_dir = t.user_attrs.get("run_dir")
+    record = RunRecord.load(Path(run_dir) / "record.json") if run_dir else None
+    return TrialRecord(
+        number=t.number, tier=t.user_attrs.get("tier", "?"), strategy=t.params.get("strategy", "?"),
+        lr=t.params.get("lr", math.nan), seed=t.user_attrs.get("seed", 0), state=t.state.name.lower(),
+        reason=t.user_attrs.get("reason") or ("interrupted; queued again" if t.state == TrialState.FAIL else None),
+        epochs_run=record.epochs_run if record else 0,
+        compute=t.user_attrs.get("compute", 0.0), seconds=t.user_attrs.get("seconds", 0.0),
+        val=max(record.curve) if record and record.curve else None,
+        curve=record.curve if record else [], run_dir=run_dir,
+    )
+
+
+def _export_winner(winner: Arm, run_dir: Path) -> None:
+    """The winner's seed-0 model in run_dir/model, and best.yaml that `tunewise fit --config` reruns."""
+    import yaml
+
+    source = Path(winner.run_dirs[0])
+    (run_dir / "model").mkdir(exist_ok=True)
+    for name in ("model.safetensors", "model.json", "record.json"):
+        shutil.copyfile(source / name, run_dir / "model" / name)
+    settings = json.loads((source / "settings.json").read_text())
+    best = {"model": settings["model"], "weights": settings["weights"], "strategy": settings["strategy"],
+            "knobs": settings["knobs"], "data": settings["data"], "train": settings["train"]}
+    text = f"# Reproduce the search's winner: tunewise fit --config {run_dir / 'best.yaml'}\n" + yaml.safe_dump(best)
+    write_atomic(run_dir / "best.yaml", lambda tmp: Path(tmp).write_text(text))
+
+
+def _open_search_dir(out, model: str, settings: dict, resume: bool) -> Path:
+    if out is None:
+        slug = model.replace(":", "-").replace("/", "-").strip("-.")[-40:]
+        out = Path("runs") / f"search-{datetime.now():%Y%m%d-%H%M%S}-{slug}"
+    run_dir = Path(out)
+    saved_path = run_dir / "settings.json"
+    if resume:
+        if not saved_path.is_file():
+            raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Start a new search "
+                                "without --resume.")
+        saved = json.loads(saved_path.read_text())
+        differ = [k for k in ("model", "weights", "data") if saved.get(k) != settings[k]]
+        if differ:
+            detail = "; ".join(f"{k}: {saved.get(k)!r} there, {settings[k]!r} given" for k in differ)
+            raise TunewiseError(f"cannot resume {str(run_dir)!r} with another {', '.join(differ)} ({detail}). "
+                                "Resume with the same model and data, or start a new search.")
+        return run_dir
+    if saved_path.exists():
+        raise TunewiseError(f"{str(run_dir)!r} already holds a search. Pass --resume to continue it, or another "
+                            "--out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(saved_path, settings)
+    return run_dir

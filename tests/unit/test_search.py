@@ -1,0 +1,169 @@
+"""search(): picks what is best by construction, survives failing arms, kills and two workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import tunewise.search as search_module
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.errors import TunewiseError
+from tunewise.records import Leaderboard
+from tunewise.search import SearchConfig, search
+
+TRAIN = TrainConfig(batch_size=8, num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "test_resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()}, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from conftest import write_image_folder
+
+    return DataConfig(data=str(write_image_folder(tmp_path_factory.mktemp("img"), per_class=40)), image_size=32)
+
+
+@pytest.fixture(scope="module")
+def board(data, weights, tmp_path_factory) -> Leaderboard:
+    """linear_probe can learn the colours; `full` at a rate of 1e-9 cannot move: linear_probe is best by
+    construction. `bitfit` at 1e30 diverges: its trials must fail with the reason and the search go on."""
+    home = tmp_path_factory.mktemp("home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HOME", str(home))
+    patch.setitem(search_module.RATE_RANGES, "full", (1e-9, 1e-9))
+    patch.setitem(search_module.RATE_RANGES, "bitfit", (1e30, 1e30))
+    patch.setitem(search_module.RATE_RANGES, "linear_probe", (0.05, 0.05))
+    try:
+        config = SearchConfig(strategies=("linear_probe", "full", "bitfit"), epochs=3, rates=1, seeds=2,
+                              budget="40epochs", scratch=False)
+        return search("timm:test_resnet", data, config, train=TRAIN, out=home / "search", weights=weights)
+    finally:
+        patch.undo()
+
+
+def test_search_picks_the_best_strategy_by_construction(board):
+    assert board.winner == "linear_probe"
+    winner = board.arms[0]
+    assert winner.strategy == "linear_probe" and winner.seeds == [0, 1]
+    assert winner.ci_low <= winner.mean <= winner.ci_high
+    full = [t for t in board.trials if t.strategy == "full"]
+    assert full and all((t.val or 0) < winner.mean for t in full)
+    assert all(t.reason.startswith("pruned after epoch") for t in full if t.state == "pruned")
+
+
+def test_a_diverging_arm_is_recorded_as_failed_and_the_search_goes_on(board):
+    bitfit = [t for t in board.trials if t.strategy == "bitfit"]
+    assert bitfit and all(t.state == "fail" and "loss became" in t.reason for t in bitfit)
+
+
+def test_test_split_is_evaluated_once_for_the_chosen_model_only(board):
+    assert board.arms[0].test is not None and "accuracy" in board.arms[0].test
+    for trial in board.trials:
+        if trial.run_dir:
+            assert json.loads((Path(trial.run_dir) / "record.json").read_text())["test"] is None
+
+
+def test_outputs_and_best_yaml_reproduce_the_winner(board, tmp_path):
+    from tunewise.train import fit_from_config
+
+    folder = board.run_dir
+    for name in ("leaderboard.json", "leaderboard.csv", "best.yaml", "model/model.safetensors", "report.html",
+                 "report.md", "curves.png", "pareto.png", "leaderboard.png"):
+        assert os.path.isfile(os.path.join(folder, name)), name
+    assert Leaderboard.load(os.path.join(folder, "leaderboard.json")) == board
+    again = fit_from_config(os.path.join(folder, "best.yaml"), out=tmp_path / "again")
+    assert again.val_score == pytest.approx(board.arms[0].scores[0])  # seed 0, same settings: same result
+
+
+def test_bad_search_settings_are_refused_before_anything_is_written(data, tmp_path):
+    with pytest.raises(TunewiseError, match="unknown 'linear_prob'.*Did you mean 'linear_probe'"):
+        search("timm:test_resnet", data, strategies="linear_prob,full", out=tmp_path / "a")
+    with pytest.raises(TunewiseError, match="cannot pay even the cheap tier"):
+        search("timm:test_resnet", data, budget="0.5epochs", out=tmp_path / "b")
+    with pytest.raises(TunewiseError, match="is not a budget"):
+        search("timm:test_resnet", data, budget="lots", out=tmp_path / "c")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_unreachable_storage_is_a_clear_error(data, weights, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(TunewiseError, match="cannot reach the study storage"):
+        search("timm:test_resnet", data, strategies="linear_probe", out=tmp_path / "s", weights=weights,
+               storage="postgresql://nobody:secret@127.0.0.1:9/none")
+    assert time.perf_counter() - start < 30
+
+
+def test_resume_refuses_other_data(board, data, weights, tmp_path):
+    other = DataConfig(data=data.data, image_size=48)
+    with pytest.raises(TunewiseError, match="another data"):
+        search("timm:test_resnet", other, out=board.run_dir, resume=True, weights=weights)
+
+
+def _search_cli(folder, data, weights, *extra):
+    return [sys.executable, "-m", "tunewise", "search", "--model", "timm:test_resnet", "--weights", weights,
+            "--data", data.data, "--image-size", "32", "--strategies", "linear_probe,full", "--epochs", "3",
+            "--rates", "2", "--seeds", "1", "--no-scratch", "--budget", "40epochs", "--batch-size", "8",
+            "--num-workers", "0", "--out", str(folder), *extra]
+
+
+def _finished(folder) -> dict[int, tuple]:
+    import optuna
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
+    study = optuna.load_study(study_name=folder.name, storage=storage)
+    return {t.number: (t.user_attrs["tier"], t.params["strategy"], t.params["lr"], t.user_attrs["seed"], t.value)
+            for t in study.get_trials() if t.state.is_finished() and t.state.name != "FAIL"}
+
+
+def test_killed_search_resumes_without_losing_or_repeating_trials(data, weights, tmp_path):
+    folder = tmp_path / "killed"
+    process = subprocess.Popen(_search_cli(folder, data, weights), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (folder / "trials").is_dir() or len(_safe_finished(folder)) < 2:
+        assert process.poll() is None, "the search ended before it could be killed"
+        time.sleep(0.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = _finished(folder)
+
+    resumed = subprocess.run(_search_cli(folder, data, weights, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = _finished(folder)
+    assert all(after[n] == before[n] for n in before)  # nothing finished was lost or changed
+    runs = [value[:4] for value in after.values()]
+    assert len(runs) == len(set(runs))  # nothing ran twice
+    assert {(s, lr) for tier, s, lr, _ in runs if tier == "explore"} == {
+        (s, lr) for s in ("linear_probe", "full") for lr in search_module._rates(s, 2)}
+
+
+def _safe_finished(folder):
+    try:
+        return _finished(folder)
+    except Exception:  # the journal may not exist yet
+        return {}
+
+
+def test_two_workers_share_one_study_without_duplicates(data, weights, tmp_path):
+    done = subprocess.run(_search_cli(tmp_path / "two", data, weights, "--workers", "2"), capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = [value[:4] for value in _finished(tmp_path / "two").values()]
+    assert len(runs) == len(set(runs)) == 4  # 2 strategies x 2 rates, one seed, each exactly once
