@@ -16,14 +16,14 @@ _PUBLIC = {
     "DataConfig": "tunewise.config",
     "TrainConfig": "tunewise.config",
     "TunewiseError": "tunewise.errors",
-    "evaluate": "tunewise.predict",
-    "predict": "tunewise.predict",
+    "evaluate": "tunewise.inference",
+    "predict": "tunewise.inference",
     "RunRecord": "tunewise.records",
     "Leaderboard": "tunewise.records",
     "fit": "tunewise.train",
     "resume": "tunewise.train",
-    "search": "tunewise.search",
-    "SearchConfig": "tunewise.search",
+    "search": "tunewise.study",
+    "SearchConfig": "tunewise.study",
 }
 __all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"

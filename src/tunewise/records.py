@@ -24,6 +24,7 @@ class RunRecord:
     classes: list[str]
     metric: str
     best_epoch: int
+    """0-based index of the kept epoch."""
     epochs_run: int
     val: dict
     test: dict | None
@@ -77,6 +78,7 @@ class TrialRecord:
     """Best validation metric."""
     curve: list[float]
     run_dir: str | None
+    trainable_params: int = 0
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from tunewise.records import RunRecord
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
 from tunewise.tasks import get_task
+
+log = logging.getLogger("tunewise")
 
 
 @dataclass
@@ -130,7 +133,7 @@ def fit(
 
     stopped = None
     bar = tqdm(range(progress.epoch, train.epochs), desc=f"{strategy}", unit="epoch",
-               initial=progress.epoch, total=train.epochs)
+               initial=progress.epoch, total=train.epochs, disable=None)
     for epoch in bar:
         progress.epoch = epoch
         torch.manual_seed(train.seed + epoch)  # shuffling and augmentation depend on the epoch alone
@@ -149,6 +152,9 @@ def fit(
         progress.epoch = epoch + 1
         _save_checkpoint(run_dir, accelerator, trained, optimizer, progress)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{the_task.metric: f"{val[the_task.metric]:.3f}"})
+        if bar.disable:  # no terminal: one log line per epoch instead of a bar
+            log.info("%s epoch %d/%d: train loss %.4f, val %s %.4f", strategy, epoch + 1, train.epochs,
+                     train_loss, the_task.metric, val[the_task.metric])
         if train.patience and progress.bad_epochs >= train.patience:
             stopped = "patience"
             break

@@ -15,11 +15,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import tunewise.search as search_module
+import tunewise.study as search_module
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.errors import TunewiseError
 from tunewise.records import Leaderboard
-from tunewise.search import SearchConfig, search
+from tunewise.study import SearchConfig, search
 
 TRAIN = TrainConfig(batch_size=8, num_workers=0)
 

@@ -62,18 +62,6 @@ def print_predictions(rows: list[dict]) -> None:
     console.print(table)
 
 
-def records_markdown(records: list[RunRecord]) -> str:
-    """The same table as Markdown, for the run folder."""
-    lines = ["| strategy | model | val acc % | test acc % | test macro-F1 % | time s | trainable params |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for r in records:
-        test = r.test or {}
-        lines.append(f"| {r.strategy} | {r.model} | {_pct(r.val.get('accuracy'))} | "
-                     f"{_pct(test.get('accuracy'))} | {_pct(test.get('macro_f1'))} | {r.seconds:.1f} | "
-                     f"{r.trainable_params:,} |")
-    return "\n".join(lines) + "\n"
-
-
 def _interval(mean: float, low: float, high: float) -> str:
     return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
@@ -100,3 +88,16 @@ def print_leaderboard(board: Leaderboard) -> None:
 def _difference(name: str, diff: dict, label: str) -> str:
     spread = _interval(diff["mean"], diff["ci_low"], diff["ci_high"])
     return f"{label}: {name} - {diff['versus']} = {spread} points (paired over seeds {diff['seeds']})"
+
+
+def print_trials(board: Leaderboard) -> None:
+    """Every trial of a search: what ran, how far, what it scored, what it cost."""
+    table = Table(title="trials")
+    for column in ("#", "tier", "strategy", "lr", "seed", "state", f"best val {board.metric} %", "epochs",
+                   "trainable", "time s"):
+        table.add_column(column, justify="left" if column in ("tier", "strategy", "state") else "right")
+    for t in board.trials:
+        table.add_row(str(t.number), t.tier, t.strategy, f"{t.lr:.2g}", str(t.seed), t.state, _pct(t.val),
+                      str(t.epochs_run), _count(t.trainable_params) if t.trainable_params else "-",
+                      f"{t.seconds:.0f}")
+    console.print(table)

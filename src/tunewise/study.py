@@ -35,8 +35,8 @@ from tunewise.backbones import load_backbone
 from tunewise.config import DataConfig, TrainConfig, raise_if_problems, to_dict, validate_data, validate_train
 from tunewise.data import load_data
 from tunewise.errors import ConfigError, TunewiseError
+from tunewise.inference import evaluate
 from tunewise.io import write_atomic, write_json
-from tunewise.predict import evaluate
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
@@ -437,6 +437,7 @@ def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         compute=t.user_attrs.get("compute", 0.0), seconds=t.user_attrs.get("seconds", 0.0),
         val=max(record.curve) if record and record.curve else None,
         curve=record.curve if record else [], run_dir=run_dir,
+        trainable_params=record.trainable_params if record else 0,
     )
 
 
