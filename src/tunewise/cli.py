@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default: a journal file in the run folder)")
     se.add_argument("--out", help="run folder (default: runs/search-TIME-MODEL)")
     se.add_argument("--resume", action="store_true", help="continue the search in --out")
+    se.add_argument("--worker", action="store_true",
+                    help="join the search in --out (a shared folder) as a worker on this machine: run its "
+                         "waiting trials until it is decided; start the search itself first")
     se.add_argument("--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
     se.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adamw")
     se.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default: %(default)s)")
@@ -281,8 +284,13 @@ def run_search(args: argparse.Namespace) -> int:
                           scratch_epochs=args.scratch_epochs, workers=args.workers)
     train = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, num_workers=args.num_workers,
                         device=args.device)
-    if args.resume and not args.out:
-        raise TunewiseError("--resume needs --out RUN_DIR: the search folder to continue.")
+    if (args.resume or args.worker) and not args.out:
+        raise TunewiseError("--resume and --worker need --out RUN_DIR: the search folder.")
+    if args.worker:
+        from tunewise.study import serve
+
+        print(f"worker done: ran {serve(args.out)} trials of {args.out}")
+        return 0
     board = search(args.model, _data_config(args), config, train=train, out=args.out, storage=args.storage,
                    resume=args.resume, weights=args.weights)
     print_leaderboard(board)

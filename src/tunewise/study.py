@@ -20,8 +20,11 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import re
+import secrets
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -150,12 +153,14 @@ def search(
     train = train or TrainConfig()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
-    load_data(data_config)  # fail on bad data or model before anything is written
+    load_data(data_config)  # fail on bad data, model or storage before anything is written
     load_backbone(model, weights=weights)
+    if storage:
+        connect(storage)
     settings = {"model": model, "weights": weights, "data": to_dict(data_config), "train": to_dict(train),
                 "search": asdict(config), "storage": storage}
     run_dir = _open_search_dir(out, model, settings, resume)
-    study = open_study(run_dir, storage)
+    study = open_study(run_dir)
     if resume:
         requeue_interrupted(study)
     started = time.perf_counter()
@@ -185,21 +190,26 @@ def _strategy_list(text: str) -> tuple[str, ...]:
 
 # --- the study -----------------------------------------------------------------------------------
 
-def open_study(run_dir: Path, storage: str | None) -> optuna.Study:
-    """The study in `storage` (a database URL) or in run_dir/study.journal."""
+def open_study(run_dir: Path) -> optuna.Study:
+    """The search's study: in the database its settings name, or in run_dir/study.journal."""
+    settings = json.loads((run_dir / "settings.json").read_text())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=settings["study"], storage=connect(settings["storage"], run_dir),
+                               direction="maximize", load_if_exists=True, pruner=GracePruner())
+
+
+def connect(storage: str | None, run_dir: Path | None = None) -> optuna.storages.BaseStorage:
+    """A database storage (checked by connecting), or the journal file in `run_dir`."""
     if storage:
         try:
-            backend = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+            return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
         except Exception as err:  # the driver's own error types vary: report any, start nothing
             raise TunewiseError(f"cannot reach the study storage {storage!r}: {err}. Check the URL, that the "
-                                "server runs and that its driver (psycopg2 for PostgreSQL) is installed.") from None
-    else:
-        from optuna.storages.journal import JournalFileBackend
+                                "server runs and that its driver is installed (PostgreSQL: pip install "
+                                "'tunewise[postgres]').") from None
+    from optuna.storages.journal import JournalFileBackend
 
-        backend = optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
-    return optuna.create_study(study_name=run_dir.name, storage=backend, direction="maximize",
-                               load_if_exists=True, pruner=GracePruner())
+    return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
 
 
 class GracePruner(optuna.pruners.BasePruner):
@@ -288,13 +298,14 @@ def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
         helper.join()
 
 
-def work(run_dir: str, study: optuna.Study | None = None) -> None:
+def work(run_dir: str, study: optuna.Study | None = None) -> int:
     """Take waiting trials one at a time until none is left; past the explore tier's share of
-    the budget, its waiting trials are closed as failed with the reason."""
+    the budget, its waiting trials are closed as failed with the reason. Returns how many ran."""
     folder = Path(run_dir)
     settings = json.loads((folder / "settings.json").read_text())
-    study = study or open_study(folder, settings["storage"])
+    study = study or open_study(folder)
     unit, amount = parse_budget(settings["search"]["budget"])
+    ran = 0
     while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
         trial = study.ask()
         if "tier" not in trial.user_attrs:  # another worker took the last waiting trial first
@@ -309,6 +320,24 @@ def work(run_dir: str, study: optuna.Study | None = None) -> None:
             study.tell(trial, state=TrialState.FAIL)
             continue
         _run_trial(study, trial, strategy, lr, folder, settings)
+        ran += 1
+    return ran
+
+
+def serve(run_dir: str | Path, poll_seconds: float = 2.0) -> int:
+    """A worker on another machine: run the waiting trials of the search in `run_dir` (a shared
+    folder; its settings.json names the storage) until the coordinator has written its
+    leaderboard. Returns the number of trials this worker ran."""
+    folder = Path(run_dir)
+    if not (folder / "settings.json").is_file():
+        raise TunewiseError(f"{str(folder)!r} holds no search (no settings.json). Start the search there first "
+                            "with --storage, then workers with the same --out and --storage.")
+    study = open_study(folder)
+    mine = 0
+    while not (folder / "leaderboard.json").is_file():
+        mine += work(str(folder), study)
+        time.sleep(poll_seconds)
+    return mine
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
@@ -352,6 +381,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("run_dir", record.run_dir)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("compute", record.compute)
     trial.set_user_attr("seconds", record.seconds)
     if record.stopped == "pruned":
@@ -477,5 +507,6 @@ def _open_search_dir(out, model: str, settings: dict, resume: bool) -> Path:
         raise TunewiseError(f"{str(run_dir)!r} already holds a search. Pass --resume to continue it, or another "
                             "--out.")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(saved_path, settings)
+    # unique in a shared database, where many searches (and old ones) keep their studies
+    write_json(saved_path, {**settings, "study": f"{run_dir.name}-{secrets.token_hex(4)}"})
     return run_dir

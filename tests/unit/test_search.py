@@ -107,6 +107,7 @@ def test_unreachable_storage_is_a_clear_error(data, weights, tmp_path):
         search("timm:test_resnet", data, strategies="linear_probe", out=tmp_path / "s", weights=weights,
                storage="postgresql://nobody:secret@127.0.0.1:9/none")
     assert time.perf_counter() - start < 30
+    assert not (tmp_path / "s").exists()  # nothing started
 
 
 def test_resume_refuses_other_data(board, data, weights, tmp_path):
@@ -127,7 +128,8 @@ def _finished(folder) -> dict[int, tuple]:
 
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
-    study = optuna.load_study(study_name=folder.name, storage=storage)
+    study = optuna.load_study(study_name=json.loads((folder / "settings.json").read_text())["study"],
+                              storage=storage)
     return {t.number: (t.user_attrs["tier"], t.params["strategy"], t.params["lr"], t.user_attrs["seed"], t.value)
             for t in study.get_trials() if t.state.is_finished() and t.state.name != "FAIL"}
 
