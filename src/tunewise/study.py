@@ -142,7 +142,8 @@ def search(
         out: the run folder; default runs/search-<time>-<model>.
         storage: an Optuna storage URL shared by workers on many machines
             (postgresql://user:pw@host/db); default: a journal file in the run folder.
-        resume: continue the search in `out`; finished trials are kept, none is repeated.
+        resume: continue the search in `out` with its own settings (model and data must be the
+            same); finished trials are kept, none is repeated.
 
     Returns:
         The Leaderboard, also written to `out/leaderboard.json` (and .csv).
@@ -161,7 +162,9 @@ def search(
                 "search": asdict(config), "storage": storage}
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir)
-    if resume:
+    if resume:  # the search goes on as it was started
+        saved = json.loads((run_dir / "settings.json").read_text())
+        config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
         requeue_interrupted(study)
     started = time.perf_counter()
 
