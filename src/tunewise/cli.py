@@ -156,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--weights", help="local weights for --model's architecture")
     se.add_argument("--strategies", default="all",
                     help="all, or a comma list (linear_probe,full,lora); scratch is the baseline (default: all)")
-    se.add_argument("--budget", default="30epochs",
-                    help="total cost: Nepochs (training-epoch equivalents) or a time: 90s, 30m, 2h "
-                         "(default: %(default)s)")
+    se.add_argument("--budget",
+                    help="total cost: Nepochs (training-epoch equivalents) or a time: 90s, 30m, 2h (default: "
+                         "what the finals and the scratch baseline need, plus two full runs' worth of exploring)")
     se.add_argument("--epochs", type=positive_int, default=10, help="epochs of each run (default: %(default)s)")
     se.add_argument("--rates", type=positive_int, default=3, help="rates tried per strategy (default: %(default)s)")
     se.add_argument("--seeds", type=positive_int, default=3, help="seeds per finalist (default: %(default)s)")
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "the finalists, and training from scratch for comparison. About ten "
                                       "minutes on 2 CPU cores.")
     demo.add_argument("--out", help="run folder (default: runs/demo-TIME)")
-    demo.add_argument("--budget", default="30epochs", help="(default: %(default)s)")
+    demo.add_argument("--budget", default="45epochs", help="(default: %(default)s)")
     return parser
 
 

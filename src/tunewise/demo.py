@@ -18,8 +18,8 @@ from tunewise.report import console, print_leaderboard, print_trials
 from tunewise.study import SearchConfig, search
 
 MODEL = "pkg:efficientnet_lite0"
-DATA = DataConfig(data="textile", image_size=128, max_train_per_class=150)
-CONFIG = SearchConfig(epochs=4, rates=1, seeds=2, finalists=2, budget="30epochs", scratch_epochs=6)
+DATA = DataConfig(data="textile", image_size=128, max_train_per_class=100)
+CONFIG = SearchConfig(epochs=4, rates=1, seeds=2, finalists=2, budget="45epochs", scratch_epochs=6)
 
 
 def demo(out: str | Path | None = None, config: SearchConfig = CONFIG) -> Leaderboard:

@@ -68,7 +68,7 @@ class TrialRecord:
     lr: float
     seed: int
     state: str
-    """complete, pruned or fail."""
+    """complete, pruned, fail, or skipped (the budget ran out before it)."""
     reason: str | None
     """Why it was pruned or failed."""
     epochs_run: int
@@ -96,7 +96,8 @@ class Arm:
     """The 95% t-interval of the mean (zero width with a single seed)."""
     run_dirs: list[str]
     test: dict | None = None
-    """Test metrics of the seed-0 model, evaluated once after the decision."""
+    """Test metrics of the seed-0 model, evaluated once after the decision (the winner, the best
+    pretrained arm, scratch and linear_probe)."""
 
 
 @dataclass

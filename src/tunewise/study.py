@@ -56,8 +56,9 @@ ORDER = ["linear_probe", "bitfit", "norm_only", "lora", "partial", "llrd", "grad
          "l2sp", "lp_ft"]
 # Epochs before the pruner may judge an arm: slow starters get longer.
 GRACE = {"full": 2, "l2sp": 2, "llrd": 2, "lp_ft": 2, "gradual_unfreeze": 3, "scratch": 3}
-EXPLORE_SHARE = 0.6
-"""Share of the budget the explore tier may spend; finals and scratch use the rest."""
+TIME_EXPLORE_SHARE = 0.6
+"""With a time budget, the share the explore tier may spend; finals and scratch use the rest.
+With an epoch budget, the explore tier gets what the finals and the scratch baseline leave."""
 CHEAP_TIER_COST = 1 / 3
 
 
@@ -67,8 +68,9 @@ class SearchConfig:
 
     strategies: tuple[str, ...] = tuple(ORDER)
     """Candidate strategies (the scratch baseline is separate: `scratch`)."""
-    budget: str = "30epochs"
-    """Total cost: `Nepochs` (training-epoch equivalents) or a time (`90s`, `30m`, `2h`)."""
+    budget: str | None = None
+    """Total cost: `Nepochs` (training-epoch equivalents) or a time (`90s`, `30m`, `2h`); None:
+    the finals and scratch baseline plus two full runs' worth of exploring."""
     epochs: int = 10
     """Epochs of an explore or final run."""
     rates: int = 3
@@ -111,12 +113,31 @@ def validate_search(config: SearchConfig) -> list[str]:
             problems.append(f"--{name} must be a positive integer, got {value!r}")
     try:
         unit, amount = parse_budget(config.budget)
-        if unit == "epochs" and amount < 1:
-            problems.append(f"--budget {config.budget} cannot pay even the cheap tier (one feature pass over "
-                            "the data and a few head epochs); give at least 1epochs")
     except ConfigError as err:
-        problems.append(str(err).rstrip("."))
+        return [*problems, str(err).rstrip(".")]
+    if problems:
+        return problems
+    if unit == "epochs" and explore_allowance(config) < 1:
+        reserved = reserved_cost(config)
+        problems.append(f"--budget {config.budget} cannot pay even the cheap tier (one feature pass over the data "
+                        f"and a few head epochs) once the finals and the scratch baseline have their "
+                        f"{reserved:g} epochs; give at least {reserved + 1:g}epochs, or fewer --seeds or "
+                        "--finalists, or --no-scratch")
     return problems
+
+
+def reserved_cost(config: SearchConfig) -> float:
+    """Epochs the final and scratch tiers will train, at most: kept aside from an epoch budget."""
+    finals = config.finalists * (config.seeds - 1) * config.epochs
+    scratch_epochs = config.scratch_epochs or 2 * config.epochs
+    scratch = (2 + config.seeds - 1) * scratch_epochs if config.scratch else 0
+    return finals + scratch
+
+
+def explore_allowance(config: SearchConfig) -> float:
+    """What the explore tier may spend, in the budget's unit."""
+    unit, amount = parse_budget(config.budget)
+    return amount - reserved_cost(config) if unit == "epochs" else TIME_EXPLORE_SHARE * amount
 
 
 def search(
@@ -151,6 +172,8 @@ def search(
     config = replace(config or SearchConfig(), **overrides)
     if isinstance(config.strategies, str):
         config = replace(config, strategies=_strategy_list(config.strategies))
+    if config.budget is None:
+        config = replace(config, budget=f"{reserved_cost(config) + 2 * config.epochs:g}epochs")
     train = train or TrainConfig()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
@@ -307,7 +330,8 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
     folder = Path(run_dir)
     settings = json.loads((folder / "settings.json").read_text())
     study = study or open_study(folder)
-    unit, amount = parse_budget(settings["search"]["budget"])
+    config = SearchConfig(**settings["search"])
+    unit, allowance = parse_budget(config.budget)[0], explore_allowance(config)
     ran = 0
     while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
         trial = study.ask()
@@ -317,9 +341,9 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
             break
         strategy = trial.suggest_categorical("strategy", [*ORDER, "scratch"])
         lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
-        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) >= EXPLORE_SHARE * amount:
-            trial.set_user_attr("reason", f"not run: the explore tier spent its share of the budget "
-                                          f"({settings['search']['budget']})")
+        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) >= allowance:
+            trial.set_user_attr("skipped", f"not run: the explore tier spent its part of the budget "
+                                           f"({allowance:g} of {config.budget})")
             study.tell(trial, state=TrialState.FAIL)
             continue
         _run_trial(study, trial, strategy, lr, folder, settings)
@@ -428,7 +452,8 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     probe = max((t for t in trials if t.strategy == "linear_probe" and t.state == "complete"),
                 key=lambda t: t.val or 0, default=None)
     has_test = load_data(data).test is not None
-    for arm in {id(a): a for a in (winner, pretrained, scratch) if a is not None}.values():
+    probe_arm = next((a for a in arms if a.strategy == "linear_probe"), None)
+    for arm in {id(a): a for a in (winner, pretrained, scratch, probe_arm) if a is not None}.values():
         if has_test:
             arm.test = evaluate(arm.run_dirs[0], data, split="test")
     board = Leaderboard(
@@ -464,8 +489,10 @@ def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
     record = RunRecord.load(Path(run_dir) / "record.json") if run_dir else None
     return TrialRecord(
         number=t.number, tier=t.user_attrs.get("tier", "?"), strategy=t.params.get("strategy", "?"),
-        lr=t.params.get("lr", math.nan), seed=t.user_attrs.get("seed", 0), state=t.state.name.lower(),
-        reason=t.user_attrs.get("reason") or ("interrupted; queued again" if t.state == TrialState.FAIL else None),
+        lr=t.params.get("lr", math.nan), seed=t.user_attrs.get("seed", 0),
+        state="skipped" if "skipped" in t.user_attrs else t.state.name.lower(),
+        reason=t.user_attrs.get("skipped") or t.user_attrs.get("reason")
+        or ("interrupted; queued again" if t.state == TrialState.FAIL else None),
         epochs_run=record.epochs_run if record else 0,
         compute=t.user_attrs.get("compute", 0.0), seconds=t.user_attrs.get("seconds", 0.0),
         val=max(record.curve) if record and record.curve else None,
