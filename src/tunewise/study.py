@@ -394,7 +394,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
 
     def should_stop(epoch: int, score: float) -> bool:
         trial.report(score, epoch)
-        if trial.should_prune():
+        if epoch + 1 < attrs["epochs"] and trial.should_prune():  # a finished run is not pruned
             trial.set_user_attr("reason", f"pruned after epoch {epoch + 1}: validation {score:.4f} not in the "
                                           f"top third of its rung")
             return True
