@@ -147,3 +147,17 @@ def test_search_report_does_not_import_torch():
             "sys.modules['tunewise'] = pkg; import tunewise.report.search_report; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code, package], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_when_scratch_wins_the_report_says_pretraining_lost(tmp_path):
+    board = _board()
+    board.arms = [board.arms[2], board.arms[0], board.arms[1]]  # scratch first: best mean
+    board.arms[0].scores, board.arms[0].mean = [0.9, 0.9, 0.9], 0.9
+    board.winner = "scratch"
+    board.versus_scratch = {"versus": "scratch", "seeds": [0, 1, 2], "mean": -0.09, "ci_low": -0.12,
+                            "ci_high": -0.06}
+    written = {p.name for p in write_report(board, tmp_path)}
+    assert "pretrained_vs_scratch.png" in written
+    markdown = (tmp_path / "report.md").read_text()
+    assert "training from scratch beats every pretrained arm" in markdown
+    assert "(lora - scratch)" in markdown  # the comparison is with the best pretrained arm

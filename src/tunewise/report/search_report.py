@@ -40,7 +40,7 @@ def write_report(board: Leaderboard, folder: str | Path) -> list[Path]:
     colours = _colours(board)
     plots = {"curves.png": _curves_figure(board, colours), "pareto.png": _pareto_figure(board, colours),
              "leaderboard.png": _leaderboard_figure(board, colours)}
-    if _scratch_arm(board) is not None and _winner_arm(board) is not _scratch_arm(board):
+    if _scratch_arm(board) is not None and _pretrained_arm(board) is not None:
         plots["pretrained_vs_scratch.png"] = _versus_scratch_figure(board, colours)
     else:
         (folder / "pretrained_vs_scratch.png").unlink(missing_ok=True)  # a stale one from an older board
@@ -57,6 +57,11 @@ def write_report(board: Leaderboard, folder: str | Path) -> list[Path]:
 
 def _winner_arm(board: Leaderboard) -> Arm | None:
     return next((a for a in board.arms if a.strategy == board.winner), None)
+
+
+def _pretrained_arm(board: Leaderboard) -> Arm | None:
+    """The best arm that starts from pretrained weights (arms are best first)."""
+    return next((a for a in board.arms if a.strategy != SCRATCH), None)
 
 
 def _scratch_arm(board: Leaderboard) -> Arm | None:
@@ -264,15 +269,16 @@ def _leaderboard_row(ax, arm: Arm, y: float, colours: dict, winner: str, bounds:
 
 
 def _versus_scratch_figure(board: Leaderboard, colours: dict) -> Figure:
-    """The winner's and scratch's score on each seed, joined per seed; the paired difference in the title."""
-    winner, scratch = _winner_arm(board), _scratch_arm(board)
+    """The best pretrained arm's and scratch's score on each seed, joined per seed; the paired difference
+    in the title."""
+    winner, scratch = _pretrained_arm(board), _scratch_arm(board)
     figure, ax = _figure(7.5, 5.6)
     for x, inward, arm in ((0, 1, winner), (1, -1, scratch)):  # mean bars inward, seed labels outward
         ax.scatter([x] * len(arm.scores), arm.scores, color=colours[arm.strategy], s=60, zorder=3)
         ax.hlines(arm.mean, x + 0.05 * inward, x + 0.25 * inward, color=colours[arm.strategy], lw=4, alpha=0.8,
                   zorder=4)
     _seed_pairs(ax, winner, scratch)
-    ax.set_xticks([0, 1], [f"{winner.strategy}\n(pretrained winner)", "scratch\n(random init)"])
+    ax.set_xticks([0, 1], [f"{winner.strategy}\n(best pretrained)", "scratch\n(random init)"])
     ax.set_xlim(-0.6, 1.6)
     ax.margins(y=0.1)
     difference = textwrap.fill(f"{winner.strategy} - scratch: {_difference_text(board.versus_scratch)}", 80)
@@ -332,13 +338,16 @@ def _decision(board: Leaderboard) -> str:
 
 
 def _scratch_clause(board: Leaderboard) -> str:
-    if board.winner == SCRATCH:
-        return "no pretrained arm completed, so the pick is the scratch baseline"
     if _scratch_arm(board) is None:
         return "no scratch baseline was run, so pretrained vs scratch is not measured"
+    best = _pretrained_arm(board)
+    if best is None:
+        return "no pretrained arm completed, so the pick is the scratch baseline"
     if not board.versus_scratch:
         return "no paired difference to scratch was recorded"
-    return f"pretrained vs training from scratch (winner - scratch): {_difference_text(board.versus_scratch)}"
+    verdict = "training from scratch beats every pretrained arm here; " if board.winner == SCRATCH else ""
+    return (f"{verdict}pretrained vs training from scratch ({best.strategy} - scratch): "
+            f"{_difference_text(board.versus_scratch)}")
 
 
 def _details(board: Leaderboard) -> list[str]:
