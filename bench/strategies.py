@@ -66,9 +66,11 @@ def main() -> None:
         return
 
     rows = []
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--strategies") and "," not in a]
+    shared = ["--model", args.model, "--data", args.data, "--epochs", str(args.epochs), "--batch-size",
+              str(args.batch_size), "--image-size", str(args.image_size), "--max-train-per-class",
+              str(args.max_train_per_class)]
     for name in args.strategies.split(","):
-        done = subprocess.run([sys.executable, __file__, *passthrough, "--one", name],
+        done = subprocess.run([sys.executable, __file__, *shared, "--one", name],
                               capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
