@@ -69,7 +69,8 @@ def main() -> None:
     print(f"{'':8}{'runs':>6}{'epoch-eq':>10}{'x one full':>12}{'seconds':>9}  winner (val acc %)")
     print(f"{'grid':8}{len(grid):>6}{grid_compute:>10.1f}{grid_compute / unit:>12.1f}{grid_seconds:>9.0f}  "
           f"{best['strategy']} lr {best['lr']:.2g} ({100 * best['val']:.1f})")
-    print(f"{'search':8}{len(board.trials):>6}{board.compute:>10.1f}{board.compute / unit:>12.1f}"
+    ran = sum(t.state != "skipped" for t in board.trials)
+    print(f"{'search':8}{ran:>6}{board.compute:>10.1f}{board.compute / unit:>12.1f}"
           f"{search_seconds:>9.0f}  {found.strategy} lr {found.lr:.2g} ({100 * found.mean:.1f})")
     ratio = board.compute / grid_compute
     print(f"search / grid cost: {ratio:.2f} (compute), {search_seconds / grid_seconds:.2f} (time)")

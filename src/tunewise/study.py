@@ -341,9 +341,9 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
             break
         strategy = trial.suggest_categorical("strategy", [*ORDER, "scratch"])
         lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
-        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) >= allowance:
-            trial.set_user_attr("skipped", f"not run: the explore tier spent its part of the budget "
-                                           f"({allowance:g} of {config.budget})")
+        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) + _cost(strategy, config, unit) > allowance:
+            trial.set_user_attr("skipped", f"not run: it would not fit in what is left of the explore tier's "
+                                           f"part of the budget ({allowance:g} of {config.budget})")
             study.tell(trial, state=TrialState.FAIL)
             continue
         _run_trial(study, trial, strategy, lr, folder, settings)
@@ -375,6 +375,13 @@ def requeue_interrupted(study: optuna.Study) -> int:
         study.enqueue_trial(dict(t.params), user_attrs={**t.user_attrs, "requeued_from": t.number})
         study.tell(t.number, state=TrialState.FAIL)
     return len(stale)
+
+
+def _cost(strategy: str, config: SearchConfig, unit: str) -> float:
+    """The most an explore trial can cost, so that an epoch budget is never overrun."""
+    if unit != "epochs":
+        return 0.0  # a time budget is checked against the time spent so far
+    return CHEAP_TIER_COST if strategy == "linear_probe" else float(config.epochs)
 
 
 def _spent(study: optuna.Study, unit: str) -> float:
