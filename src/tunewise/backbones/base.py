@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -100,7 +100,6 @@ class Backbone:
     source_head: nn.Module | None = None
     head_key: str = "head"
     pretrained: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def parameter_groups(model: nn.Module) -> list[list[str]]:

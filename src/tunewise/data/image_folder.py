@@ -15,7 +15,6 @@ from tunewise.errors import DataError
 log = logging.getLogger("tunewise")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-SPLIT_NAMES = ("train", "val", "test")
 
 
 def read_splits(root: Path, config: DataConfig) -> DataSplits:
