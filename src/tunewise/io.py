@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 
@@ -24,6 +25,12 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def default_run_dir(*parts: str, prefix: str = "") -> Path:
+    """runs/<prefix><time>-<parts>, with a model name like `pkg:x` or a path made file-name safe."""
+    slug = "-".join(p.replace(":", "-").replace("/", "-").strip("-.")[-40:] for p in parts)
+    return Path("runs") / f"{prefix}{datetime.now():%Y%m%d-%H%M%S}-{slug}"
 
 
 def write_json(path: str | Path, obj) -> None:

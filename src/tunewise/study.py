@@ -27,7 +27,6 @@ import shutil
 import socket
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from tunewise.config import DataConfig, TrainConfig, raise_if_problems, to_dict,
 from tunewise.data import load_data
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.inference import evaluate
-from tunewise.io import write_atomic, write_json
+from tunewise.io import default_run_dir, write_atomic, write_json
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
@@ -177,7 +176,7 @@ def search(
     train = train or TrainConfig()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
-    load_data(data_config)  # fail on bad data, model or storage before anything is written
+    has_test = load_data(data_config).test is not None  # fail on bad data, model or storage first
     load_backbone(model, weights=weights)
     if storage:
         connect(storage)
@@ -203,7 +202,7 @@ def search(
         _enqueue_scratch(study, config, seeds=True)
         drain(run_dir, study, config.workers)
 
-    board = decide(study, run_dir, model, data_config, config, time.perf_counter() - started)
+    board = decide(study, run_dir, model, data_config, config, time.perf_counter() - started, has_test)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
     write_report(board, run_dir)
@@ -437,7 +436,8 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchConfig, seconds: float) -> Leaderboard:
+def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchConfig, seconds: float,
+           has_test: bool) -> Leaderboard:
     """Arms from seeded runs, the pick by mean, paired differences, one test evaluation each."""
     trials = [_trial_record(t) for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tier") != "none"]
     arms = []
@@ -458,7 +458,6 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     scratch = next((a for a in arms if a.strategy == "scratch"), None)
     probe = max((t for t in trials if t.strategy == "linear_probe" and t.state == "complete"),
                 key=lambda t: t.val or 0, default=None)
-    has_test = load_data(data).test is not None
     probe_arm = next((a for a in arms if a.strategy == "linear_probe"), None)
     for arm in {id(a): a for a in (winner, pretrained, scratch, probe_arm) if a is not None}.values():
         if has_test:
@@ -524,10 +523,7 @@ def _export_winner(winner: Arm, run_dir: Path) -> None:
 
 
 def _open_search_dir(out, model: str, settings: dict, resume: bool) -> Path:
-    if out is None:
-        slug = model.replace(":", "-").replace("/", "-").strip("-.")[-40:]
-        out = Path("runs") / f"search-{datetime.now():%Y%m%d-%H%M%S}-{slug}"
-    run_dir = Path(out)
+    run_dir = Path(out) if out is not None else default_run_dir(model, prefix="search-")
     saved_path = run_dir / "settings.json"
     if resume:
         if not saved_path.is_file():

@@ -8,7 +8,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -31,7 +30,7 @@ from tunewise.data import load_data
 from tunewise.errors import TunewiseError
 from tunewise.export import export_model
 from tunewise.features import cached_features, weights_digest
-from tunewise.io import append_jsonl, read_jsonl, write_atomic, write_json
+from tunewise.io import append_jsonl, default_run_dir, read_jsonl, write_atomic, write_json
 from tunewise.records import RunRecord
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
@@ -192,10 +191,8 @@ def resume(run_dir: str | Path) -> RunRecord:
     if not settings_path.is_file():
         raise TunewiseError(f"{str(run_dir)!r} is not a tunewise run folder (no settings.json). "
                             "Pass the folder that `tunewise fit` printed.")
-    s = json.loads(settings_path.read_text())
-    strategy = get_strategy(s["strategy"], **s["knobs"])
-    return fit(s["model"], DataConfig(**s["data"]), strategy, task=s["task"],
-               train=TrainConfig(**s["train"]), out=run_dir, weights=s["weights"], resume=True)
+    args, kwargs = _fit_arguments(json.loads(settings_path.read_text()))
+    return fit(*args, **kwargs, out=run_dir, resume=True)
 
 
 def fit_from_config(path: str | Path, out: str | Path | None = None) -> RunRecord:
@@ -203,14 +200,19 @@ def fit_from_config(path: str | Path, out: str | Path | None = None) -> RunRecor
     import yaml
 
     try:
-        s = yaml.safe_load(Path(path).read_text())
-        strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
-        data, train = DataConfig(**s["data"]), TrainConfig(**s["train"])
-        model = s["model"]
+        args, kwargs = _fit_arguments(yaml.safe_load(Path(path).read_text()))
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
         raise TunewiseError(f"cannot use {str(path)!r} as a fit config ({type(err).__name__}: {err}). It needs "
                             "model, strategy, data and train, as a search's best.yaml has.") from None
-    return fit(model, data, strategy, train=train, out=out, weights=s.get("weights"))
+    return fit(*args, **kwargs, out=out)
+
+
+def _fit_arguments(s: dict) -> tuple[tuple, dict]:
+    """fit()'s arguments from a settings record: a run's settings.json or a search's best.yaml."""
+    strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
+    return (s["model"], DataConfig(**s["data"]), strategy), {
+        "task": s.get("task", "image_classification"), "train": TrainConfig(**s["train"]),
+        "weights": s.get("weights")}
 
 
 @torch.no_grad()
@@ -330,11 +332,7 @@ def _optimizer(groups: list[dict], train: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _open_run_dir(out, model: str, strategy: str, settings: dict, resume: bool) -> Path:
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        slug = model.replace(":", "-").replace("/", "-").strip("-.")[-40:]
-        out = Path("runs") / f"{stamp}-{slug}-{strategy}"
-    run_dir = Path(out)
+    run_dir = Path(out) if out is not None else default_run_dir(model, strategy)
     if resume:
         if not (run_dir / "settings.json").is_file():
             raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Start "
