@@ -16,7 +16,9 @@ class DataConfig:
     """Where the data is and how it is split."""
 
     data: str = "textile"
-    """An image folder, or a named set: textile, cifar10, cifar100, mnist, fashion_mnist."""
+    """An image folder, a text file or folder (CSV, JSONL, parquet, CoNLL, SQuAD JSON, a saved Hugging
+    Face dataset), or a named set: textile, cifar10, cifar100, mnist, fashion_mnist, rotten_tomatoes,
+    ner_demo, qa_demo."""
     root: str | None = None
     """Folder of a named set's files (cifar10: cifar-10-batches-py inside); downloads go here."""
     val_fraction: float = 0.15
@@ -31,6 +33,22 @@ class DataConfig:
     """Feed images at this size instead of the backbone's pretrained size (faster, less exact)."""
     strict: bool = False
     """Stop at the first unreadable image instead of skipping it with a warning."""
+    text_column: str = "text"
+    """Text data (CSV, JSONL, parquet, a saved Hugging Face dataset): the column of the text."""
+    text_pair_column: str | None = None
+    """The column of the second text, for pair classification (entailment, paraphrase)."""
+    label_column: str = "label"
+    """The column of the class name (or index) of each text."""
+    tokens_column: str = "tokens"
+    """Token classification from JSONL/parquet/HF datasets: the column of each sentence's words."""
+    tags_column: str = "tags"
+    """Token classification: the column of each sentence's tags (names or indices), one per word."""
+    max_length: int | None = None
+    """Longest input in tokens (text); longer inputs are truncated, QA contexts windowed. None: 256
+    (384 for question answering), at most the model's own limit."""
+    doc_stride: int = 128
+    """Question answering: tokens shared by consecutive windows of a long context (at most half
+    of max_length)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,10 @@ def validate_data(config: DataConfig) -> list[str]:
         problems.append("--val-fraction plus --test-fraction must leave images for training")
     if config.max_train_per_class is not None and config.max_train_per_class < 1:
         problems.append(f"--max-train-per-class must be a positive integer, got {config.max_train_per_class!r}")
+    if config.max_length is not None and config.max_length < 8:
+        problems.append(f"--max-length must be at least 8 tokens, got {config.max_length!r}")
+    if config.doc_stride < 1:
+        problems.append(f"--doc-stride must be a positive integer, got {config.doc_stride!r}")
     if config.image_size is not None and config.image_size < 8:
         problems.append(f"--image-size must be at least 8 pixels, got {config.image_size!r}")
     return problems

@@ -87,10 +87,14 @@ class DataSplits:
         return named
 
     def limited(self, per_class: int | None, seed: int) -> DataSplits:
-        """At most `per_class` training images per class (for quick runs); val/test unchanged."""
+        """At most `per_class` training examples per class (for quick runs); val/test unchanged.
+        Sets without one class per example (NER, QA) keep `per_class` examples in all."""
         if per_class is None:
             return self
         rng = np.random.default_rng(seed)
+        if not hasattr(self.train, "labels"):
+            keep = rng.permutation(len(self.train))[:per_class]
+            return replace(self, train=self.train.subset(sorted(keep.tolist())))
         labels = np.asarray(self.train.labels)
         keep = [
             i
