@@ -42,6 +42,34 @@ def tiny_weights(tmp_path_factory) -> Path:
     return path
 
 
+WORDS = (
+    "the", "a", "film", "movie", "was", "is", "great", "good", "bad", "awful", "dull", "moving", "fun", "boring",
+    "plot", "acting", "maria", "lopez", "john", "smith", "oslo", "paris", "acme", "corp", "founded", "in", "by",
+    "who", "where", "what", "year",
+)
+
+
+def write_tiny_bert(folder: Path) -> Path:
+    """A 2-layer BERT (hidden 32) with a word-level vocabulary, saved as a Hugging Face folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, ".", ",", "?", *(f"##{c}" for c in "sdeg")]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Feature and data caches go to the test's own folder, never the user's home."""

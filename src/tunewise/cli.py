@@ -22,7 +22,14 @@ examples:
   tunewise fit --model pkg:efficientnet_lite0 --data ./my_images --strategy full
   tunewise evaluate runs/RUN --data ./my_images --split test
   tunewise predict runs/RUN photo1.jpg photos/ --output predictions.csv
+  tunewise search --task text_classification --model pkg:minilm --data reviews.csv --label-column sentiment
+  tunewise fit --task token_classification --model hf:bert-base-cased --data conll2003/ --strategy lora
+  tunewise demo --task question_answering
 """
+
+TASK_NAMES = ["image_classification", "text_classification", "token_classification", "question_answering"]
+TASK_HELP = ("image_classification, text_classification (sentiment, topics, pairs), token_classification "
+             "(NER), question_answering (extractive, SQuAD v1/v2) (default: %(default)s)")
 
 
 def _checked(kind: type, ok, allowed: str):
@@ -66,8 +73,10 @@ def parse_knobs(pairs: list[str]) -> dict:
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="textile",
-                   help="image folder (class subfolders, or train/ val/ [test/] of them) or a named "
-                        "set: textile (offline demo), cifar10, cifar100, mnist, fashion_mnist "
+                   help="image folder (class subfolders, or train/ val/ [test/] of them); text: a .csv, .tsv, "
+                        ".jsonl, .parquet, CoNLL (.conll/.txt) or SQuAD .json file, a folder of train/validation/"
+                        "test files of those, or a saved Hugging Face dataset; or a named set: textile (offline "
+                        "demo), cifar10, cifar100, mnist, fashion_mnist, rotten_tomatoes, ner_demo, qa_demo "
                         "(default: %(default)s)")
     g.add_argument("--data-root", help="folder with a named set's files; downloads go there")
     g.add_argument("--val-fraction", type=fraction, default=0.15,
@@ -81,13 +90,26 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                    help="input size instead of the backbone's pretrained one (faster on CPU)")
     g.add_argument("--strict", action="store_true",
                    help="stop on an unreadable image instead of skipping it with a warning")
+    x = parser.add_argument_group("text data")
+    x.add_argument("--text-column", default="text", help="column of the text (default: %(default)s)")
+    x.add_argument("--text-pair-column", help="column of the second text, for pair classification")
+    x.add_argument("--label-column", default="label", help="column of the class (default: %(default)s)")
+    x.add_argument("--tokens-column", default="tokens", help="NER: column of the words (default: %(default)s)")
+    x.add_argument("--tags-column", default="tags", help="NER: column of the tags (default: %(default)s)")
+    x.add_argument("--max-length", type=positive_int,
+                   help="tokens per input; longer ones are truncated, QA contexts windowed (default: 256, "
+                        "384 for question answering, at most the model's limit)")
+    x.add_argument("--doc-stride", type=positive_int, default=128,
+                   help="QA: tokens shared by consecutive windows of a long context (default: %(default)s)")
 
 
 def _data_config(args: argparse.Namespace) -> DataConfig:
     return DataConfig(data=args.data, root=args.data_root, val_fraction=args.val_fraction,
                       test_fraction=args.test_fraction, seed=args.split_seed,
                       max_train_per_class=args.max_train_per_class, image_size=args.image_size,
-                      strict=args.strict)
+                      strict=args.strict, text_column=args.text_column, text_pair_column=args.text_pair_column,
+                      label_column=args.label_column, tokens_column=args.tokens_column,
+                      tags_column=args.tags_column, max_length=args.max_length, doc_stride=args.doc_stride)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Fine-tune a pretrained backbone; keep the best epoch by "
                                      "validation metric; export it to the run folder.")
     fit.add_argument("--model", default="pkg:efficientnet_lite0",
-                     help="timm:NAME, torchvision:NAME, pkg:efficientnet_lite0|1|2, or an exported "
-                          "model file (default: %(default)s)")
+                     help="timm:NAME, torchvision:NAME, pkg:efficientnet_lite0|1|2 (images); hf:HUB_ID_OR_FOLDER, "
+                          "pkg:minilm (text); or an exported model file (default: %(default)s)")
     fit.add_argument("--weights", help="local weights (.safetensors or .pth) for --model's architecture")
     fit.add_argument("--strategy", default="linear_probe",
                      help="linear_probe (frozen backbone, features computed once), full, partial, "
@@ -113,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                      help="a strategy knob, repeatable: --knob k=3 (partial), --knob r=16 (lora), "
                           "--knob target_modules=qkv,proj")
-    fit.add_argument("--task", default="image_classification", help="(default: %(default)s)")
+    fit.add_argument("--task", default="image_classification", choices=TASK_NAMES, metavar="TASK", help=TASK_HELP)
     fit.add_argument("--out", help="run folder (default: runs/TIME-MODEL-STRATEGY)")
     fit.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a killed run from its last finished epoch, with its settings")
@@ -143,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_data_flags(ev)
 
-    pr = sub.add_parser("predict", help="labels and probabilities for new images")
+    pr = sub.add_parser("predict", help="labels and probabilities for new images or texts")
     pr.add_argument("run", help="run folder written by `tunewise fit`")
-    pr.add_argument("inputs", nargs="+", help="image files or folders of images")
+    pr.add_argument("inputs", nargs="+",
+                    help="image files or folders of images; for text models, texts or .txt files of one text per "
+                         "line (question answering: 'question ||| context')")
     pr.add_argument("--output", help="write .csv or .json here (default: a table on the terminal)")
 
     se = sub.add_parser("search", help="which strategy and rate, and is pretraining worth it: measured",
@@ -153,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(Optuna, successive halving), re-run the finalists over seeds, compare "
                                     "with training from scratch; export the winner and a report.")
     se.add_argument("--model", default="pkg:efficientnet_lite0", help="(default: %(default)s)")
+    se.add_argument("--task", default="image_classification", choices=TASK_NAMES, metavar="TASK", help=TASK_HELP)
     se.add_argument("--weights", help="local weights for --model's architecture")
     se.add_argument("--strategies", default="all",
                     help="all, or a comma list (linear_probe,full,lora); scratch is the baseline (default: all)")
@@ -189,7 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
                                       "the finalists, and training from scratch for comparison. About ten "
                                       "minutes on 2 CPU cores.")
     demo.add_argument("--out", help="run folder (default: runs/demo-TIME)")
-    demo.add_argument("--budget", default="45epochs", help="(default: %(default)s)")
+    demo.add_argument("--task", default="image_classification", choices=TASK_NAMES, metavar="TASK",
+                      help="image_classification (EfficientNet-Lite0, textile images); text_classification "
+                           "(MiniLM, Rotten Tomatoes reviews), token_classification (MiniLM, generated NER), "
+                           "question_answering (MiniLM, generated passages) (default: %(default)s)")
+    demo.add_argument("--budget", help="(default: the demo's own, sized to about ten minutes on 2 CPU cores)")
     return parser
 
 
@@ -282,7 +311,7 @@ def run_search(args: argparse.Namespace) -> int:
         print(f"worker done: ran {serve(args.out)} trials of {args.out}")
         return 0
     board = search(args.model, _data_config(args), config, train=train, out=args.out, storage=args.storage,
-                   resume=args.resume, weights=args.weights)
+                   resume=args.resume, weights=args.weights, task=args.task)
     print_leaderboard(board)
     print(f"search folder: {board.run_dir} (report.html, leaderboard.csv, best.yaml, model/)")
     return 0
@@ -301,9 +330,10 @@ def run_report(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from tunewise.demo import CONFIG, demo
+    from tunewise.demo import DEMOS, demo
 
-    demo(out=args.out, config=replace(CONFIG, budget=args.budget))
+    config = DEMOS[args.task].config
+    demo(out=args.out, task=args.task, config=replace(config, budget=args.budget or config.budget))
     return 0
 
 

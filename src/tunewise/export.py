@@ -1,14 +1,20 @@
-"""The fine-tuned model as the ecosystem loads it: safetensors with the source's own key names.
+"""The fine-tuned model as the ecosystem loads it.
 
-`model.safetensors` holds the backbone under its original names and the new head under the
-source classifier's name, so `timm.create_model(arch, num_classes=C)` (or torchvision's
-`get_model(arch, num_classes=C)`) loads it with `load_state_dict`. `model.json` beside it
-records the architecture, classes and preprocessing that tunewise needs to rebuild it.
+Images: `model.safetensors` holds the backbone under its original names and the new head under
+the source classifier's name, so `timm.create_model(arch, num_classes=C)` (or torchvision's
+`get_model(arch, num_classes=C)`) loads it with `load_state_dict`. Text: the folder is a
+transformers checkpoint (`save_pretrained`, tokenizer included), so
+`transformers.pipeline("text-classification", model=folder)` loads it. `model.json` beside
+either records what tunewise needs to rebuild it (task, classes, preprocessing).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,9 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunewise.backbones import Backbone, Preprocess, load_backbone
+from tunewise.backbones.hf import Tokenize
 from tunewise.errors import TunewiseError
 from tunewise.io import write_atomic, write_json
 from tunewise.tasks import TaskModel, get_task
+
+log = logging.getLogger("tunewise")
 
 
 def native_state_dict(model: TaskModel, head_key: str) -> dict[str, torch.Tensor]:
@@ -30,9 +39,19 @@ def native_state_dict(model: TaskModel, head_key: str) -> dict[str, torch.Tensor
     return renamed
 
 
-def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess, task: str,
+def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
                  classes: list[str], folder: Path) -> None:
     """Write model.safetensors and model.json into `folder`, each atomically."""
+    if isinstance(preprocess, Tokenize):
+        try:
+            export_transformers(model, preprocess, task, classes, folder)
+        except TunewiseError as err:  # the run itself is fine: say so, keep best.pt
+            log.warning("%s", err)
+            return
+        write_json(folder / "model.json", {
+            "format": "transformers", "source": backbone.name, "task": task, "classes": classes,
+            "max_length": preprocess.max_length, "doc_stride": preprocess.doc_stride})
+        return
     state = native_state_dict(model, backbone.head_key)
     metadata = {"tunewise.arch": backbone.arch, "tunewise.head_key": backbone.head_key,
                 "tunewise.num_classes": str(len(classes))}
@@ -41,6 +60,72 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess, t
         "arch": backbone.arch, "source": backbone.name, "head_key": backbone.head_key,
         "task": task, "classes": classes, "preprocess": asdict(preprocess),
     })
+
+
+# task -> (transformers auto class, the attribute of its head)
+TRANSFORMERS_HEADS = {
+    "text_classification": ("AutoModelForSequenceClassification", "classifier"),
+    "token_classification": ("AutoModelForTokenClassification", "classifier"),
+    "question_answering": ("AutoModelForQuestionAnswering", "qa_outputs"),
+}
+
+
+def export_transformers(model: TaskModel, preprocess: Tokenize, task: str, classes: list[str], folder: Path) -> None:
+    """Save encoder + head as transformers' own task model (and the tokenizer) into `folder`.
+
+    The head must sit where the task class expects it and give the same outputs: checked on a
+    probe sentence, so an architecture whose head differs (RoBERTa's two-layer classifier) is
+    refused rather than exported wrong.
+    """
+    import transformers
+
+    auto_name, head_name = TRANSFORMERS_HEADS[task]
+    encoder = model.backbone.model
+    config = copy.deepcopy(encoder.config)
+    if task != "question_answering":
+        config.num_labels = len(classes)
+        config.id2label = dict(enumerate(classes))
+        config.label2id = {c: i for i, c in enumerate(classes)}
+    exported = getattr(transformers, auto_name).from_config(config)
+    state = {f"{exported.base_model_prefix}.{k}": v for k, v in encoder.state_dict().items()}
+    state |= {f"{head_name}.{k}": v for k, v in model.head.state_dict().items()}
+    missing, unexpected = exported.load_state_dict(state, strict=False)
+    if missing or unexpected or not _same_outputs(model, exported, preprocess):
+        raise TunewiseError(f"cannot export a {config.model_type} {task} model in transformers' format: its "
+                            f"{auto_name} head differs from tunewise's linear head ({len(missing)} missing, "
+                            f"{len(unexpected)} unexpected tensors). The run's best.pt holds the weights.")
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:  # each file lands whole
+        exported.save_pretrained(tmp)
+        preprocess.tokenizer.save_pretrained(tmp)
+        for file in Path(tmp).iterdir():
+            os.replace(file, folder / file.name)
+
+
+@torch.no_grad()
+def _same_outputs(model: TaskModel, exported, preprocess: Tokenize) -> bool:
+    inputs = dict(preprocess.tokenizer(["Is this the same model?"], ["It should be."], return_tensors="pt"))
+    model_was, exported_was = model.training, exported.training
+    model.eval(), exported.eval()
+    ours = model.cpu()(inputs)
+    out = exported(**inputs)
+    theirs = torch.stack([out.start_logits, out.end_logits], -1) if hasattr(out, "start_logits") else out.logits
+    model.train(model_was), exported.train(exported_was)
+    return torch.allclose(ours, theirs, atol=1e-4)
+
+
+def load_transformers(folder: Path, info: dict) -> tuple[TaskModel, Tokenize]:
+    """An exported transformers checkpoint as a TaskModel, with its tokenizer."""
+    import transformers
+
+    from tunewise.backbones.hf import TextEncoder
+
+    auto_name, head_name = TRANSFORMERS_HEADS[info["task"]]
+    exported = getattr(transformers, auto_name).from_pretrained(folder)
+    encoder = TextEncoder(exported.base_model)
+    encoder.tokens = info["task"] != "text_classification"
+    tokenize = Tokenize(transformers.AutoTokenizer.from_pretrained(folder), name=str(folder),
+                        max_length=info["max_length"], doc_stride=info["doc_stride"])
+    return TaskModel(encoder, getattr(exported, head_name), []), tokenize
 
 
 def load_model(path: str | Path) -> tuple[TaskModel, dict]:
@@ -55,8 +140,11 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
         raise TunewiseError(f"{str(path)!r} holds no exported model (model.safetensors and "
                             "model.json). Pass a run folder written by `tunewise fit`.")
     info = json.loads((folder / "model.json").read_text())
+    if info.get("format") == "transformers":
+        model, info["preprocess"] = load_transformers(folder, info)
+        return model.eval(), info
     backbone = load_backbone(info["arch"], pretrained=False)
-    model = get_task(info["task"]).build_model(backbone, len(info["classes"]))
+    model = get_task(info["task"]).build_model(backbone, info["classes"])
     state = load_file(str(folder / "model.safetensors"))
     head_key = info["head_key"]
     own = {}

@@ -1,7 +1,9 @@
 """Extract-once feature cache: a frozen backbone is a fixed function, so run it once per split.
 
-Shared by linear probes (and later LP-FT, kNN and transferability ranking). A cache entry is
-keyed by the backbone's weights, the preprocessing and the data, so any change recomputes.
+Shared by linear probes and LP-FT (and later kNN and transferability ranking). A cache entry
+is keyed by the backbone's weights, the preprocessing and the data, so any change recomputes.
+Pooled features are stored one row per example; token features (NER) one row per labelled
+token, with each example's row count, so the head trains on exactly what it would see.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from tunewise.backbones import Preprocess
-from tunewise.data import ImageSet
 from tunewise.io import write_atomic
+
+IGNORE = -100
+"""The target of a position that is not scored (padding, later sub-words): PyTorch's ignore_index."""
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -30,69 +34,86 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_key(weights: str, preprocess: Preprocess, data: ImageSet) -> str:
+def cache_key(weights: str, preprocess, data) -> str:
     text = f"{weights}|{preprocess}|{data.fingerprint()}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-@torch.inference_mode()
-def extract_features(
-    backbone: nn.Module,
-    data: ImageSet,
-    preprocess: Preprocess,
-    device: torch.device,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    desc: str = "features",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the backbone once over `data` with the eval transform.
+def to_device(inputs, device: torch.device):
+    """A tensor, or each tensor of a dict (token ids, masks), on `device`."""
+    if isinstance(inputs, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+    return inputs.to(device, non_blocking=True)
 
-    Shape: returns features (N, F) float32 and labels (N,) int64, in data order.
+
+@torch.inference_mode()
+def extract_features(backbone: nn.Module, loader: DataLoader, device: torch.device,
+                     desc: str = "features") -> dict[str, torch.Tensor]:
+    """Run the backbone once over an in-order loader.
+
+    Shape: returns features (M, F) float32, targets (M,) and lengths (N,): pooled outputs
+    (B, F) give one row per example; token outputs (B, T, F) one row per position whose
+    target is not IGNORE.
     """
-    loader = DataLoader(
-        data.with_transform(preprocess.eval_transform()),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
     was_training = backbone.training
     backbone.eval()
-    features, labels = [], []
+    features, targets, lengths = [], [], []
     try:
-        for images, targets in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+        for inputs, target in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                out = backbone(images.to(device, non_blocking=True))
-            features.append(out.float().cpu())
-            labels.append(targets)
+                out = backbone(to_device(inputs, device)).float().cpu()
+            if out.ndim == 3:  # token features: keep the scored positions
+                keep = target != IGNORE
+                features.append(out[keep])
+                targets.append(target[keep])
+                lengths.append(keep.sum(1))
+            else:
+                features.append(out)
+                targets.append(torch.as_tensor(target))
+                lengths.append(torch.ones(len(out), dtype=torch.long))
     finally:
         backbone.train(was_training)
-    return torch.cat(features), torch.cat(labels)
+    return {"features": torch.cat(features), "targets": torch.cat(targets), "lengths": torch.cat(lengths)}
 
 
-def cached_features(
-    backbone: nn.Module,
-    data: ImageSet,
-    preprocess: Preprocess,
-    device: torch.device,
-    cache_dir: Path | None,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    desc: str = "features",
-    weights: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`extract_features`, read from `cache_dir` when the same backbone, preprocessing and
-    data were seen before, and written there otherwise. None disables the disk cache.
-
-    Args:
-        weights: the backbone's `weights_digest`, when the caller has it already.
-    """
-    if cache_dir is None:
-        return extract_features(backbone, data, preprocess, device, batch_size, num_workers, desc)
-    key = cache_key(weights or weights_digest(backbone), preprocess, data)
+def cached_features(backbone: nn.Module, loader: DataLoader, device: torch.device, key: str | None,
+                    cache_dir: Path | None, desc: str = "features") -> dict[str, torch.Tensor]:
+    """`extract_features`, read from `cache_dir/<key>.safetensors` when seen before, written
+    there otherwise. A None `cache_dir` disables the disk cache."""
+    if cache_dir is None or key is None:
+        return extract_features(backbone, loader, device, desc)
     path = Path(cache_dir) / f"{key}.safetensors"
     if path.is_file():
-        stored = load_file(str(path))
-        return stored["features"], stored["labels"]
-    features, labels = extract_features(backbone, data, preprocess, device, batch_size, num_workers, desc)
-    write_atomic(path, lambda tmp: save_file({"features": features, "labels": labels}, tmp))
-    return features, labels
+        return load_file(str(path))
+    stored = extract_features(backbone, loader, device, desc)
+    write_atomic(path, lambda tmp: save_file(stored, tmp))
+    return stored
+
+
+class TokenFeatures(Dataset):
+    """Cached token features regrouped by example: item i is (features (n_i, F), targets (n_i,))."""
+
+    def __init__(self, stored: dict[str, torch.Tensor]) -> None:
+        self.features, self.targets = stored["features"], stored["targets"]
+        self.starts = torch.cat([torch.zeros(1, dtype=torch.long), stored["lengths"].cumsum(0)]).tolist()
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, i: int):
+        a, b = self.starts[i], self.starts[i + 1]
+        return self.features[a:b], self.targets[a:b]
+
+
+def pad_token_batch(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shape: items of ((n_i, F), (n_i,)) -> (B, max n, F) zeros-padded, (B, max n) IGNORE-padded."""
+    features, targets = zip(*items, strict=True)
+    return pad_sequence(features, batch_first=True), pad_sequence(targets, batch_first=True, padding_value=IGNORE)
+
+
+def feature_loader(stored: dict[str, torch.Tensor], batch_size: int, shuffle: bool) -> DataLoader:
+    """Batches of cached features: rows for pooled features, padded examples for token features."""
+    if bool((stored["lengths"] == 1).all()) and len(stored["lengths"]) == len(stored["targets"]):
+        return DataLoader(TensorDataset(stored["features"], stored["targets"]), batch_size=batch_size,
+                          shuffle=shuffle)
+    return DataLoader(TokenFeatures(stored), batch_size=batch_size, shuffle=shuffle, collate_fn=pad_token_batch)

@@ -7,11 +7,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from tunewise.config import DataConfig
+from tunewise.config import DataConfig, TrainConfig
 from tunewise.data import ImageSet, load_data
 from tunewise.data.image_folder import IMAGE_SUFFIXES
+from tunewise.data.text import QAExample, QASet
 from tunewise.errors import DataError, TunewiseError
 from tunewise.export import load_model
+from tunewise.features import to_device
 from tunewise.tasks import get_task
 
 
@@ -22,16 +24,19 @@ def evaluate(run: str | Path, data: str | DataConfig, split: str = "test", batch
         TunewiseError: no such split, or classes that differ from the model's.
     """
     model, info = load_model(run)
-    splits = load_data(data if isinstance(data, DataConfig) else DataConfig(data=data))
+    splits = load_data(data if isinstance(data, DataConfig) else DataConfig(data=data), info["task"])
     named = splits.named()
     if split not in named:
         raise TunewiseError(f"data has no {split!r} split; it has {', '.join(named)}.")
     if splits.classes != info["classes"]:
         raise TunewiseError(f"the data's classes {splits.classes} differ from the model's "
-                            f"{info['classes']}. Evaluate on data with the same class folders.")
+                            f"{info['classes']}. Evaluate on data with the same classes.")
     task = get_task(info["task"])
-    outputs, targets = _run(model, named[split].with_transform(info["preprocess"].eval_transform()), batch_size)
-    return {"split": split, "images": len(targets), **task.metrics(outputs, targets)}
+    task.classes = info["classes"]  # NER metrics name the tags
+    loader = task.loader(named[split], info["preprocess"], TrainConfig(batch_size=batch_size, num_workers=0),
+                         training=False)
+    outputs, targets = _run(model, loader)
+    return {"split": split, "examples": len(named[split]), **task.metrics(outputs, targets, loader.dataset)}
 
 
 def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64) -> list[dict]:
@@ -41,11 +46,13 @@ def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64) -> 
         One dict per image: path, label, probability, and every class's probability.
     """
     model, info = load_model(run)
+    if info["task"] != "image_classification":
+        return predict_text(run, [str(x) for x in inputs], info["task"])
     files = image_files(inputs)
     images = ImageSet(items=files, labels=[0] * len(files), classes=info["classes"], source="predict",
                       transform=info["preprocess"].eval_transform())
-    logits, _ = _run(model, images, batch_size)
-    probabilities = logits.softmax(1)
+    logits, _ = _run(model, DataLoader(images, batch_size=batch_size))
+    probabilities = torch.cat(logits).softmax(1)
     rows = []
     for path, p in zip(files, probabilities, strict=True):
         best = int(p.argmax())
@@ -70,14 +77,63 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
+def predict_text(run: str | Path, inputs: list[str], task: str) -> list[dict]:
+    """Run an exported text model through transformers' own pipeline (the export's proof).
+
+    Inputs are texts, or .txt files of one text per line; question answering takes lines of
+    `question ||| context`.
+    """
+    from transformers import pipeline
+
+    texts = []
+    for given in inputs:
+        path = Path(given)
+        texts += [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else [given]
+    if not texts:
+        raise DataError("no texts given. Pass texts, or .txt files with one text per line.")
+    device = 0 if torch.cuda.is_available() else -1
+    if task == "question_answering":  # transformers 5 has no QA pipeline: decode as evaluate does
+        return answer_questions(run, [_question_and_context(t) for t in texts])
+    if task == "token_classification":
+        tag = pipeline("token-classification", model=str(run), aggregation_strategy="first", device=device)
+        return [{"text": t, "entities": [{**e, "score": float(e["score"])} for e in tag(t)]} for t in texts]
+    classify = pipeline("text-classification", model=str(run), top_k=None, device=device)
+    rows = []
+    for text, scores in zip(texts, classify(texts), strict=True):
+        best = max(scores, key=lambda s: s["score"])
+        rows.append({"text": text, "label": best["label"], "probability": best["score"],
+                     **{f"p_{s['label']}": s["score"] for s in scores}})
+    return rows
+
+
+def answer_questions(run: str | Path, pairs: list[tuple[str, str]]) -> list[dict]:
+    """The best answer span of each (question, context), read from the exported model."""
+    model, info = load_model(run)
+    examples = [QAExample(id=str(i), question=q, context=c) for i, (q, c) in enumerate(pairs)]
+    task = get_task("question_answering")
+    loader = task.loader(QASet(examples, source="predict"), info["preprocess"], TrainConfig(num_workers=0),
+                         training=False)
+    outputs, _ = _run(model, loader)
+    answers = task.answers(outputs, loader.dataset)
+    return [{"question": q, "context": c, "answer": answers[str(i)]} for i, (q, c) in enumerate(pairs)]
+
+
+def _question_and_context(line: str) -> tuple[str, str]:
+    question, sep, context = line.partition("|||")
+    if not sep:
+        raise DataError(f"question answering input {line[:60]!r} has no '|||'. Write each input as "
+                        "'question ||| context'.")
+    return question.strip(), context.strip()
+
+
 @torch.no_grad()
-def _run(model, data, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _run(model, loader: DataLoader) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     outputs, targets = [], []
-    for images, labels in DataLoader(data, batch_size=batch_size):
-        outputs.append(model(images.to(device)).float().cpu())
+    for inputs, labels in loader:
+        outputs.append(model(to_device(inputs, device)).float().cpu())
         targets.append(torch.as_tensor(labels))
     if not outputs:
-        raise TunewiseError("no images to run the model on.")
-    return torch.cat(outputs), torch.cat(targets)
+        raise TunewiseError("no examples to run the model on.")
+    return outputs, targets

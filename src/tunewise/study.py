@@ -43,6 +43,7 @@ from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
 from tunewise.strategies import STRATEGIES
+from tunewise.tasks import get_task
 
 # Rate ranges per strategy: heads and adapters take larger rates than full fine-tuning.
 RATE_RANGES: dict[str, tuple[float, float]] = {
@@ -149,6 +150,7 @@ def search(
     storage: str | None = None,
     resume: bool = False,
     weights: str | None = None,
+    task: str = "image_classification",
     **overrides,
 ) -> Leaderboard:
     """Search strategy x learning rate on the validation set under a budget; pick over seeds.
@@ -164,6 +166,7 @@ def search(
             (postgresql://user:pw@host/db); default: a journal file in the run folder.
         resume: continue the search in `out` with its own settings (model and data must be the
             same); finished trials are kept, none is repeated.
+        task: a registered task (`text_classification`, ...); its metric selects.
 
     Returns:
         The Leaderboard, also written to `out/leaderboard.json` (and .csv).
@@ -176,11 +179,12 @@ def search(
     train = train or TrainConfig()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
-    has_test = load_data(data_config).test is not None  # fail on bad data, model or storage first
+    metric = get_task(task).metric  # an unknown task fails here, before anything is written
+    has_test = load_data(data_config, task).test is not None  # fail on bad data, model or storage first
     load_backbone(model, weights=weights)
     if storage:
         connect(storage)
-    settings = {"model": model, "weights": weights, "data": to_dict(data_config), "train": to_dict(train),
+    settings = {"model": model, "weights": weights, "task": task, "data": to_dict(data_config), "train": to_dict(train),
                 "search": asdict(config), "storage": storage}
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir)
@@ -202,7 +206,7 @@ def search(
         _enqueue_scratch(study, config, seeds=True)
         drain(run_dir, study, config.workers)
 
-    board = decide(study, run_dir, model, data_config, config, time.perf_counter() - started, has_test)
+    board = decide(study, run_dir, model, data_config, config, time.perf_counter() - started, has_test, metric)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
     write_report(board, run_dir)
@@ -408,6 +412,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
 
     try:
         record = fit(settings["model"], DataConfig(**settings["data"]), strategy, train=train, out=out,
+                     task=settings.get("task", "image_classification"),
                      weights=settings["weights"], test=False, should_stop=should_stop, resume=out.exists())
     except (TunewiseError, RuntimeError) as err:  # a NaN loss, a shape error: this arm fails, the search goes on
         trial.set_user_attr("reason", str(err))
@@ -437,7 +442,7 @@ def interval(values: list[float]) -> tuple[float, float, float]:
 
 
 def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchConfig, seconds: float,
-           has_test: bool) -> Leaderboard:
+           has_test: bool, metric: str) -> Leaderboard:
     """Arms from seeded runs, the pick by mean, paired differences, one test evaluation each."""
     trials = [_trial_record(t) for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tier") != "none"]
     arms = []
@@ -463,7 +468,7 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
         if has_test:
             arm.test = evaluate(arm.run_dirs[0], data, split="test")
     board = Leaderboard(
-        run_dir=str(run_dir), model=model, data=data.data, metric="accuracy", budget=config.budget,
+        run_dir=str(run_dir), model=model, data=data.data, metric=metric, budget=config.budget,
         trials=trials, arms=arms, winner=winner.strategy,
         runner_up=_paired(winner, arms[1]) if len(arms) > 1 else None,
         versus_scratch=_paired(pretrained, scratch) if pretrained and scratch else None,
@@ -507,16 +512,22 @@ def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
     )
 
 
+RUN_STATE = {"checkpoint.pt", "best.pt", "metrics.jsonl", "settings.json"}
+
+
 def _export_winner(winner: Arm, run_dir: Path) -> None:
     """The winner's seed-0 model in run_dir/model, and best.yaml that `tunewise fit --config` reruns."""
     import yaml
 
     source = Path(winner.run_dirs[0])
     (run_dir / "model").mkdir(exist_ok=True)
-    for name in ("model.safetensors", "model.json", "record.json"):
-        shutil.copyfile(source / name, run_dir / "model" / name)
+    for file in source.iterdir():  # the export: weights, model.json and, for text, config and tokenizer
+        if file.is_file() and file.name not in RUN_STATE:
+            shutil.copyfile(file, run_dir / "model" / file.name)
     settings = json.loads((source / "settings.json").read_text())
-    best = {"model": settings["model"], "weights": settings["weights"], "strategy": settings["strategy"],
+    best = {"model": settings["model"], "weights": settings["weights"],
+            "task": settings.get("task", "image_classification"),
+            "strategy": settings["strategy"],
             "knobs": settings["knobs"], "data": settings["data"], "train": settings["train"]}
     text = f"# Reproduce the search's winner: tunewise fit --config {run_dir / 'best.yaml'}\n" + yaml.safe_dump(best)
     write_atomic(run_dir / "best.yaml", lambda tmp: Path(tmp).write_text(text))

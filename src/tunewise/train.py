@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tunewise.backbones import load_backbone
+from tunewise.backbones.hf import Tokenize
 from tunewise.config import (
     DataConfig,
     TrainConfig,
@@ -29,12 +30,13 @@ from tunewise.config import (
 from tunewise.data import load_data
 from tunewise.errors import TunewiseError
 from tunewise.export import export_model
-from tunewise.features import cached_features, weights_digest
+from tunewise.features import cache_key, cached_features, feature_loader, to_device, weights_digest
 from tunewise.io import append_jsonl, default_run_dir, read_jsonl, write_atomic, write_json
 from tunewise.records import RunRecord
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
 from tunewise.tasks import get_task
+from tunewise.tasks.question_answering import QA_MAX_LENGTH
 
 log = logging.getLogger("tunewise")
 
@@ -101,13 +103,12 @@ def fit(
     the_task = get_task(task)
     the_strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
     strategy, knobs = the_strategy.name, the_strategy.knobs()
-    splits = load_data(data_config)
+    splits = load_data(data_config, task)
     backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
-    preprocess = backbone.preprocess
-    if data_config.image_size:
-        preprocess = preprocess.at_size(data_config.image_size)
+    _check_backbone_fits(backbone, task, model)
+    preprocess = configured_preprocess(backbone.preprocess, data_config, task)
     torch.manual_seed(train.seed)
-    net = the_task.build_model(backbone, splits.num_classes)
+    net = the_task.build_model(backbone, splits.classes)
     the_strategy.prepare(net)
     lr = train.lr or the_strategy.default_lr
 
@@ -115,12 +116,13 @@ def fit(
                 "knobs": knobs, "task": task, "train": to_dict(train), "data": to_dict(data_config)}
     run_dir = _open_run_dir(out, model, strategy, settings, resume)
     accelerator = _accelerator(train.device)
-    cached = is_frozen(net.backbone)
+    cached = is_frozen(net.backbone) and the_task.cacheable
     if cached:  # the backbone is a fixed function: run it once, train the head on its output
-        loaders = _feature_loaders(net, splits, preprocess, train, accelerator.device)
+        loaders = _feature_loaders(net, splits, preprocess, the_task, train, accelerator.device)
         trained: nn.Module = net.head
     else:
-        loaders = _image_loaders(splits, preprocess, train)
+        loaders = {name: the_task.loader(data, preprocess, train, training=name == "train")
+                   for name, data in splits.named().items()}
         trained = net
     if getattr(the_strategy, "probe_epochs", 0):  # LP-FT: fine-tune from a probed head
         net.head.load_state_dict(_probe_head(model, data_config, task, train, the_strategy, run_dir, weights))
@@ -222,9 +224,26 @@ def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Acc
     outputs, targets = [], []
     for inputs, labels in loader:
         with accelerator.autocast():
-            outputs.append(model(inputs.to(accelerator.device)).float().cpu())
+            outputs.append(model(to_device(inputs, accelerator.device)).float().cpu())
         targets.append(labels)
-    return task.metrics(torch.cat(outputs), torch.cat(targets))
+    return task.metrics(outputs, targets, loader.dataset)
+
+
+def _check_backbone_fits(backbone, task: str, model: str) -> None:
+    reads_text = isinstance(backbone.preprocess, Tokenize)
+    if reads_text != (task != "image_classification"):
+        kind, example = ("a text", "pkg:minilm or hf:bert-base-uncased") if not reads_text else \
+            ("an image", "pkg:efficientnet_lite0 or timm:resnet50")
+        raise TunewiseError(f"--task {task} needs {kind} model, and {model!r} is not one. Pass a model such as "
+                            f"{example}.")
+
+
+def configured_preprocess(preprocess, data: DataConfig, task: str):
+    """The backbone's preprocessing at the size (images) or length (text) the data settings ask."""
+    if isinstance(preprocess, Tokenize):
+        default = QA_MAX_LENGTH if task == "question_answering" else preprocess.max_length
+        return preprocess.configured(data.max_length or default, data.doc_stride, asked=data.max_length is not None)
+    return preprocess.at_size(data.image_size) if data.image_size else preprocess
 
 
 def _train_one_epoch(net, model, loader, optimizer, factors, task, strategy, accelerator) -> float:
@@ -234,7 +253,7 @@ def _train_one_epoch(net, model, loader, optimizer, factors, task, strategy, acc
     total, count = 0.0, 0
     batches = tqdm(loader, desc="train", unit="batch", leave=False, disable=None)
     for (inputs, targets), factor in zip(batches, factors, strict=True):
-        inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
+        inputs, targets = to_device(inputs, accelerator.device), targets.to(accelerator.device)
         with accelerator.autocast():
             loss = task.loss(model(inputs), targets)
             penalty = strategy.penalty(net)
@@ -288,28 +307,17 @@ def _unwrap(accelerator: Accelerator, model: nn.Module) -> nn.Module:
     return accelerator.unwrap_model(model)
 
 
-def _image_loaders(splits, preprocess, train: TrainConfig) -> dict[str, DataLoader]:
-    train_tf = preprocess.train_transform() if train.augment else preprocess.eval_transform()
-    common = {"batch_size": train.batch_size, "num_workers": train.num_workers,
-              "persistent_workers": train.num_workers > 0, "pin_memory": torch.cuda.is_available()}
-    loaders = {"train": DataLoader(splits.train.with_transform(train_tf), shuffle=True, **common)}
-    for name, data in splits.named().items():
-        if name != "train":
-            loaders[name] = DataLoader(data.with_transform(preprocess.eval_transform()), **common)
-    return loaders
-
-
-def _feature_loaders(net, splits, preprocess, train: TrainConfig, device) -> dict[str, DataLoader]:
+def _feature_loaders(net, splits, preprocess, task, train: TrainConfig, device) -> dict[str, DataLoader]:
     cache = Path(train.cache_dir) if train.cache_dir else default_cache_dir() / "features"
     net.backbone.to(device)
     digest = weights_digest(net.backbone)
+    extraction = replace(train, batch_size=max(64, train.batch_size))
     loaders = {}
     for name, data in splits.named().items():
-        features, labels = cached_features(
-            net.backbone, data, preprocess, device, cache, batch_size=max(64, train.batch_size),
-            num_workers=train.num_workers, desc=f"features {name}", weights=digest)
-        loaders[name] = DataLoader(TensorDataset(features, labels), batch_size=train.batch_size,
-                                   shuffle=name == "train")
+        key = cache_key(f"{digest}|{task.name}", preprocess, data)
+        stored = cached_features(net.backbone, task.loader(data, preprocess, extraction, training=False), device,
+                                 key, cache, desc=f"features {name}")
+        loaders[name] = feature_loader(stored, train.batch_size, shuffle=name == "train")
     return loaders
 
 

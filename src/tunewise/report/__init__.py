@@ -23,14 +23,19 @@ def records_table(records: list[RunRecord], title: str = "results") -> Table:
     models = sorted({r.model for r in records})
     caption = "* features computed once, cached" if any(r.cached_features for r in records) else None
     table = Table(title=f"{title} ({', '.join(models)})", caption=caption)
-    for column in ("strategy", "val acc %", "val F1 %", "test acc %", "test F1 %", "best/ran",
-                   "time s", "trainable"):
+    # classification: accuracy and macro-F1; NER: entity F1 and token accuracy; QA: F1 and exact match
+    second = {"f1": "accuracy" if records[0].task == "token_classification" else "exact_match"}.get(
+        records[0].metric, "macro_f1")
+    names = {"accuracy": "acc", "macro_f1": "F1", "f1": "F1", "exact_match": "EM"}
+    first, other = names[records[0].metric], names[second]
+    for column in ("strategy", f"val {first} %", f"val {other} %", f"test {first} %", f"test {other} %",
+                   "best/ran", "time s", "trainable"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for r in records:
         test = r.test or {}
-        table.add_row(r.strategy + (" *" if r.cached_features else ""), _pct(r.val.get("accuracy")),
-                      _pct(r.val.get("macro_f1")), _pct(test.get("accuracy")),
-                      _pct(test.get("macro_f1")), f"{r.best_epoch + 1}/{r.epochs_run}",
+        table.add_row(r.strategy + (" *" if r.cached_features else ""), _pct(r.val.get(r.metric)),
+                      _pct(r.val.get(second)), _pct(test.get(r.metric)),
+                      _pct(test.get(second)), f"{r.best_epoch + 1}/{r.epochs_run}",
                       f"{r.seconds:.1f}", f"{_count(r.trainable_params)}/{_count(r.total_params)}")
     return table
 
@@ -40,7 +45,7 @@ def print_records(records: list[RunRecord], title: str = "results") -> None:
 
 
 def print_metrics(metrics: dict) -> None:
-    table = Table(title=f"{metrics.get('split', '')} metrics ({metrics.get('images', '?')} images)")
+    table = Table(title=f"{metrics.get('split', '')} metrics ({metrics.get('examples', '?')} examples)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():

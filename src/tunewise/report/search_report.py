@@ -359,20 +359,21 @@ def _details(board: Leaderboard) -> list[str]:
              + (f" ({counts})" if counts else ""),
              f"Time: {_duration(board.seconds)}", f"Run folder: {board.run_dir}"]
     winner = _winner_arm(board)
-    if winner and winner.test and "accuracy" in winner.test:
-        lines.append(f"Winner's test accuracy (seed {winner.seeds[0]} model): {_num(winner.test['accuracy'])}")
-    if board.linear_probe_test and "accuracy" in board.linear_probe_test:
-        probe = _num(board.linear_probe_test["accuracy"])
-        lines.append(f"Test accuracy of the best linear-probe trial (a cheap reference): {probe}")
+    metric = board.metric
+    if winner and winner.test and metric in winner.test:
+        lines.append(f"Winner's test {metric} (seed {winner.seeds[0]} model): {_num(winner.test[metric])}")
+    if board.linear_probe_test and metric in board.linear_probe_test:
+        probe = _num(board.linear_probe_test[metric])
+        lines.append(f"Test {metric} of the best linear-probe trial (a cheap reference): {probe}")
     return lines
 
 
 def _arms_table(board: Leaderboard) -> tuple:
-    headers = ["strategy", "lr", "seeds", f"mean {board.metric}", "95% CI", "test accuracy"]
+    headers = ["strategy", "lr", "seeds", f"mean {board.metric}", "95% CI", f"test {board.metric}"]
     rows = []
     for arm in board.arms:
         ci = f"[{_num(arm.ci_low)}, {_num(arm.ci_high)}]" if len(arm.scores) > 1 else "- (1 seed)"
-        test = (arm.test or {}).get("accuracy")
+        test = (arm.test or {}).get(board.metric)
         seeds = ", ".join(map(str, arm.seeds))
         rows.append([arm.strategy + _role(arm, board.winner), _rate(arm.lr), seeds, _num(arm.mean), ci, _num(test)])
     return "table", headers, rows, [False, True, False, True, False, True]

@@ -1,8 +1,9 @@
 """`lora`: low-rank adapters on the backbone (through peft), a new head, both trained.
 
-Hu et al. 2021 (https://arxiv.org/abs/2106.09685). Adapters go on every dense layer of the
-backbone: each Linear (attention projections, MLPs) and each ungrouped Conv2d (CNNs; depthwise
-convolutions are left alone); `target_modules` narrows them to the layers it names. `finalize` merges the
+Hu et al. 2021 (https://arxiv.org/abs/2106.09685). On a transformers encoder, adapters go on
+the attention projections peft knows for its architecture (BERT: query and value); elsewhere
+on every dense layer of the backbone: each Linear (attention projections, MLPs) and each
+ungrouped Conv2d (CNNs; depthwise convolutions are left alone); `target_modules` names others. `finalize` merges the
 adapters, so the export is a plain model.
 """
 
@@ -59,7 +60,7 @@ class LoRA(Strategy):
         if self.target_modules is None:
             if not candidates:
                 raise ConfigError("this backbone has no Linear or Conv2d layer that LoRA can adapt.")
-            return candidates
+            return _attention_projections(backbone, candidates) or candidates
         given = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
         matches = {t: [n for n in candidates if n == t or n.endswith("." + t)] for t in given}
         missing = [t for t, names in matches.items() if not names]
@@ -68,6 +69,15 @@ class LoRA(Strategy):
             raise ConfigError(f"LoRA target_modules {missing} match no Linear or Conv2d layer of this backbone. "
                               f"Layer names there: {', '.join(known[:20])}.")
         return sorted({n for names in matches.values() for n in names})  # full names: peft matches suffixes
+
+
+def _attention_projections(backbone: nn.Module, candidates: list[str]) -> list[str]:
+    """A transformers encoder's attention projections, as peft names them per architecture
+    (BERT: query and value), the placement of the LoRA paper."""
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as targets
+
+    names = targets.get(getattr(backbone, "model_type", None), [])
+    return [n for n in candidates if n.rsplit(".", 1)[-1] in names]
 
 
 def adaptable_modules(backbone: nn.Module) -> list[str]:

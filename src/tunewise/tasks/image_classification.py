@@ -6,8 +6,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
-from tunewise.backbones import Backbone
+from tunewise.backbones import Backbone, Preprocess
+from tunewise.config import TrainConfig
+from tunewise.data import ImageSet
 from tunewise.tasks import TASKS, TaskModel
 
 
@@ -16,19 +19,26 @@ class ImageClassification:
     name = "image_classification"
     metric = "accuracy"
     greater_is_better = True
+    cacheable = True
 
-    def build_model(self, backbone: Backbone, num_classes: int) -> TaskModel:
-        return TaskModel(backbone.model, nn.Linear(backbone.num_features, num_classes), backbone.layer_groups)
+    def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
+        return TaskModel(backbone.model, nn.Linear(backbone.num_features, len(classes)), backbone.layer_groups)
+
+    def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
+        transform = preprocess.train_transform() if training and train.augment else preprocess.eval_transform()
+        return DataLoader(data.with_transform(transform), batch_size=train.batch_size, shuffle=training,
+                          num_workers=train.num_workers, persistent_workers=train.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Shape: outputs (B, C) logits, targets (B,) class indices -> scalar."""
         return F.cross_entropy(outputs, targets)
 
-    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Accuracy, macro-F1 and the confusion matrix (rows: true class, columns: predicted)."""
-        num_classes = outputs.shape[1]
-        return classification_metrics(outputs.argmax(1).numpy(), targets.numpy(), num_classes) | {
-            "loss": float(F.cross_entropy(outputs.float(), targets))
+    def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data=None) -> dict:
+        """Accuracy, macro-F1, the confusion matrix (rows: true class, columns: predicted) and loss."""
+        logits, true = torch.cat(outputs).float(), torch.cat(targets)
+        return classification_metrics(logits.argmax(1).numpy(), true.numpy(), logits.shape[1]) | {
+            "loss": float(F.cross_entropy(logits, true))
         }
 
 

@@ -1,0 +1,174 @@
+"""`hf:<hub id or folder>`: Hugging Face encoders (BERT, RoBERTa, MiniLM, MPNet, ...) and their tokenizers.
+
+The encoder is wrapped as a `TextEncoder`: a batch of token ids in, pooled features (B, H) or
+token features (B, T, H) out, so tasks and strategies treat it like any other backbone.
+Remote code is never run unless TUNEWISE_TRUST_REMOTE_CODE=1 is set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tunewise.backbones import SOURCES
+from tunewise.backbones.base import Backbone, read_state_dict
+from tunewise.backbones.network import offline_message, reachable
+from tunewise.errors import BackboneError, ConfigError
+
+DEFAULT_MAX_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Tokenize:
+    """A text backbone's input pipeline: its tokenizer and how many tokens an input may have.
+
+    Args:
+        tokenizer: the pretrained tokenizer (not part of the cache key; `name` is).
+        name: where the tokenizer came from.
+        max_length: inputs are truncated (QA contexts windowed) to this many tokens.
+        limit: the model's own maximum (its position embeddings).
+        doc_stride: question answering: tokens shared by consecutive windows.
+    """
+
+    tokenizer: object = field(repr=False, compare=False)
+    name: str
+    max_length: int = DEFAULT_MAX_LENGTH
+    limit: int = 512
+    doc_stride: int = 128
+
+    def configured(self, max_length: int, doc_stride: int, asked: bool) -> Tokenize:
+        """At another length and stride. A length the user `asked` for must fit the model; a
+        default one is capped at the model's limit.
+
+        Raises:
+            ConfigError: an asked length above the model's limit.
+        """
+        if asked and max_length > self.limit:
+            raise ConfigError(f"--max-length {max_length} is more than this model allows ({self.limit} tokens, its "
+                              f"position embeddings). Pass --max-length {self.limit} or less.")
+        return replace(self, max_length=min(max_length, self.limit), doc_stride=doc_stride)
+
+
+class TextEncoder(nn.Module):
+    """A transformers encoder as a backbone.
+
+    Shape: inputs {input_ids, attention_mask[, token_type_ids]} (B, T) -> (B, H) when `tokens`
+    is False (the model's pooler output, else the first token's state), (B, T, H) when True.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.tokens = False
+
+    @property
+    def model_type(self) -> str:
+        return self.model.config.model_type
+
+    def use_tokens(self) -> None:
+        """Token features from now on; the pooler (unused then) is dropped, as the token and QA
+        heads of transformers drop it."""
+        self.tokens = True
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(**inputs)
+        if self.tokens:
+            return out.last_hidden_state
+        pooled = getattr(out, "pooler_output", None)
+        return pooled if pooled is not None else out.last_hidden_state[:, 0]
+
+
+@SOURCES.register("hf")
+def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
+    """A Hugging Face encoder by hub id (`bert-base-uncased`) or local folder."""
+    return from_pretrained(model_name, name=f"hf:{model_name}", pretrained=pretrained, weights=weights)
+
+
+def from_pretrained(path: str, name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
+    """Load config, tokenizer and (unless `pretrained` is False) weights from a hub id or folder."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # our own bars say what is happening
+    _check_reachable(path)
+    trust = os.environ.get("TUNEWISE_TRUST_REMOTE_CODE") == "1"
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        if pretrained and weights is None:
+            model = AutoModel.from_pretrained(path, config=config, trust_remote_code=trust)
+        else:
+            model = AutoModel.from_config(config, trust_remote_code=trust)
+    except (OSError, ValueError) as err:
+        raise BackboneError(f"cannot load the Hugging Face model {path!r}: {err}. Pass a hub id "
+                            "(bert-base-uncased) or a folder holding config.json, the weights and "
+                            "the tokenizer files.") from None
+    if weights is not None:
+        load_encoder_weights(model, read_state_dict(weights), str(weights))
+    return from_transformers(model, tokenizer, name=name, path=path, pretrained=pretrained)
+
+
+def from_transformers(model: nn.Module, tokenizer, name: str, path: str, pretrained: bool) -> Backbone:
+    """Wrap a transformers encoder (AutoModel) and its tokenizer as a Backbone."""
+    encoder = TextEncoder(model)
+    limit = getattr(model.config, "max_position_embeddings", 512)
+    if 0 < tokenizer.model_max_length < 100_000:  # unset limits come as huge sentinels
+        limit = min(limit, tokenizer.model_max_length)
+    return Backbone(
+        name=name,
+        arch=f"hf:{path}",
+        model=encoder,
+        num_features=model.config.hidden_size,
+        layer_groups=layer_groups(encoder),
+        preprocess=Tokenize(tokenizer, name=path, max_length=min(DEFAULT_MAX_LENGTH, limit), limit=limit),
+        head_key="classifier",
+        pretrained=pretrained,
+    )
+
+
+def layer_groups(encoder: nn.Module) -> list[list[str]]:
+    """Embeddings, then each numbered transformer layer, then the rest (pooler, final norms)."""
+    embeddings, layers, rest = [], {}, []
+    for name, _ in encoder.named_parameters():
+        number = re.search(r"\.layers?\.(\d+)\.", name)
+        if "embeddings" in name:
+            embeddings.append(name)
+        elif number:
+            layers.setdefault(int(number.group(1)), []).append(name)
+        else:
+            rest.append(name)
+    return [g for g in (embeddings, *(layers[i] for i in sorted(layers)), rest) if g]
+
+
+def load_encoder_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """Load an encoder's tensors, also from a task model's checkpoint (`bert.encoder...` keys)."""
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    state = {k.removeprefix(prefix): v for k, v in state.items()}
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable and not k.startswith("pooler.") and "position_ids" not in k]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise BackboneError(f"weights in {path!r} do not fit this encoder: {len(missing)} tensors missing or of "
+                            f"another shape ({shown}). Pass weights saved from the same architecture.")
+    model.load_state_dict(usable, strict=False)
+
+
+def _check_reachable(path: str) -> None:
+    """A hub id that is neither a folder nor cached fails at once when the hub is unreachable."""
+    if Path(path).is_dir():
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return
+    if not reachable(constants.ENDPOINT):
+        raise BackboneError(offline_message(f"hf:{path}", constants.ENDPOINT).replace(
+            "pkg:efficientnet_lite0", "pkg:minilm (text) or pkg:efficientnet_lite0 (images)"))

@@ -1,0 +1,71 @@
+"""Extractive question answering (SQuAD v1 and v2): a start/end head on every token's features.
+
+Long contexts are cut into overlapping windows (`--max-length`, `--doc-stride`); answers are
+mapped back through the tokenizer's offsets, the best span searched up to 30 tokens long, and
+SQuAD v2 data may answer "no answer". Exact match and F1 as the official SQuAD script defines
+them, as fractions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from tunewise.backbones import Backbone
+from tunewise.backbones.hf import Tokenize
+from tunewise.config import TrainConfig
+from tunewise.data.text import QASet
+from tunewise.tasks import TASKS, TaskModel
+from tunewise.tasks.squad import best_answers, encode_windows, squad_metrics
+from tunewise.tasks.text_batches import Encoded, encoded_once, text_loader
+
+MAX_ANSWER_TOKENS = 30
+QA_MAX_LENGTH = 384
+
+
+def encode_questions(data: QASet, preprocess: Tokenize, training: bool) -> Encoded:
+    """Windows over each context: (start, end) targets to train on, or offsets to decode answers."""
+    stride = min(preprocess.doc_stride, preprocess.max_length // 2)
+
+    def encode() -> dict[str, list]:
+        return encode_windows(preprocess.tokenizer, data.examples, preprocess.max_length, stride, train=training)
+
+    windows = encoded_once((preprocess.name, preprocess.max_length, stride, training, data.fingerprint()), encode)
+    if training:
+        targets = list(zip(windows["start_positions"], windows["end_positions"], strict=True))
+    else:
+        targets = list(range(len(windows["input_ids"])))  # the window's index: metrics decode by it
+    return Encoded(windows, targets, windows=windows, examples=data.examples,
+                   allow_no_answer=data.has_unanswerable)
+
+
+@TASKS.register("question_answering")
+class QuestionAnswering:
+    name = "question_answering"
+    metric = "f1"
+    greater_is_better = True
+    cacheable = False  # a window's features are (T, H) for hundreds of tokens: recompute instead
+
+    def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
+        backbone.model.use_tokens()
+        return TaskModel(backbone.model, nn.Linear(backbone.num_features, 2), backbone.layer_groups)
+
+    def loader(self, data: QASet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:
+        return text_loader(encode_questions(data, preprocess, training), preprocess.tokenizer, train, training)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Shape: outputs (B, T, 2) start and end logits, targets (B, 2) token indices -> scalar."""
+        return (F.cross_entropy(outputs[..., 0], targets[:, 0]) + F.cross_entropy(outputs[..., 1], targets[:, 1])) / 2
+
+    def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data: Encoded) -> dict:
+        """Exact match and F1 over the examples (and per answerable / unanswerable group)."""
+        return squad_metrics(self.answers(outputs, data), data.extra["examples"])
+
+    def answers(self, outputs: list[torch.Tensor], data: Encoded) -> dict[str, str]:
+        """The best span of each example (over all its windows), by example id."""
+        logits = [row for batch in outputs for row in batch.float()]
+        return best_answers([x[:, 0] for x in logits], [x[:, 1] for x in logits], data.extra["windows"],
+                            data.extra["examples"], max_answer_length=MAX_ANSWER_TOKENS,
+                            allow_no_answer=data.extra["allow_no_answer"])
