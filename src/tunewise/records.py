@@ -42,6 +42,8 @@ class RunRecord:
     compute: float = 0.0
     """Cost in training-epoch equivalents: epochs that trained through the backbone; a run on
     cached features counts 1/3 (one forward pass over the data instead of forward and backward)."""
+    processes: int = 1
+    """Data-parallel processes that trained it (accelerate launch / torchrun)."""
 
     @property
     def val_score(self) -> float:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from tunewise.backbones import load_backbone
@@ -184,6 +185,12 @@ def search(
     load_backbone(model, weights=weights)
     if storage:
         connect(storage)
+    if data_parallel():
+        if config.workers > 1:
+            raise ConfigError("--workers runs its own processes; under accelerate launch or torchrun each trial "
+                              "is already data-parallel. Pass --workers 1.")
+        if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
+            return follow()
     settings = {"model": model, "weights": weights, "task": task, "data": to_dict(data_config), "train": to_dict(train),
                 "search": asdict(config), "storage": storage}
     run_dir = _open_search_dir(out, model, settings, resume)
@@ -210,6 +217,8 @@ def search(
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
     write_report(board, run_dir)
+    if data_parallel():
+        _broadcast({"done": str(run_dir)})
     return board
 
 
@@ -394,7 +403,6 @@ def _spent(study: optuna.Study, unit: str) -> float:
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float, folder: Path,
                settings: dict) -> None:
-    from tunewise.train import fit
 
     attrs = trial.user_attrs
     train = replace(TrainConfig(**settings["train"]), lr=lr, seed=attrs["seed"], epochs=attrs["epochs"],
@@ -410,10 +418,13 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
             return True
         return False
 
+    run = {"model": settings["model"], "data": settings["data"], "strategy": strategy, "train": asdict(train),
+           "out": str(out), "task": settings.get("task", "image_classification"), "weights": settings["weights"],
+           "resume": out.exists()}
+    if data_parallel():
+        _broadcast(run)  # the other ranks train the same trial, data-parallel
     try:
-        record = fit(settings["model"], DataConfig(**settings["data"]), strategy, train=train, out=out,
-                     task=settings.get("task", "image_classification"),
-                     weights=settings["weights"], test=False, should_stop=should_stop, resume=out.exists())
+        record = _fit_trial(run, should_stop)
     except (TunewiseError, RuntimeError) as err:  # a NaN loss, a shape error: this arm fails, the search goes on
         trial.set_user_attr("reason", str(err))
         study.tell(trial, state=TrialState.FAIL)
@@ -426,6 +437,41 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, record.val_score)
+
+
+def _fit_trial(run: dict, should_stop) -> RunRecord:
+    from tunewise.train import fit
+
+    return fit(run["model"], DataConfig(**run["data"]), run["strategy"], train=TrainConfig(**run["train"]),
+               out=run["out"], task=run["task"], weights=run["weights"], test=False, should_stop=should_stop,
+               resume=run["resume"])
+
+
+# --- data-parallel trials (accelerate launch, torchrun) -----------------------------------------
+
+def data_parallel() -> bool:
+    """Whether this process is one of several ranks (accelerate launch and torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _broadcast(message: dict | None) -> dict | None:
+    """Rank 0's message, on every rank."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    PartialState(cpu=not torch.cuda.is_available())  # joins the process group once
+    return broadcast_object_list([message])[0]
+
+
+def follow() -> Leaderboard:
+    """A rank other than 0: train each trial rank 0 sends until it sends the finished search.
+    Pruning verdicts come from rank 0 inside fit(); this rank never opens the study."""
+    while "done" not in (run := _broadcast(None)):
+        try:
+            _fit_trial(run, should_stop=lambda epoch, score: False)
+        except (TunewiseError, RuntimeError):  # rank 0 meets the same error and records it
+            continue
+    return Leaderboard.load(Path(run["done"]) / "leaderboard.json")
 
 
 # --- deciding ----------------------------------------------------------------------------------

@@ -114,11 +114,13 @@ def fit(
 
     settings = {"model": model, "weights": str(weights) if weights else None, "strategy": strategy,
                 "knobs": knobs, "task": task, "train": to_dict(train), "data": to_dict(data_config)}
-    run_dir = _open_run_dir(out, model, strategy, settings, resume)
     accelerator = _accelerator(train.device)
+    main = accelerator.is_main_process  # under DDP (accelerate launch, torchrun) only rank 0 writes
+    run_dir = _shared(accelerator, lambda: _open_run_dir(out, model, strategy, settings, resume))
     cached = is_frozen(net.backbone) and the_task.cacheable
     if cached:  # the backbone is a fixed function: run it once, train the head on its output
-        loaders = _feature_loaders(net, splits, preprocess, the_task, train, accelerator.device)
+        with accelerator.main_process_first():  # rank 0 fills the cache, the others read it
+            loaders = _feature_loaders(net, splits, preprocess, the_task, train, accelerator.device)
         trained: nn.Module = net.head
     else:
         loaders = {name: the_task.loader(data, preprocess, train, training=name == "train")
@@ -127,6 +129,8 @@ def fit(
     if getattr(the_strategy, "probe_epochs", 0):  # LP-FT: fine-tune from a probed head
         net.head.load_state_dict(_probe_head(model, data_config, task, train, the_strategy, run_dir, weights))
     optimizer = _optimizer(the_strategy.param_groups(net, lr), train)
+    if accelerator.num_processes > 1:  # each process trains on its shard; evaluation is not sharded
+        loaders["train"] = accelerator.prepare_data_loader(loaders["train"])
     steps = len(loaders["train"])
     schedule = WarmupCosine(round(train.warmup_epochs * steps), steps, train.epochs)
     trained, optimizer = accelerator.prepare(trained, optimizer)
@@ -143,15 +147,18 @@ def fit(
         train_loss = _train_one_epoch(net, trained, loaders["train"], optimizer, schedule.at_epoch(epoch),
                                       the_task, the_strategy, accelerator)
         val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
-        if progress.improved_by(val[the_task.metric], the_task.greater_is_better):
-            write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(), tmp))
-        append_jsonl(run_dir / "metrics.jsonl", {
-            "epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - epoch_start, 3),
-            **{f"val_{k}": v for k, v in val.items() if k != "confusion_matrix"},
-        })
+        improved = progress.improved_by(val[the_task.metric], the_task.greater_is_better)
         progress.epoch = epoch + 1
-        _save_checkpoint(run_dir, accelerator, trained, optimizer, progress)
+        if main:
+            if improved:
+                write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(),
+                                                                         tmp))
+            append_jsonl(run_dir / "metrics.jsonl", {
+                "epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"], "steps": steps,
+                "seconds": round(time.perf_counter() - epoch_start, 3),
+                **{f"val_{k}": v for k, v in val.items() if k != "confusion_matrix"},
+            })
+            _save_checkpoint(run_dir, accelerator, trained, optimizer, progress)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{the_task.metric: f"{val[the_task.metric]:.3f}"})
         if bar.disable:  # no terminal: one log line per epoch instead of a bar
             log.info("%s epoch %d/%d: train loss %.4f, val %s %.4f", strategy, epoch + 1, train.epochs,
@@ -159,11 +166,13 @@ def fit(
         if train.patience and progress.bad_epochs >= train.patience:
             stopped = "patience"
             break
-        if should_stop is not None and should_stop(epoch, val[the_task.metric]):
+        score = val[the_task.metric]
+        if should_stop is not None and _shared(accelerator, lambda: should_stop(epoch, score)):  # noqa: B023
             stopped = "pruned"
             break
     bar.close()
 
+    accelerator.wait_for_everyone()  # best.pt is written
     _unwrap(accelerator, trained).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
     val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
     test_metrics = None
@@ -171,7 +180,8 @@ def fit(
         test_metrics = evaluate_loader(trained, loaders["test"], the_task, accelerator)
     trainable, total = count_parameters(net)  # before finalize: merged adapters no longer train
     the_strategy.finalize(net)
-    export_model(net, backbone, preprocess, task, splits.classes, run_dir)
+    if main:
+        export_model(net, backbone, preprocess, task, splits.classes, run_dir)
     record = RunRecord(
         run_dir=str(run_dir), model=model, arch=backbone.arch, strategy=strategy, task=task,
         data=data_config.data, classes=splits.classes, metric=the_task.metric,
@@ -180,9 +190,11 @@ def fit(
         total_params=total, train_config=to_dict(train), data_config=to_dict(data_config),
         strategy_knobs=knobs, cached_features=cached, stopped=stopped,
         curve=[line[f"val_{the_task.metric}"] for line in read_jsonl(run_dir / "metrics.jsonl")],
-        compute=round(progress.epoch if not cached else 1 / 3, 3),
+        compute=round(progress.epoch if not cached else 1 / 3, 3), processes=accelerator.num_processes,
     )
-    record.save(run_dir / "record.json")
+    if main:
+        record.save(run_dir / "record.json")
+    accelerator.wait_for_everyone()  # no process goes on before the run folder is complete
     return record
 
 
@@ -300,7 +312,19 @@ def set_rates(optimizer: torch.optim.Optimizer, factor: float) -> None:
 def _accelerator(device: str) -> Accelerator:
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+    # without an accelerator, cpu=True is what lets accelerate see a multi-process (gloo) launch
+    cpu = device == "cpu" or (device == "auto" and not cuda and not torch.backends.mps.is_available())
+    return Accelerator(cpu=cpu, mixed_precision=precision)
+
+
+def _shared(accelerator: Accelerator, decide: Callable):
+    """`decide()` on the main process, its result handed to every process (a run folder, a
+    pruner's verdict): under DDP only rank 0 creates folders and talks to Optuna."""
+    if accelerator.num_processes == 1:
+        return decide()
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([decide() if accelerator.is_main_process else None])[0]
 
 
 def _unwrap(accelerator: Accelerator, model: nn.Module) -> nn.Module:
