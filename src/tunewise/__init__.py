@@ -20,6 +20,8 @@ _PUBLIC = {
     "predict": "tunewise.inference",
     "RunRecord": "tunewise.records",
     "Leaderboard": "tunewise.records",
+    "Ranking": "tunewise.records",
+    "rank": "tunewise.ranking.ranker",
     "fit": "tunewise.train",
     "resume": "tunewise.train",
     "search": "tunewise.study",

@@ -26,6 +26,7 @@ examples:
   tunewise search --task text_classification --model pkg:minilm --data reviews.csv --label-column sentiment
   tunewise fit --task token_classification --model hf:bert-base-cased --data conll2003/ --strategy lora
   tunewise demo --task question_answering
+  tunewise rank --models pkg:efficientnet_lite0,pkg:efficientnet_lite2,random:pkg:efficientnet_lite0 --verify 2
 """
 
 TASK_NAMES = ["image_classification", "text_classification", "token_classification", "question_answering"]
@@ -206,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     _add_data_flags(se)
 
+    rk = sub.add_parser("rank", help="which pretrained model: rank candidates from one feature pass each",
+                        description="Score every candidate on the training split with LogME, LEEP, NCE, H-score, "
+                                    "kNN and linear-probe accuracy on its cached features; merge the scorers by "
+                                    "rank. --verify K fine-tunes the top K (and the last) to check the ranking.")
+    rk.add_argument("--models", required=True,
+                    help="comma list of candidates: pkg:efficientnet_lite0,pkg:efficientnet_lite1,timm:resnet50; "
+                         "random:SOURCE:NAME gives random weights (a weak reference)")
+    rk.add_argument("--task", default="image_classification", choices=TASK_NAMES[:3], metavar="TASK",
+                    help="image_classification, text_classification or token_classification (default: %(default)s)")
+    rk.add_argument("--verify", type=int, default=0, metavar="K",
+                    help="fine-tune the top K candidates and the last one, and report Kendall's tau between the "
+                         "ranking and their results (default: %(default)s, no fine-tuning)")
+    rk.add_argument("--verify-strategy", default="full", help="(default: %(default)s)")
+    rk.add_argument("--verify-epochs", type=positive_int, default=3, help="(default: %(default)s)")
+    rk.add_argument("--max-examples", type=positive_int, default=3000,
+                    help="score at most this many training examples, a stratified sample (default: %(default)s)")
+    rk.add_argument("--batch-size", type=positive_int, default=32, help="for --verify (default: %(default)s)")
+    rk.add_argument("--num-workers", type=int, default=2, help="(default: %(default)s)")
+    rk.add_argument("--out", help="folder for ranking.json and the report (default: runs/rank-TIME)")
+    _add_data_flags(rk)
+
     rp = sub.add_parser("report", help="rebuild a search's report from its records alone")
     rp.add_argument("run", help="search run folder (holds leaderboard.json)")
 
@@ -321,6 +343,19 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_rank(args: argparse.Namespace) -> int:
+    from tunewise.ranking.ranker import rank
+    from tunewise.report import print_ranking
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    train = TrainConfig(epochs=args.verify_epochs, batch_size=args.batch_size, num_workers=args.num_workers)
+    ranking = rank(models, _data_config(args), task=args.task, verify=args.verify,
+                   verify_strategy=args.verify_strategy, train=train, out=args.out, max_examples=args.max_examples)
+    print_ranking(ranking)
+    print(f"ranking folder: {ranking.run_dir} (ranking.json, report.html)")
+    return 0
+
+
 def run_report(args: argparse.Namespace) -> int:
     from tunewise.report.search_report import rebuild
 
@@ -341,7 +376,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": run_fit, "evaluate": run_evaluate, "predict": run_predict, "search": run_search,
+COMMANDS = {"fit": run_fit, "evaluate": run_evaluate, "predict": run_predict, "search": run_search, "rank": run_rank,
             "report": run_report, "demo": run_demo}
 
 if __name__ == "__main__":

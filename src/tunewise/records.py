@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -143,3 +144,51 @@ class Leaderboard:
         for trial in self.trials:
             writer.writerow(asdict(trial))
         return buffer.getvalue()
+
+
+@dataclass
+class Candidate:
+    """One model of a ranking: its scores, or why it could not be scored."""
+
+    model: str
+    scores: dict[str, float] = field(default_factory=dict)
+    """Scorer name -> score (higher: predicted to transfer better); NaN where a scorer does not apply."""
+    combined: float = math.nan
+    """Mean rank-normalised position over the scorers, 0 (worst) to 1 (best)."""
+    feature_seconds: float = 0.0
+    """Time to extract its features (0 when read from the cache)."""
+    score_seconds: float = 0.0
+    error: str | None = None
+    finetuned: float | None = None
+    """The validation metric of its short fine-tune, for the candidates `--verify` checked."""
+    finetune_seconds: float | None = None
+    run_dir: str | None = None
+
+
+@dataclass
+class Ranking:
+    """What `tunewise rank` found; `ranking.json` in its folder."""
+
+    run_dir: str
+    data: str
+    task: str
+    metric: str
+    examples: int
+    """Training examples the scorers saw."""
+    candidates: list[Candidate]
+    """Best combined score first; candidates that failed last."""
+    kendall_tau: float | None = None
+    """Kendall's tau between the combined score and the fine-tuned metric (--verify)."""
+    weighted_tau: float | None = None
+    """The same, weighted towards the top of the ranking (scipy's weightedtau)."""
+    scorer_taus: dict[str, float] = field(default_factory=dict)
+    """Kendall's tau of each scorer alone against the fine-tuned metric."""
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Ranking:
+        raw = json.loads(Path(path).read_text())
+        raw["candidates"] = [Candidate(**c) for c in raw["candidates"]]
+        return cls(**raw)

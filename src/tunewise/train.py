@@ -105,7 +105,7 @@ def fit(
     strategy, knobs = the_strategy.name, the_strategy.knobs()
     splits = load_data(data_config, task)
     backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
-    _check_backbone_fits(backbone, task, model)
+    check_backbone_fits(backbone, task, model)
     preprocess = configured_preprocess(backbone.preprocess, data_config, task)
     torch.manual_seed(train.seed)
     net = the_task.build_model(backbone, splits.classes)
@@ -241,7 +241,7 @@ def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Acc
     return task.metrics(outputs, targets, loader.dataset)
 
 
-def _check_backbone_fits(backbone, task: str, model: str) -> None:
+def check_backbone_fits(backbone, task: str, model: str) -> None:
     reads_text = isinstance(backbone.preprocess, Tokenize)
     if reads_text != (task != "image_classification"):
         kind, example = ("a text", "pkg:minilm or hf:bert-base-uncased") if not reads_text else \

@@ -21,7 +21,8 @@ def load_backbone(name: str, pretrained: bool = True, weights: str | Path | None
 
     Args:
         name: `source:model` (`timm:resnet50`, `torchvision:resnet50`, `pkg:efficientnet_lite0`,
-            `hf:bert-base-uncased`, `pkg:minilm`) or the path of a checkpoint that tunewise exported.
+            `hf:bert-base-uncased`, `pkg:minilm`, `random:timm:resnet18` for random weights) or the
+            path of a checkpoint that tunewise exported.
         pretrained: load the source's pretrained weights; False gives a random init.
         weights: a local weights file (.safetensors, or .pth/.pt read with weights_only=True)
             loaded into the architecture instead of downloading.
@@ -29,7 +30,7 @@ def load_backbone(name: str, pretrained: bool = True, weights: str | Path | None
     Raises:
         BackboneError: unknown source or model, weights that do not fit, or no network.
     """
-    from tunewise.backbones import hf, local, pkg, timm_source, torchvision_source  # noqa: F401
+    from tunewise.backbones import hf, local, pkg, random_init, timm_source, torchvision_source  # noqa: F401
 
     source, sep, model = name.partition(":")
     if sep and model and source in SOURCES:  # before paths: `hf:./my_bert` is a folder for hf

@@ -106,3 +106,26 @@ def print_trials(board: Leaderboard) -> None:
                       str(t.epochs_run), _count(t.trainable_params) if t.trainable_params else "-",
                       f"{t.seconds:.0f}")
     console.print(table)
+
+
+def print_ranking(ranking) -> None:
+    """The candidates best first, every scorer's score, and the check against fine-tuning."""
+    from tunewise.ranking import SCORERS
+
+    table = Table(title=f"which model for {ranking.data}? ({ranking.examples} training examples scored)",
+                  caption="higher is better in every column; combined: mean rank position, 0 worst .. 1 best")
+    for column in ("model", "combined", *SCORERS, f"fine-tuned {ranking.metric}"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for c in ranking.candidates:
+        if c.error:
+            table.add_row(c.model, "failed", *[""] * len(SCORERS), "")
+            continue
+        cells = [f"{c.scores[n]:.3f}" if c.scores.get(n) == c.scores.get(n) else "-" for n in SCORERS]
+        table.add_row(c.model, f"{c.combined:.2f}", *cells, _pct(c.finetuned))
+    console.print(table)
+    for c in ranking.candidates:
+        if c.error:
+            console.print(f"not ranked: {c.model}: {c.error}")
+    if ranking.kendall_tau is not None:
+        console.print(f"ranking vs fine-tuning: Kendall's tau {ranking.kendall_tau:+.2f}, weighted tau "
+                      f"{ranking.weighted_tau if ranking.weighted_tau is None else round(ranking.weighted_tau, 2)}")
