@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--seeds", type=positive_int, default=3, help="seeds per finalist (default: %(default)s)")
     se.add_argument("--finalists", type=positive_int, default=2, help="(default: %(default)s)")
     se.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
+    se.add_argument("--search-knobs", action="store_true",
+                    help="also try each strategy's knobs on a small grid (LoRA r 4/8/16, llrd decay 0.5/0.75/0.9, "
+                         "partial k 1/2/4, ...); default: every strategy at its default knobs")
     se.add_argument("--scratch-epochs", type=positive_int, help="(default: twice --epochs)")
     se.add_argument("--workers", type=positive_int, default=1,
                     help="processes on this machine sharing the study (default: %(default)s)")
@@ -326,7 +329,7 @@ def run_search(args: argparse.Namespace) -> int:
 
     config = SearchConfig(strategies=args.strategies, budget=args.budget, epochs=args.epochs, rates=args.rates,
                           seeds=args.seeds, finalists=args.finalists, scratch=not args.no_scratch,
-                          scratch_epochs=args.scratch_epochs, workers=args.workers)
+                          scratch_epochs=args.scratch_epochs, workers=args.workers, knobs=args.search_knobs)
     train = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, num_workers=args.num_workers,
                         device=args.device)
     if (args.resume or args.worker) and not args.out:

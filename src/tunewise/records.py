@@ -82,6 +82,7 @@ class TrialRecord:
     curve: list[float]
     run_dir: str | None
     trainable_params: int = 0
+    knobs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +99,8 @@ class Arm:
     ci_high: float
     """The 95% t-interval of the mean (zero width with a single seed)."""
     run_dirs: list[str]
+    knobs: dict = field(default_factory=dict)
+    """The strategy's knobs where the search chose them (--search-knobs); empty: its defaults."""
     test: dict | None = None
     """Test metrics of the seed-0 model, evaluated once after the decision (the winner, the best
     pretrained arm, scratch and linear_probe)."""

@@ -43,7 +43,7 @@ from tunewise.io import default_run_dir, write_atomic, write_json
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
-from tunewise.strategies import STRATEGIES
+from tunewise.strategies import STRATEGIES, get_strategy
 from tunewise.tasks import get_task
 
 # Rate ranges per strategy: heads and adapters take larger rates than full fine-tuning.
@@ -61,6 +61,15 @@ TIME_EXPLORE_SHARE = 0.6
 """With a time budget, the share the explore tier may spend; finals and scratch use the rest.
 With an epoch budget, the explore tier gets what the finals and the scratch baseline leave."""
 CHEAP_TIER_COST = 1 / 3
+# With --search-knobs: each strategy's knobs on a small grid around its default (the middle value).
+KNOB_GRID: dict[str, list[dict]] = {
+    "partial": [{"k": 2}, {"k": 1}, {"k": 4}],
+    "gradual_unfreeze": [{"epochs_per_stage": 1}, {"epochs_per_stage": 2}],
+    "llrd": [{"decay": 0.75}, {"decay": 0.5}, {"decay": 0.9}],
+    "lp_ft": [{"probe_epochs": 10}, {"probe_epochs": 5}],
+    "lora": [{"r": 8}, {"r": 4}, {"r": 16}],
+    "l2sp": [{"alpha": 0.01}, {"alpha": 0.001}, {"alpha": 0.1}],
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,9 @@ class SearchConfig:
     """Epochs of the scratch baseline; None: twice `epochs` (it starts slower)."""
     workers: int = 1
     """Processes on this machine sharing the study."""
+    knobs: bool = False
+    """Also search each strategy's knobs (LoRA rank, llrd decay, partial's k, ...) on KNOB_GRID;
+    off: every strategy at its default knobs."""
 
 
 def parse_budget(text: str) -> tuple[str, float]:
@@ -284,17 +296,21 @@ def _rates(strategy: str, count: int) -> list[float]:
 def _enqueue_explore(study: optuna.Study, config: SearchConfig) -> None:
     ordered = [s for s in ORDER if s in config.strategies]
     grid = {s: _rates(s, config.rates) for s in ordered}
+    variants = {s: KNOB_GRID.get(s, [{}]) if config.knobs else [{}] for s in ordered}
     for index in range(config.rates):  # every strategy at its first rate before any second rate
         for strategy in ordered:
-            study.enqueue_trial({"strategy": strategy, "lr": grid[strategy][index]},
-                                user_attrs={"tier": "explore", "seed": 0, "epochs": config.epochs})
+            for knobs in variants[strategy]:
+                study.enqueue_trial({"strategy": strategy, "lr": grid[strategy][index]},
+                                    user_attrs={"tier": "explore", "seed": 0, "epochs": config.epochs,
+                                                "knobs": knobs})
 
 
 def _enqueue_finals(study: optuna.Study, config: SearchConfig) -> None:
     for best in _finalists(study, config.finalists):
         for seed in range(1, config.seeds):  # seed 0 is the explore run itself
             study.enqueue_trial(dict(best.params), user_attrs={"tier": "final", "seed": seed,
-                                                               "epochs": config.epochs, "of": best.number})
+                                                               "epochs": config.epochs, "of": best.number,
+                                                               "knobs": best.user_attrs.get("knobs", {})})
 
 
 def _finalists(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
@@ -407,8 +423,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
     attrs = trial.user_attrs
     train = replace(TrainConfig(**settings["train"]), lr=lr, seed=attrs["seed"], epochs=attrs["epochs"],
                     patience=None)
+    knobs = attrs.get("knobs", {})
     # named by what it runs, not by trial number: a requeued trial resumes in the same folder
-    out = folder / "trials" / f"{attrs['tier']}-{strategy}-lr{lr:.3g}-seed{attrs['seed']}"
+    variant = "".join(f"-{k}{v}" for k, v in sorted(knobs.items()))
+    out = folder / "trials" / f"{attrs['tier']}-{strategy}{variant}-lr{lr:.3g}-seed{attrs['seed']}"
 
     def should_stop(epoch: int, score: float) -> bool:
         trial.report(score, epoch)
@@ -418,7 +436,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
             return True
         return False
 
-    run = {"model": settings["model"], "data": settings["data"], "strategy": strategy, "train": asdict(train),
+    run = {"model": settings["model"], "data": settings["data"], "strategy": strategy, "knobs": knobs,
+           "train": asdict(train),
            "out": str(out), "task": settings.get("task", "image_classification"), "weights": settings["weights"],
            "resume": out.exists()}
     if data_parallel():
@@ -442,7 +461,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
 def _fit_trial(run: dict, should_stop) -> RunRecord:
     from tunewise.train import fit
 
-    return fit(run["model"], DataConfig(**run["data"]), run["strategy"], train=TrainConfig(**run["train"]),
+    strategy = get_strategy(run["strategy"], **run["knobs"])
+    return fit(run["model"], DataConfig(**run["data"]), strategy, train=TrainConfig(**run["train"]),
                out=run["out"], task=run["task"], weights=run["weights"], test=False, should_stop=should_stop,
                resume=run["resume"])
 
@@ -530,7 +550,8 @@ def _arm(strategy: str, lr: float, runs: list) -> Arm:
     scores = [t.value for t in runs]
     mean, low, high = interval(scores)
     return Arm(strategy=strategy, lr=lr, seeds=[t.user_attrs["seed"] for t in runs], scores=scores, mean=mean,
-               ci_low=low, ci_high=high, run_dirs=[t.user_attrs["run_dir"] for t in runs])
+               ci_low=low, ci_high=high, run_dirs=[t.user_attrs["run_dir"] for t in runs],
+               knobs=runs[0].user_attrs.get("knobs", {}) if runs else {})
 
 
 def _paired(a: Arm, b: Arm) -> dict:
@@ -554,7 +575,7 @@ def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         compute=t.user_attrs.get("compute", 0.0), seconds=t.user_attrs.get("seconds", 0.0),
         val=max(record.curve) if record and record.curve else None,
         curve=record.curve if record else [], run_dir=run_dir,
-        trainable_params=record.trainable_params if record else 0,
+        trainable_params=record.trainable_params if record else 0, knobs=t.user_attrs.get("knobs", {}),
     )
 
 

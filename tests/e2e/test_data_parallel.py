@@ -16,8 +16,9 @@ from tunewise.records import Leaderboard
 
 def test_a_search_under_torchrun_trains_each_trial_on_two_shards(image_folder, tiny_weights, tmp_path):
     out = tmp_path / "search"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tunewise", "search",
-               "--model", "timm:test_resnet", "--weights", str(tiny_weights), "--data", str(image_folder),
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "tunewise", "search", "--model", "timm:test_resnet", "--weights", str(tiny_weights),
+               "--data", str(image_folder),
                "--strategies", "linear_probe,full", "--epochs", "2", "--rates", "1", "--seeds", "2", "--no-scratch",
                "--batch-size", "4", "--num-workers", "0", "--image-size", "32", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -169,3 +169,21 @@ def test_two_workers_share_one_study_without_duplicates(data, weights, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = [value[:4] for value in _finished(tmp_path / "two").values()]
     assert len(runs) == len(set(runs)) == 4  # 2 strategies x 2 rates, one seed, each exactly once
+
+
+def test_search_knobs_tries_each_variant_and_keeps_the_chosen_one(data, weights, tmp_path):
+    import yaml
+
+    config = SearchConfig(strategies=("lora", "partial"), epochs=1, rates=1, seeds=1, scratch=False, knobs=True,
+                          budget="20epochs")
+    board = search("timm:test_resnet", data, config, train=TRAIN, out=tmp_path / "search", weights=weights)
+    explored = {(t.strategy, tuple(sorted(t.knobs.items()))) for t in board.trials if t.tier == "explore"}
+    assert explored == {("lora", (("r", 4),)), ("lora", (("r", 8),)), ("lora", (("r", 16),)),
+                        ("partial", (("k", 1),)), ("partial", (("k", 2),)), ("partial", (("k", 4),))}
+    for arm in board.arms:  # each arm is its strategy's best variant, and says which
+        best = max((t for t in board.trials if t.strategy == arm.strategy and t.state == "complete"),
+                   key=lambda t: t.val)
+        assert arm.knobs == best.knobs
+    winner = next(a for a in board.arms if a.strategy == board.winner)
+    rerun = yaml.safe_load((tmp_path / "search" / "best.yaml").read_text())["knobs"]  # every knob, chosen ones too
+    assert winner.knobs and rerun.items() >= winner.knobs.items()

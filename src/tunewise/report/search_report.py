@@ -19,6 +19,7 @@ from matplotlib.transforms import offset_copy
 
 from tunewise.io import write_atomic
 from tunewise.records import Arm, Leaderboard
+from tunewise.report import knob_text
 
 PLOTS = ("curves.png", "pareto.png", "leaderboard.png", "pretrained_vs_scratch.png")
 SCRATCH = "scratch"
@@ -243,7 +244,7 @@ def _role(arm: Arm, winner: str) -> str:
 
 def _arm_label(arm: Arm, winner: str) -> str:
     seeds = f"{len(arm.seeds)} seed{'s' * (len(arm.seeds) != 1)}"
-    return f"{arm.strategy}{_role(arm, winner)}\nlr {_rate(arm.lr)}, {seeds}"
+    return f"{arm.strategy}{knob_text(arm.knobs)}{_role(arm, winner)}\nlr {_rate(arm.lr)}, {seeds}"
 
 
 def _leaderboard_row(ax, arm: Arm, y: float, colours: dict, winner: str, bounds: tuple | None) -> bool:
@@ -327,7 +328,7 @@ def _decision(board: Leaderboard) -> str:
     n = len(winner.scores)
     spread = f"95% CI [{_num(winner.ci_low)}, {_num(winner.ci_high)}] over {n} seeds" if n > 1 else \
         "1 seed, so no interval"
-    parts = [f"Pick {winner.strategy} (lr {_rate(winner.lr)}): mean validation {board.metric} "
+    parts = [f"Pick {winner.strategy}{knob_text(winner.knobs)} (lr {_rate(winner.lr)}): mean validation {board.metric} "
              f"{_num(winner.mean)}, {spread}"]
     if board.runner_up:
         parts.append(f"versus the runner-up {board.runner_up['versus']}: {_difference_text(board.runner_up)}")
@@ -375,13 +376,14 @@ def _arms_table(board: Leaderboard) -> tuple:
         ci = f"[{_num(arm.ci_low)}, {_num(arm.ci_high)}]" if len(arm.scores) > 1 else "- (1 seed)"
         test = (arm.test or {}).get(board.metric)
         seeds = ", ".join(map(str, arm.seeds))
-        rows.append([arm.strategy + _role(arm, board.winner), _rate(arm.lr), seeds, _num(arm.mean), ci, _num(test)])
+        name = arm.strategy + knob_text(arm.knobs) + _role(arm, board.winner)
+        rows.append([name, _rate(arm.lr), seeds, _num(arm.mean), ci, _num(test)])
     return "table", headers, rows, [False, True, False, True, False, True]
 
 
 def _trials_table(board: Leaderboard) -> tuple:
     headers = ["#", "tier", "strategy", "lr", "seed", "state", "best val", "epochs", "compute", "reason"]
-    rows = [[str(t.number), t.tier, t.strategy, _rate(t.lr), str(t.seed), t.state, _num(t.val),
+    rows = [[str(t.number), t.tier, t.strategy + knob_text(t.knobs), _rate(t.lr), str(t.seed), t.state, _num(t.val),
              str(t.epochs_run), _num(t.compute, 2), t.reason or ""] for t in board.trials]
     return "table", headers, rows, [True, False, False, True, True, False, True, True, True, False]
 
