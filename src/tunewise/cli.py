@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(Optuna, successive halving), re-run the finalists over seeds, compare "
                                     "with training from scratch; export the winner and a report.")
     se.add_argument("--model", default="pkg:efficientnet_lite0", help="(default: %(default)s)")
+    se.add_argument("--models", help="several candidates, comma-separated: ranked first from their cached features "
+                                     "(tunewise rank), then the best --keep-models are searched model x strategy x "
+                                     "rate; replaces --model")
+    se.add_argument("--keep-models", type=positive_int, default=2,
+                    help="with --models: how many of the ranking's best are fine-tuned (default: %(default)s)")
     se.add_argument("--task", default="image_classification", choices=TASK_NAMES, metavar="TASK", help=TASK_HELP)
     se.add_argument("--weights", help="local weights for --model's architecture")
     se.add_argument("--strategies", default="all",
@@ -329,7 +334,8 @@ def run_search(args: argparse.Namespace) -> int:
 
     config = SearchConfig(strategies=args.strategies, budget=args.budget, epochs=args.epochs, rates=args.rates,
                           seeds=args.seeds, finalists=args.finalists, scratch=not args.no_scratch,
-                          scratch_epochs=args.scratch_epochs, workers=args.workers, knobs=args.search_knobs)
+                          scratch_epochs=args.scratch_epochs, workers=args.workers, knobs=args.search_knobs,
+                          keep_models=args.keep_models)
     train = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, num_workers=args.num_workers,
                         device=args.device)
     if (args.resume or args.worker) and not args.out:
@@ -339,7 +345,8 @@ def run_search(args: argparse.Namespace) -> int:
 
         print(f"worker done: ran {serve(args.out)} trials of {args.out}")
         return 0
-    board = search(args.model, _data_config(args), config, train=train, out=args.out, storage=args.storage,
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else args.model
+    board = search(models, _data_config(args), config, train=train, out=args.out, storage=args.storage,
                    resume=args.resume, weights=args.weights, task=args.task)
     print_leaderboard(board)
     print(f"search folder: {board.run_dir} (report.html, leaderboard.csv, best.yaml, model/)")

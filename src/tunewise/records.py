@@ -83,6 +83,7 @@ class TrialRecord:
     run_dir: str | None
     trainable_params: int = 0
     knobs: dict = field(default_factory=dict)
+    model: str | None = None
 
 
 @dataclass
@@ -101,9 +102,16 @@ class Arm:
     run_dirs: list[str]
     knobs: dict = field(default_factory=dict)
     """The strategy's knobs where the search chose them (--search-knobs); empty: its defaults."""
+    model: str | None = None
+    """The backbone, when the search compared several; None: the leaderboard's model."""
     test: dict | None = None
     """Test metrics of the seed-0 model, evaluated once after the decision (the winner, the best
     pretrained arm, scratch and linear_probe)."""
+
+    @property
+    def name(self) -> str:
+        """The strategy, and the model when a search compared several: what the winner is called."""
+        return f"{self.strategy} on {self.model}" if self.model and self.strategy != "scratch" else self.strategy
 
 
 @dataclass

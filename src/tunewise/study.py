@@ -18,6 +18,7 @@ The test split is evaluated once, for the chosen model and the baselines, never 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -45,6 +46,8 @@ from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
 from tunewise.strategies import STRATEGIES, get_strategy
 from tunewise.tasks import get_task
+
+log = logging.getLogger("tunewise")
 
 # Rate ranges per strategy: heads and adapters take larger rates than full fine-tuning.
 RATE_RANGES: dict[str, tuple[float, float]] = {
@@ -95,6 +98,8 @@ class SearchConfig:
     """Epochs of the scratch baseline; None: twice `epochs` (it starts slower)."""
     workers: int = 1
     """Processes on this machine sharing the study."""
+    keep_models: int = 2
+    """With several models: how many of the ranking's best go on to fine-tuning."""
     knobs: bool = False
     """Also search each strategy's knobs (LoRA rank, llrd decay, partial's k, ...) on KNOB_GRID;
     off: every strategy at its default knobs."""
@@ -120,7 +125,7 @@ def validate_search(config: SearchConfig) -> list[str]:
                             f"Allowed: all, or some of {', '.join(allowed)}")
     if not config.strategies:
         problems.append("--strategies names no strategy")
-    for name in ("epochs", "rates", "seeds", "finalists", "workers"):
+    for name in ("epochs", "rates", "seeds", "finalists", "workers", "keep_models"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             problems.append(f"--{name} must be a positive integer, got {value!r}")
@@ -154,7 +159,7 @@ def explore_allowance(config: SearchConfig) -> float:
 
 
 def search(
-    model: str,
+    model: str | list[str],
     data: str | DataConfig = "textile",
     config: SearchConfig | None = None,
     *,
@@ -169,7 +174,9 @@ def search(
     """Search strategy x learning rate on the validation set under a budget; pick over seeds.
 
     Args:
-        model: the backbone (`pkg:efficientnet_lite0`, `timm:resnet50`).
+        model: the backbone (`pkg:efficientnet_lite0`, `timm:resnet50`), or several: they are
+            ranked first from their cached features (the cheapest tier), and the best
+            `config.keep_models` are searched model x strategy x rate.
         data: a data set name or image folder, or a DataConfig.
         config: what to compare and the budget; keyword arguments override fields (`seeds=1`).
         train: settings every run shares (batch size, optimizer, ...); rate, seed and epochs
@@ -187,14 +194,20 @@ def search(
     config = replace(config or SearchConfig(), **overrides)
     if isinstance(config.strategies, str):
         config = replace(config, strategies=_strategy_list(config.strategies))
+    models = [model] if isinstance(model, str) else list(dict.fromkeys(model))
+    model = models[0]
     if config.budget is None:
-        config = replace(config, budget=f"{reserved_cost(config) + 2 * config.epochs:g}epochs")
+        searched = min(len(models), config.keep_models)
+        config = replace(config, budget=f"{reserved_cost(config) + 2 * config.epochs * searched:g}epochs")
     train = train or TrainConfig()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
     metric = get_task(task).metric  # an unknown task fails here, before anything is written
     has_test = load_data(data_config, task).test is not None  # fail on bad data, model or storage first
-    load_backbone(model, weights=weights)
+    if len(models) == 1:  # several are loaded by the ranking, which reports the ones that fail
+        load_backbone(model, weights=weights)
+    elif weights:
+        raise ConfigError("--weights belongs to one model; with several models, pass each as a file path instead.")
     if storage:
         connect(storage)
     if data_parallel():
@@ -203,8 +216,8 @@ def search(
                               "is already data-parallel. Pass --workers 1.")
         if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
             return follow()
-    settings = {"model": model, "weights": weights, "task": task, "data": to_dict(data_config), "train": to_dict(train),
-                "search": asdict(config), "storage": storage}
+    settings = {"model": model, "models": models, "weights": weights, "task": task, "data": to_dict(data_config),
+                "train": to_dict(train), "search": asdict(config), "storage": storage}
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir)
     if resume:  # the search goes on as it was started
@@ -212,9 +225,10 @@ def search(
         config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
         requeue_interrupted(study)
     started = time.perf_counter()
+    kept = _kept_models(run_dir, models, data_config, task, config, train)
 
     if not _trials(study, "explore"):
-        _enqueue_explore(study, config)
+        _enqueue_explore(study, config, kept)
     drain(run_dir, study, config.workers)
     if not _trials(study, "final"):
         _enqueue_finals(study, config)
@@ -225,13 +239,33 @@ def search(
         _enqueue_scratch(study, config, seeds=True)
         drain(run_dir, study, config.workers)
 
-    board = decide(study, run_dir, model, data_config, config, time.perf_counter() - started, has_test, metric)
+    board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test, metric)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
     write_report(board, run_dir)
     if data_parallel():
         _broadcast({"done": str(run_dir)})
     return board
+
+
+def _kept_models(run_dir: Path, models: list[str], data: DataConfig, task: str, config: SearchConfig,
+                 train: TrainConfig) -> list[str]:
+    """The models the search fine-tunes: the one given, or the best `keep_models` of a ranking
+    of several (the cheapest tier: one feature pass each). Recorded in settings.json, so a
+    resumed search and every worker fine-tune the same ones; the scratch baseline takes the
+    first one's architecture."""
+    settings = json.loads((run_dir / "settings.json").read_text())
+    if "kept" in settings:
+        return settings["kept"]
+    kept = models
+    if len(models) > 1:
+        from tunewise.ranking.ranker import rank
+
+        ranking = rank(models, data, task=task, out=run_dir / "ranking", train=train)
+        kept = [c.model for c in ranking.candidates if c.error is None][:config.keep_models]
+        log.info("ranking kept %s for fine-tuning (of %s)", ", ".join(kept), ", ".join(models))
+    write_json(run_dir / "settings.json", {**settings, "kept": kept})
+    return kept
 
 
 def _strategy_list(text: str) -> tuple[str, ...]:
@@ -293,16 +327,17 @@ def _rates(strategy: str, count: int) -> list[float]:
     return [float(f"{r:.3g}") for r in [grid[middle], *grid[:middle], *grid[middle + 1:]]]
 
 
-def _enqueue_explore(study: optuna.Study, config: SearchConfig) -> None:
+def _enqueue_explore(study: optuna.Study, config: SearchConfig, models: list[str]) -> None:
     ordered = [s for s in ORDER if s in config.strategies]
     grid = {s: _rates(s, config.rates) for s in ordered}
     variants = {s: KNOB_GRID.get(s, [{}]) if config.knobs else [{}] for s in ordered}
     for index in range(config.rates):  # every strategy at its first rate before any second rate
         for strategy in ordered:
             for knobs in variants[strategy]:
-                study.enqueue_trial({"strategy": strategy, "lr": grid[strategy][index]},
-                                    user_attrs={"tier": "explore", "seed": 0, "epochs": config.epochs,
-                                                "knobs": knobs})
+                for model in models:
+                    study.enqueue_trial({"strategy": strategy, "lr": grid[strategy][index]},
+                                        user_attrs={"tier": "explore", "seed": 0, "epochs": config.epochs,
+                                                    "knobs": knobs, "model": model if len(models) > 1 else None})
 
 
 def _enqueue_finals(study: optuna.Study, config: SearchConfig) -> None:
@@ -310,15 +345,16 @@ def _enqueue_finals(study: optuna.Study, config: SearchConfig) -> None:
         for seed in range(1, config.seeds):  # seed 0 is the explore run itself
             study.enqueue_trial(dict(best.params), user_attrs={"tier": "final", "seed": seed,
                                                                "epochs": config.epochs, "of": best.number,
-                                                               "knobs": best.user_attrs.get("knobs", {})})
+                                                               "knobs": best.user_attrs.get("knobs", {}),
+                                                               "model": best.user_attrs.get("model")})
 
 
 def _finalists(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
-    """The best completed explore trial of each strategy, best strategies first."""
-    best: dict[str, optuna.trial.FrozenTrial] = {}
+    """The best completed explore trial of each strategy (on each model), best first."""
+    best: dict[tuple, optuna.trial.FrozenTrial] = {}
     for t in _trials(study, "explore"):
         if t.state == TrialState.COMPLETE:
-            s = t.params["strategy"]
+            s = (t.params["strategy"], t.user_attrs.get("model"))
             if s not in best or t.value > best[s].value:
                 best[s] = t
     return sorted(best.values(), key=lambda t: -t.value)[:count]
@@ -423,10 +459,11 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
     attrs = trial.user_attrs
     train = replace(TrainConfig(**settings["train"]), lr=lr, seed=attrs["seed"], epochs=attrs["epochs"],
                     patience=None)
-    knobs = attrs.get("knobs", {})
+    knobs, model = attrs.get("knobs", {}), attrs.get("model") or settings.get("kept", [settings["model"]])[0]
     # named by what it runs, not by trial number: a requeued trial resumes in the same folder
     variant = "".join(f"-{k}{v}" for k, v in sorted(knobs.items()))
-    out = folder / "trials" / f"{attrs['tier']}-{strategy}{variant}-lr{lr:.3g}-seed{attrs['seed']}"
+    on = f"{re.sub(r'[^A-Za-z0-9_.]+', '-', model)}-" if len(settings.get("kept", [])) > 1 else ""
+    out = folder / "trials" / f"{attrs['tier']}-{on}{strategy}{variant}-lr{lr:.3g}-seed{attrs['seed']}"
 
     def should_stop(epoch: int, score: float) -> bool:
         trial.report(score, epoch)
@@ -436,7 +473,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
             return True
         return False
 
-    run = {"model": settings["model"], "data": settings["data"], "strategy": strategy, "knobs": knobs,
+    run = {"model": model, "data": settings["data"], "strategy": strategy, "knobs": knobs,
            "train": asdict(train),
            "out": str(out), "task": settings.get("task", "image_classification"), "weights": settings["weights"],
            "resume": out.exists()}
@@ -535,7 +572,7 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
             arm.test = evaluate(arm.run_dirs[0], data, split="test")
     board = Leaderboard(
         run_dir=str(run_dir), model=model, data=data.data, metric=metric, budget=config.budget,
-        trials=trials, arms=arms, winner=winner.strategy,
+        trials=trials, arms=arms, winner=winner.name,
         runner_up=_paired(winner, arms[1]) if len(arms) > 1 else None,
         versus_scratch=_paired(pretrained, scratch) if pretrained and scratch else None,
         linear_probe_test=evaluate(probe.run_dir, data, split="test") if probe and has_test else None,
@@ -551,7 +588,8 @@ def _arm(strategy: str, lr: float, runs: list) -> Arm:
     mean, low, high = interval(scores)
     return Arm(strategy=strategy, lr=lr, seeds=[t.user_attrs["seed"] for t in runs], scores=scores, mean=mean,
                ci_low=low, ci_high=high, run_dirs=[t.user_attrs["run_dir"] for t in runs],
-               knobs=runs[0].user_attrs.get("knobs", {}) if runs else {})
+               knobs=runs[0].user_attrs.get("knobs", {}) if runs else {},
+               model=runs[0].user_attrs.get("model") if runs else None)
 
 
 def _paired(a: Arm, b: Arm) -> dict:
@@ -559,7 +597,7 @@ def _paired(a: Arm, b: Arm) -> dict:
     common = sorted(set(a.seeds) & set(b.seeds))
     diffs = [a.scores[a.seeds.index(s)] - b.scores[b.seeds.index(s)] for s in common]
     mean, low, high = interval(diffs) if diffs else (a.mean - b.mean, math.nan, math.nan)
-    return {"versus": b.strategy, "seeds": common, "mean": mean, "ci_low": low, "ci_high": high}
+    return {"versus": b.name, "seeds": common, "mean": mean, "ci_low": low, "ci_high": high}
 
 
 def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -576,6 +614,7 @@ def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         val=max(record.curve) if record and record.curve else None,
         curve=record.curve if record else [], run_dir=run_dir,
         trainable_params=record.trainable_params if record else 0, knobs=t.user_attrs.get("knobs", {}),
+        model=t.user_attrs.get("model"),
     )
 
 
@@ -608,7 +647,8 @@ def _open_search_dir(out, model: str, settings: dict, resume: bool) -> Path:
             raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Start a new search "
                                 "without --resume.")
         saved = json.loads(saved_path.read_text())
-        differ = [k for k in ("model", "weights", "data") if saved.get(k) != settings[k]]
+        saved.setdefault("models", [saved.get("model")])  # a search from before --models
+        differ = [k for k in ("models", "weights", "data") if saved.get(k) != settings[k]]
         if differ:
             detail = "; ".join(f"{k}: {saved.get(k)!r} there, {settings[k]!r} given" for k in differ)
             raise TunewiseError(f"cannot resume {str(run_dir)!r} with another {', '.join(differ)} ({detail}). "

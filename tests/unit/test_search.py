@@ -187,3 +187,20 @@ def test_search_knobs_tries_each_variant_and_keeps_the_chosen_one(data, weights,
     winner = next(a for a in board.arms if a.strategy == board.winner)
     rerun = yaml.safe_load((tmp_path / "search" / "best.yaml").read_text())["knobs"]  # every knob, chosen ones too
     assert winner.knobs and rerun.items() >= winner.knobs.items()
+
+
+def test_several_models_are_ranked_first_and_the_best_searched(data, tmp_path):
+    """Three random-weight candidates: the ranking (cached features) keeps two, the search runs
+    model x strategy on them, and arms and the winner say which model."""
+    models = ["random:timm:test_resnet", "random:timm:test_vit", "random:torchvision:mobilenet_v3_small"]
+    config = SearchConfig(strategies=("linear_probe", "bitfit"), epochs=1, rates=1, seeds=1, scratch=False,
+                          keep_models=2, budget="20epochs")
+    board = search(models, data, config, train=TRAIN, out=tmp_path / "search")
+    ranking = json.loads((tmp_path / "search" / "ranking" / "ranking.json").read_text())
+    kept = [c["model"] for c in ranking["candidates"]][:2]
+    assert {t.model for t in board.trials} == set(kept)  # the third never fine-tuned
+    assert {(t.model, t.strategy) for t in board.trials if t.tier == "explore"} == {
+        (m, s) for m in kept for s in ("linear_probe", "bitfit")}
+    assert board.winner == board.arms[0].name and board.arms[0].model in kept
+    assert f" on {board.arms[0].model}" in board.winner
+    assert json.loads((tmp_path / "search" / "settings.json").read_text())["kept"] == kept

@@ -84,7 +84,7 @@ def print_leaderboard(board: Leaderboard) -> None:
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for arm in board.arms:
         test = arm.test.get(board.metric) if arm.test else None
-        name = arm.strategy + knob_text(arm.knobs) + (" (winner)" if arm.strategy == board.winner else "")
+        name = arm.name + knob_text(arm.knobs) + (" (winner)" if arm.name == board.winner else "")
         table.add_row(name, f"{arm.lr:.2g}", str(len(arm.seeds)), _interval(arm.mean, arm.ci_low, arm.ci_high),
                       _pct(test))
     console.print(table)
@@ -107,7 +107,8 @@ def print_trials(board: Leaderboard) -> None:
                    "trainable", "time s"):
         table.add_column(column, justify="left" if column in ("tier", "strategy", "state") else "right")
     for t in board.trials:
-        table.add_row(str(t.number), t.tier, t.strategy + knob_text(t.knobs), f"{t.lr:.2g}", str(t.seed), t.state,
+        table.add_row(str(t.number), t.tier, t.strategy + knob_text(t.knobs) + (f" on {t.model}" if t.model else ""),
+                      f"{t.lr:.2g}", str(t.seed), t.state,
                       _pct(t.val),
                       str(t.epochs_run), _count(t.trainable_params) if t.trainable_params else "-",
                       f"{t.seconds:.0f}")

@@ -57,7 +57,7 @@ def write_report(board: Leaderboard, folder: str | Path) -> list[Path]:
 # --- small helpers -----------------------------------------------------------------------------
 
 def _winner_arm(board: Leaderboard) -> Arm | None:
-    return next((a for a in board.arms if a.strategy == board.winner), None)
+    return next((a for a in board.arms if a.name == board.winner), None)
 
 
 def _pretrained_arm(board: Leaderboard) -> Arm | None:
@@ -239,12 +239,12 @@ def _leaderboard_figure(board: Leaderboard, colours: dict) -> Figure:
 
 
 def _role(arm: Arm, winner: str) -> str:
-    return " (winner)" if arm.strategy == winner else " (baseline)" if arm.strategy == SCRATCH else ""
+    return " (winner)" if arm.name == winner else " (baseline)" if arm.strategy == SCRATCH else ""
 
 
 def _arm_label(arm: Arm, winner: str) -> str:
     seeds = f"{len(arm.seeds)} seed{'s' * (len(arm.seeds) != 1)}"
-    return f"{arm.strategy}{knob_text(arm.knobs)}{_role(arm, winner)}\nlr {_rate(arm.lr)}, {seeds}"
+    return f"{arm.name}{knob_text(arm.knobs)}{_role(arm, winner)}\nlr {_rate(arm.lr)}, {seeds}"
 
 
 def _leaderboard_row(ax, arm: Arm, y: float, colours: dict, winner: str, bounds: tuple | None) -> bool:
@@ -261,7 +261,7 @@ def _leaderboard_row(ax, arm: Arm, y: float, colours: dict, winner: str, bounds:
             cut = end != true_end
             ax.plot(end, y, marker=arrow if cut else "|", color=colour, ms=10 if cut else 14, mew=2.5, zorder=3)
             clipped |= cut
-    marker, size = ("*", 320) if arm.strategy == winner else ("o", 90)
+    marker, size = ("*", 320) if arm.name == winner else ("o", 90)
     ax.scatter([arm.mean], [y], color=colour, marker=marker, s=size, edgecolors="black", zorder=4)
     text = f"{_num(arm.mean)}  [{_num(arm.ci_low)}, {_num(arm.ci_high)}]" if len(arm.scores) > 1 else \
         f"{_num(arm.mean)}  (1 seed, no interval)"
@@ -279,10 +279,10 @@ def _versus_scratch_figure(board: Leaderboard, colours: dict) -> Figure:
         ax.hlines(arm.mean, x + 0.05 * inward, x + 0.25 * inward, color=colours[arm.strategy], lw=4, alpha=0.8,
                   zorder=4)
     _seed_pairs(ax, winner, scratch)
-    ax.set_xticks([0, 1], [f"{winner.strategy}\n(best pretrained)", "scratch\n(random init)"])
+    ax.set_xticks([0, 1], [f"{winner.name}\n(best pretrained)", "scratch\n(random init)"])
     ax.set_xlim(-0.6, 1.6)
     ax.margins(y=0.1)
-    difference = textwrap.fill(f"{winner.strategy} - scratch: {_difference_text(board.versus_scratch)}", 80)
+    difference = textwrap.fill(f"{winner.name} - scratch: {_difference_text(board.versus_scratch)}", 80)
     ax.set_title(f"Pretrained vs scratch, per seed (thick bars: means)\n{difference}", fontsize=10)
     ax.set_ylabel(f"best validation {board.metric}")
     ax.grid(axis="y", alpha=0.3)
@@ -328,7 +328,7 @@ def _decision(board: Leaderboard) -> str:
     n = len(winner.scores)
     spread = f"95% CI [{_num(winner.ci_low)}, {_num(winner.ci_high)}] over {n} seeds" if n > 1 else \
         "1 seed, so no interval"
-    parts = [f"Pick {winner.strategy}{knob_text(winner.knobs)} (lr {_rate(winner.lr)}): mean validation {board.metric} "
+    parts = [f"Pick {winner.name}{knob_text(winner.knobs)} (lr {_rate(winner.lr)}): mean validation {board.metric} "
              f"{_num(winner.mean)}, {spread}"]
     if board.runner_up:
         parts.append(f"versus the runner-up {board.runner_up['versus']}: {_difference_text(board.runner_up)}")
@@ -347,7 +347,7 @@ def _scratch_clause(board: Leaderboard) -> str:
     if not board.versus_scratch:
         return "no paired difference to scratch was recorded"
     verdict = "training from scratch beats every pretrained arm here; " if board.winner == SCRATCH else ""
-    return (f"{verdict}pretrained vs training from scratch ({best.strategy} - scratch): "
+    return (f"{verdict}pretrained vs training from scratch ({best.name} - scratch): "
             f"{_difference_text(board.versus_scratch)}")
 
 
@@ -376,14 +376,15 @@ def _arms_table(board: Leaderboard) -> tuple:
         ci = f"[{_num(arm.ci_low)}, {_num(arm.ci_high)}]" if len(arm.scores) > 1 else "- (1 seed)"
         test = (arm.test or {}).get(board.metric)
         seeds = ", ".join(map(str, arm.seeds))
-        name = arm.strategy + knob_text(arm.knobs) + _role(arm, board.winner)
+        name = arm.name + knob_text(arm.knobs) + _role(arm, board.winner)
         rows.append([name, _rate(arm.lr), seeds, _num(arm.mean), ci, _num(test)])
     return "table", headers, rows, [False, True, False, True, False, True]
 
 
 def _trials_table(board: Leaderboard) -> tuple:
     headers = ["#", "tier", "strategy", "lr", "seed", "state", "best val", "epochs", "compute", "reason"]
-    rows = [[str(t.number), t.tier, t.strategy + knob_text(t.knobs), _rate(t.lr), str(t.seed), t.state, _num(t.val),
+    rows = [[str(t.number), t.tier, t.strategy + knob_text(t.knobs) + (f" on {t.model}" if t.model else ""),
+             _rate(t.lr), str(t.seed), t.state, _num(t.val),
              str(t.epochs_run), _num(t.compute, 2), t.reason or ""] for t in board.trials]
     return "table", headers, rows, [True, False, False, True, True, False, True, True, True, False]
 
