@@ -14,21 +14,15 @@ from tunewise.data import ImageSet
 from tunewise.tasks import TASKS, TaskModel
 
 
-@TASKS.register("image_classification")
-class ImageClassification:
-    name = "image_classification"
+class Classification:
+    """One class per example from pooled features: what image and text classification share."""
+
     metric = "accuracy"
     greater_is_better = True
     cacheable = True
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         return TaskModel(backbone.model, nn.Linear(backbone.num_features, len(classes)), backbone.layer_groups)
-
-    def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
-        transform = preprocess.train_transform() if training and train.augment else preprocess.eval_transform()
-        return DataLoader(data.with_transform(transform), batch_size=train.batch_size, shuffle=training,
-                          num_workers=train.num_workers, persistent_workers=train.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Shape: outputs (B, C) logits, targets (B,) class indices -> scalar."""
@@ -60,3 +54,14 @@ def classification_metrics(predicted: np.ndarray, true: np.ndarray, num_classes:
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+@TASKS.register("image_classification")
+class ImageClassification(Classification):
+    name = "image_classification"
+
+    def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
+        transform = preprocess.train_transform() if training and train.augment else preprocess.eval_transform()
+        return DataLoader(data.with_transform(transform), batch_size=train.batch_size, shuffle=training,
+                          num_workers=train.num_workers, persistent_workers=train.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
