@@ -38,21 +38,21 @@ DEMOS = {
         SearchConfig(epochs=4, rates=1, seeds=2, finalists=2, budget="45epochs", scratch_epochs=6),
         TrainConfig(batch_size=32), "the textile images (128 px, 100 training images per class)"),
     "text_classification": Demo(
-        "pkg:minilm", DataConfig(data="rotten_tomatoes", max_train_per_class=300, max_length=64,
-                                 val_fraction=0.1, test_fraction=0.1),
-        SearchConfig(strategies=TEXT_STRATEGIES, epochs=3, rates=1, seeds=2, finalists=2, budget="30epochs",
-                     scratch_epochs=4),
-        TrainConfig(batch_size=32), "Rotten Tomatoes reviews (fresh/rotten; 300 training reviews per class)"),
+        "pkg:minilm", DataConfig(data="rotten_tomatoes", max_train_per_class=200, max_length=64,
+                                 val_fraction=0.05, test_fraction=0.1),
+        SearchConfig(strategies=TEXT_STRATEGIES, epochs=3, rates=1, seeds=2, finalists=2, budget="27epochs",
+                     scratch_epochs=3),
+        TrainConfig(batch_size=32), "Rotten Tomatoes reviews (fresh/rotten; 200 training reviews per class)"),
     "token_classification": Demo(
-        "pkg:minilm", DataConfig(data="ner_demo", max_train_per_class=600, max_length=64),
-        SearchConfig(strategies=TEXT_STRATEGIES, epochs=3, rates=1, seeds=2, finalists=2, budget="30epochs",
-                     scratch_epochs=4),
-        TrainConfig(batch_size=32), "generated NER sentences (PER, LOC, ORG; 600 training sentences)"),
+        "pkg:minilm", DataConfig(data="ner_demo", max_train_per_class=400, max_length=64),
+        SearchConfig(strategies=TEXT_STRATEGIES, epochs=3, rates=1, seeds=2, finalists=2, budget="27epochs",
+                     scratch_epochs=3),
+        TrainConfig(batch_size=32), "generated NER sentences (PER, LOC, ORG; 400 training sentences)"),
     "question_answering": Demo(
-        "pkg:minilm", DataConfig(data="qa_demo", max_train_per_class=400, max_length=192, doc_stride=64),
+        "pkg:minilm", DataConfig(data="qa_demo", max_train_per_class=300, max_length=192, doc_stride=64),
         SearchConfig(strategies=("linear_probe", "lora", "full"), epochs=3, rates=1, seeds=2, finalists=2,
-                     budget="30epochs", scratch_epochs=4),
-        TrainConfig(batch_size=16), "generated passages with known answer spans (400 training questions)"),
+                     budget="27epochs", scratch_epochs=3),
+        TrainConfig(batch_size=16), "generated passages with known answer spans (300 training questions)"),
 }
 
 
