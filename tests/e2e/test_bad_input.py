@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,6 @@ class Case:
     words: tuple[str, ...]
     """What the error line must say (case-insensitive)."""
     exit_code: int = 2
-    max_seconds: float | None = None
     needs_offline: bool = False
 
 
@@ -61,11 +59,10 @@ CASES = {
     "unknown-strategy": Case(
         ("--model", VALID_MODEL, "--data", "{good}", "--strategy", "linear_prob"),
         ("unknown strategy", "linear_prob", "did you mean 'linear_probe'")),
-    # import (a few seconds) + one connection attempt (3 s at most): no retry loop
+    # one connection attempt, no retry loop (tests/unit/test_backbones.py checks no download starts)
     "hub-model-offline": Case(
         ("--model", "torchvision:resnet50", "--data", "{good}"),
-        ("torchvision:resnet50", "not reachable", "--weights"),
-        max_seconds=30, needs_offline=True),
+        ("torchvision:resnet50", "not reachable", "--weights"), needs_offline=True),
     "batch-size-0": Case(
         ("--model", VALID_MODEL, "--data", "{good}", "--batch-size", "0"),
         ("--batch-size", "positive integer", "'0'")),
@@ -110,7 +107,6 @@ def _make_folders(base: Path) -> dict[str, Path]:
 @dataclass
 class Outcome:
     result: subprocess.CompletedProcess
-    seconds: float
     tmp: Path
 
 
@@ -122,12 +118,11 @@ def _fit(tmp: Path, args: list[str], timeout: float = 180) -> Outcome:
     env = {k: v for k, v in os.environ.items()
            if k not in ("TORCH_HOME", "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE")}
     env["HOME"] = str(home)
-    started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "tunewise", "fit", *CHEAP, *args, "--out", str(tmp / "run")],
         capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env,
     )
-    return Outcome(result, time.perf_counter() - started, tmp)
+    return Outcome(result, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -175,5 +170,3 @@ def test_bad_input_fails_cleanly(outcomes, name):
         assert word.lower() in message.lower(), f"{word!r} not in {message!r}" + where
     assert not (outcome.tmp / "run").exists(), "a run folder was created" + where
     assert not any((outcome.tmp / "cwd").iterdir()), "files were written to the working folder" + where
-    if case.max_seconds is not None:
-        assert outcome.seconds < case.max_seconds, f"took {outcome.seconds:.1f} s" + where
