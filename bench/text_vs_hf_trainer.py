@@ -19,11 +19,13 @@ Timed, for both: the training epochs only. tunewise: the sum of its training pas
 ``_train_one_epoch`` timed from outside; the per-epoch ``seconds`` of metrics.jsonl also hold
 the validation pass and are printed beside it). Trainer: its ``train_runtime``. Throughput is
 training examples x epochs / that time. Model loading, tokenization and evaluation are outside
-both. The CPU seconds this process spent in those same spans are printed too: other processes
-on the machine inflate wall time, far less this process's CPU time (with ``--threads 1``; with
-several threads, those waiting on a descheduled one spin and count CPU time too). Validation accuracy is
+both. Each side runs --repeats times, alternating ABBA (the first run in the process pays
+one-off costs; other processes' load drifts), and its fastest run is compared. The CPU seconds
+this process spent in the same spans are printed too: other processes on the machine inflate
+wall time, far less this process's CPU time, provided it runs one thread (``--threads 1``; with
+several, threads waiting on a descheduled one spin and count CPU time). Validation accuracy is
 compared on the last epoch (Trainer has no best-epoch choice); tunewise's best-epoch accuracy,
-what fit() returns, is printed as well.
+what fit() returns, is printed as well. Both are deterministic: repeats give the same accuracy.
 
 Known differences that remain: Trainer's model puts dropout (0.1) before its classifier and
 initialises it from N(0, 0.02), tunewise's head is a plain Linear with torch's default init;
@@ -32,14 +34,16 @@ shuffles uniformly (``--trainer-group-by-length`` switches on its length-grouped
 
 A second table (skip it with --skip-strategies) runs tunewise's linear_probe, lora and llrd on
 the same data and budget at their default rates, beside the full run above: validation
-accuracy, fit() seconds (the whole call: training, evaluation, checkpoints, export; the linear
-probe's includes extracting features once) and trainable parameters.
+accuracy, fit() seconds (the whole call, test evaluation off: training, validation,
+checkpoints, export; the linear probe's includes extracting features once into a cold cache)
+and trainable parameters.
 
-Run (offline; minutes on a CPU):
+Run (offline; about 20 minutes on 2 CPU cores):
 
     python bench/text_vs_hf_trainer.py                          # 500 per class, 2 epochs, batch 16
+    python bench/text_vs_hf_trainer.py --threads 1              # a busy machine: CPU seconds stay honest
     python bench/text_vs_hf_trainer.py --per-class 60 --epochs 1 --skip-strategies   # quick look
-    python bench/text_vs_hf_trainer.py --json results.json
+    python bench/text_vs_hf_trainer.py --trainer-group-by-length --json results.json
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ matters): fit, cached features, export that transformers' pipeline loads, evalua
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -61,6 +63,10 @@ def test_text_classification_exports_a_model_that_transformers_pipeline_loads(ti
     theirs = pipeline("text-classification", model=str(tmp_path / "run"), top_k=None)(["a good movie"])[0]
     assert {s["label"] for s in theirs} == {"neg", "pos"}
     assert {s["label"]: s["score"] for s in theirs}[rows[0]["label"]] == pytest.approx(rows[0]["probability"])
+    cli = subprocess.run([sys.executable, "-m", "tunewise", "predict", str(tmp_path / "run"), "a good movie"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "a good movie" in cli.stdout and rows[0]["label"] in cli.stdout
 
 
 def test_text_linear_probe_trains_on_pooled_features_computed_once(tiny_bert, reviews, tmp_path):

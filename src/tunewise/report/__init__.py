@@ -64,12 +64,22 @@ def print_metrics(metrics: dict) -> None:
 
 
 def print_predictions(rows: list[dict]) -> None:
+    """One row per input: the image or text, and what the model said (per-class columns left out)."""
     table = Table(title=f"{len(rows)} predictions")
-    for column in ("path", "label", "probability"):
+    shown = [k for k in rows[0] if not k.startswith("p_") and k != "context"] if rows else []
+    for column in shown:
         table.add_column(column, justify="right" if column == "probability" else "left")
     for row in rows:
-        table.add_row(row["path"], row["label"], f"{row['probability']:.3f}")
+        table.add_row(*(_cell(row[k]) for k in shown))
     console.print(table)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list):  # entities: "Maria Lopez (PER), Oslo (LOC)"
+        return ", ".join(f"{e.get('word', '')} ({e.get('entity_group', e.get('entity', ''))})" for e in value)
+    return str(value)
 
 
 def _interval(mean: float, low: float, high: float) -> str:
