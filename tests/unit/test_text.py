@@ -168,3 +168,18 @@ def test_entity_f1_matches_a_hand_count():
     metrics = task.metrics([logits], [gold], None)
     assert (metrics["precision"], metrics["recall"], metrics["f1"]) == (0.5, 0.5, 0.5)
     assert metrics["accuracy"] == pytest.approx(3 / 5)  # the ignored position is not counted
+
+
+@pytest.mark.parametrize("task", ["text_classification", "token_classification"])
+def test_text_models_rank_on_pooled_or_token_features(tiny_bert, reviews, conll, task, tmp_path):
+    from tunewise import rank
+    from tunewise.data import load_data
+
+    data = reviews if task == "text_classification" else conll
+    ranking = rank([f"hf:{tiny_bert}", f"random:hf:{tiny_bert}"], data, task=task, out=tmp_path / "rank")
+    assert [c.error for c in ranking.candidates] == [None, None]
+    assert all(np.isfinite(c.scores["logme"]) and np.isfinite(c.combined) for c in ranking.candidates)
+    train = load_data(data, task).train
+    # one row per text, or one per word (its first sub-word) for NER
+    expected = len(train) if task == "text_classification" else sum(len(words) for words in train.tokens)
+    assert ranking.examples == expected
