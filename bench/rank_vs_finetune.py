@@ -98,14 +98,14 @@ def print_result(r: dict) -> None:
     scorers = list(SCORERS)
     print(f"\n{r['data']} ({r['image_size']} px, {r['sizes']['train']} train / {r['sizes']['val']} val images, "
           f"{r['examples']} examples scored, full fine-tune {r['epochs']} epochs, val evaluated every epoch)")
-    header = f"{'candidate':32}{'combined':>9}" + "".join(f"{s:>9}" for s in scorers)
+    header = f"{'candidate':32}{'combined':>9}" + "".join(f"{s:>10}" for s in scorers)
     print(header + f"{'ft val%':>9}{'feat s':>8}{'score s':>8}{'ft s':>8}")
     for c in r["candidates"]:
         if c["error"]:
             print(f"{c['model']:32}  failed: {c['error']}")
             continue
         row = f"{c['model']:32}{_num(c['combined'], '.3f', 9)}"
-        row += "".join(_num(c["scores"].get(s), ".3g", 9) for s in scorers)
+        row += "".join(_num(c["scores"].get(s), ".3g", 10) for s in scorers)
         finetuned = None if c["finetuned"] is None else 100 * c["finetuned"]
         row += (f"{_num(finetuned, '.1f', 9)}{_num(c['feature_seconds'], '.1f', 8)}"
                 f"{_num(c['score_seconds'], '.2f', 8)}{_num(c['finetune_seconds'], '.1f', 8)}")
