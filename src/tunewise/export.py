@@ -103,14 +103,16 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: str, class
 
 @torch.no_grad()
 def _same_outputs(model: TaskModel, exported, preprocess: Tokenize) -> bool:
-    inputs = dict(preprocess.tokenizer(["Is this the same model?"], ["It should be."], return_tensors="pt"))
+    device = next(model.parameters()).device  # compared where the model is; it is not moved
+    inputs = {k: v.to(device) for k, v in preprocess.tokenizer(["Is this the same model?"], ["It should be."],
+                                                                return_tensors="pt").items()}
     model_was, exported_was = model.training, exported.training
-    model.eval(), exported.eval()
-    ours = model.cpu()(inputs)
+    model.eval(), exported.to(device).eval()
+    ours = model(inputs)
     out = exported(**inputs)
     theirs = torch.stack([out.start_logits, out.end_logits], -1) if hasattr(out, "start_logits") else out.logits
     model.train(model_was), exported.train(exported_was)
-    return torch.allclose(ours, theirs, atol=1e-4)
+    return torch.allclose(ours.float(), theirs.float(), atol=1e-4)
 
 
 def load_transformers(folder: Path, info: dict) -> tuple[TaskModel, Tokenize]:
@@ -128,18 +130,27 @@ def load_transformers(folder: Path, info: dict) -> tuple[TaskModel, Tokenize]:
     return TaskModel(encoder, getattr(exported, head_name), []), tokenize
 
 
-def load_model(path: str | Path) -> tuple[TaskModel, dict]:
-    """Rebuild an exported model from its folder (or its model.safetensors) for inference.
+def model_info(path: str | Path) -> tuple[Path, dict]:
+    """The export's folder and its model.json, without loading any weights.
 
-    Returns:
-        The model in eval mode, and model.json's contents (classes, preprocess, task, arch).
+    Raises:
+        TunewiseError: `path` holds no exported model.
     """
     folder = Path(path)
     folder = folder.parent if folder.suffix == ".safetensors" else folder
     if not (folder / "model.json").is_file() or not (folder / "model.safetensors").is_file():
         raise TunewiseError(f"{str(path)!r} holds no exported model (model.safetensors and "
                             "model.json). Pass a run folder written by `tunewise fit`.")
-    info = json.loads((folder / "model.json").read_text())
+    return folder, json.loads((folder / "model.json").read_text())
+
+
+def load_model(path: str | Path) -> tuple[TaskModel, dict]:
+    """Rebuild an exported model from its folder (or its model.safetensors) for inference.
+
+    Returns:
+        The model in eval mode, and model.json's contents (classes, preprocess, task, arch).
+    """
+    folder, info = model_info(path)
     if info.get("format") == "transformers":
         model, info["preprocess"] = load_transformers(folder, info)
         return model.eval(), info

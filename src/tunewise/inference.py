@@ -12,7 +12,7 @@ from tunewise.data import ImageSet, load_data
 from tunewise.data.image_folder import IMAGE_SUFFIXES
 from tunewise.data.text import QAExample, QASet
 from tunewise.errors import DataError, TunewiseError
-from tunewise.export import load_model
+from tunewise.export import load_model, model_info
 from tunewise.features import to_device
 from tunewise.tasks import get_task
 
@@ -45,9 +45,10 @@ def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64) -> 
     Returns:
         One dict per image: path, label, probability, and every class's probability.
     """
-    model, info = load_model(run)
-    if info["task"] != "image_classification":
+    _, info = model_info(run)
+    if info["task"] != "image_classification":  # the text paths load the model their own way
         return predict_text(run, [str(x) for x in inputs], info["task"])
+    model, info = load_model(run)
     files = image_files(inputs)
     images = ImageSet(items=files, labels=[0] * len(files), classes=info["classes"], source="predict",
                       transform=info["preprocess"].eval_transform())
