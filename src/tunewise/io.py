@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
@@ -27,9 +28,14 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def file_safe(name: str) -> str:
+    """A model name like `pkg:x`, `hf:org/model` or a path, as one file-name-safe word."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-.")
+
+
 def default_run_dir(*parts: str, prefix: str = "") -> Path:
     """runs/<prefix><time>-<parts>, with a model name like `pkg:x` or a path made file-name safe."""
-    slug = "-".join(p.replace(":", "-").replace("/", "-").strip("-.")[-40:] for p in parts)
+    slug = "-".join(file_safe(p)[-40:] for p in parts)
     return Path("runs") / f"{prefix}{datetime.now():%Y%m%d-%H%M%S}-{slug}"
 
 

@@ -40,7 +40,7 @@ from tunewise.config import DataConfig, TrainConfig, raise_if_problems, to_dict,
 from tunewise.data import load_data
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.inference import evaluate
-from tunewise.io import default_run_dir, write_atomic, write_json
+from tunewise.io import default_run_dir, file_safe, write_atomic, write_json
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
@@ -462,7 +462,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
     knobs, model = attrs.get("knobs", {}), attrs.get("model") or settings.get("kept", [settings["model"]])[0]
     # named by what it runs, not by trial number: a requeued trial resumes in the same folder
     variant = "".join(f"-{k}{v}" for k, v in sorted(knobs.items()))
-    on = f"{re.sub(r'[^A-Za-z0-9_.]+', '-', model)}-" if len(settings.get("kept", [])) > 1 else ""
+    on = f"{file_safe(model)}-" if len(settings.get("kept", [])) > 1 else ""
     out = folder / "trials" / f"{attrs['tier']}-{on}{strategy}{variant}-lr{lr:.3g}-seed{attrs['seed']}"
 
     def should_stop(epoch: int, score: float) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 
 from tunewise.config import DataConfig, TrainConfig, default_cache_dir, raise_if_problems, validate_data
 from tunewise.errors import TunewiseError
-from tunewise.io import default_run_dir
+from tunewise.io import default_run_dir, file_safe
 from tunewise.ranking import NEEDS_SOURCE_HEAD, SCORERS, combined_rank
 from tunewise.records import Candidate, Ranking
 
@@ -175,7 +175,7 @@ def _verify(ranking: Ranking, scored: list[Candidate], top: int, strategy: str, 
     chosen = ordered[:top] + ([ordered[-1]] if len(ordered) > top else [])
     for candidate in chosen:
         record = fit(candidate.model, data, strategy, task=ranking.task, train=replace(train),
-                     out=Path(ranking.run_dir) / "verify" / candidate.model.replace(":", "-").replace("/", "-"),
+                     out=Path(ranking.run_dir) / "verify" / file_safe(candidate.model),
                      test=False)
         candidate.finetuned, candidate.finetune_seconds, candidate.run_dir = \
             record.val_score, record.seconds, record.run_dir
