@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -239,6 +240,20 @@ def test_leep_needs_proper_source_probs(labels):
         leep(feats, labels, np.full((len(labels) - 1, 2), 0.5))
     with pytest.raises(ValueError, match="softmax"):
         leep(feats, labels, np.random.default_rng(0).normal(size=(len(labels), 4)))
+
+
+def test_linear_is_the_leave_one_out_accuracy_of_refitting_without_each_example(labels, monkeypatch):
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    linear_module = importlib.import_module("tunewise.ranking.linear")  # the module, not the function
+    monkeypatch.setattr(linear_module, "ALPHAS", (3.0,))
+    feats = random_features(labels) + 0.8 * separable(labels) / 10  # hard enough that some are wrong
+    standardised = StandardScaler().fit_transform(feats)
+    right = [RidgeClassifier(alpha=3.0).fit(np.delete(standardised, i, 0), np.delete(labels, i))
+             .predict(standardised[i:i + 1])[0] == labels[i] for i in range(len(labels))]
+    assert 0 < np.mean(right) < 1
+    assert linear_module.linear(feats, labels) == pytest.approx(np.mean(right), abs=1e-12)
 
 
 def test_linear_needs_two_examples_per_class():

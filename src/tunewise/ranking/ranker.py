@@ -30,7 +30,7 @@ def rank(
     *,
     task: str = "image_classification",
     verify: int = 0,
-    verify_strategy: str = "full",
+    verify_strategy: str = "lp_ft",
     train: TrainConfig | None = None,
     out: str | Path | None = None,
     max_examples: int = 3000,
