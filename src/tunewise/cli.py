@@ -29,9 +29,12 @@ examples:
   tunewise rank --models pkg:efficientnet_lite0,pkg:efficientnet_lite2,random:pkg:efficientnet_lite0 --verify 2
 """
 
-TASK_NAMES = ["image_classification", "text_classification", "token_classification", "question_answering"]
+TASK_NAMES = ["image_classification", "text_classification", "token_classification", "question_answering",
+              "object_detection", "semantic_segmentation"]
 TASK_HELP = ("image_classification, text_classification (sentiment, topics, pairs), token_classification "
-             "(NER), question_answering (extractive, SQuAD v1/v2) (default: %(default)s)")
+             "(NER), question_answering (extractive, SQuAD v1/v2), object_detection (Faster R-CNN + FPN; COCO "
+             "JSON or VOC XML), semantic_segmentation (semantic FPN; image + mask PNG folders) "
+             "(default: %(default)s)")
 
 
 def _checked(kind: type, ok, allowed: str):
@@ -92,6 +95,9 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                    help="input size instead of the backbone's pretrained one (faster on CPU)")
     g.add_argument("--strict", action="store_true",
                    help="stop on an unreadable image instead of skipping it with a warning")
+    g.add_argument("--clip-boxes", action="store_true",
+                   help="detection: clip boxes that leave their image (and drop those left without area), with "
+                        "a warning, instead of stopping with an error")
     x = parser.add_argument_group("text data")
     x.add_argument("--text-column", default="text", help="column of the text (default: %(default)s)")
     x.add_argument("--text-pair-column", help="column of the second text, for pair classification")
@@ -111,7 +117,8 @@ def _data_config(args: argparse.Namespace) -> DataConfig:
                       max_train_per_class=args.max_train_per_class, image_size=args.image_size,
                       strict=args.strict, text_column=args.text_column, text_pair_column=args.text_pair_column,
                       label_column=args.label_column, tokens_column=args.tokens_column,
-                      tags_column=args.tags_column, max_length=args.max_length, doc_stride=args.doc_stride)
+                      tags_column=args.tags_column, max_length=args.max_length, doc_stride=args.doc_stride,
+                      clip_boxes=args.clip_boxes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,12 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_data_flags(ev)
 
-    pr = sub.add_parser("predict", help="labels and probabilities for new images or texts")
+    pr = sub.add_parser("predict", help="labels and probabilities for new images or texts; boxes or masks")
     pr.add_argument("run", help="run folder written by `tunewise fit`")
     pr.add_argument("inputs", nargs="+",
                     help="image files or folders of images; for text models, texts or .txt files of one text per "
                          "line (question answering: 'question ||| context')")
-    pr.add_argument("--output", help="write .csv or .json here (default: a table on the terminal)")
+    pr.add_argument("--output", help="write .csv or .json here (default: a table on the terminal); detection and "
+                                     "segmentation: a folder for COCO JSON results or PNG masks, and drawn/ images")
 
     se = sub.add_parser("search", help="which strategy and rate, and is pretraining worth it: measured",
                         description="Search strategy x learning rate on the validation set under a budget "
@@ -227,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--verify", type=int, default=0, metavar="K",
                     help="fine-tune the top K candidates and the last one, and report Kendall's tau between the "
                          "ranking and their results (default: %(default)s, no fine-tuning)")
-    rk.add_argument("--verify-strategy", default="full", help="(default: %(default)s)")
+    rk.add_argument("--verify-strategy", default="lp_ft",
+                    help="lp_ft: a cached linear probe, then full fine-tuning from its head; steadier than full "
+                         "from a random head in a few epochs (default: %(default)s)")
     rk.add_argument("--verify-epochs", type=positive_int, default=3, help="(default: %(default)s)")
     rk.add_argument("--max-examples", type=positive_int, default=3000,
                     help="score at most this many training examples, a stratified sample (default: %(default)s)")
@@ -303,9 +313,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from tunewise.export import DENSE_TASKS, model_info
     from tunewise.inference import predict
     from tunewise.report import print_predictions
 
+    if model_info(args.run)[1]["task"] in DENSE_TASKS:  # boxes and masks: files in a folder
+        rows = predict(args.run, args.inputs, out=args.output)
+        print_predictions(rows)
+        if args.output:
+            print(f"wrote predictions for {len(rows)} images to {args.output} (drawn/ shows them)")
+        return 0
     rows = predict(args.run, args.inputs)
     if args.output is None:
         print_predictions(rows)

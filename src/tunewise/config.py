@@ -17,8 +17,9 @@ class DataConfig:
 
     data: str = "textile"
     """An image folder, a text file or folder (CSV, JSONL, parquet, CoNLL, SQuAD JSON, a saved Hugging
-    Face dataset), or a named set: textile, cifar10, cifar100, mnist, fashion_mnist, rotten_tomatoes,
-    ner_demo, qa_demo."""
+    Face dataset), detection data (COCO JSON, a Pascal VOC folder), segmentation data (images/ and masks/,
+    VOC), or a named set: textile, cifar10, cifar100, mnist, fashion_mnist, rotten_tomatoes, ner_demo,
+    qa_demo, detection_demo, segmentation_demo."""
     root: str | None = None
     """Folder of a named set's files (cifar10: cifar-10-batches-py inside); downloads go here."""
     val_fraction: float = 0.15
@@ -28,11 +29,15 @@ class DataConfig:
     seed: int = 0
     """Seed of the stratified split and of subsampling."""
     max_train_per_class: int | None = None
-    """Keep at most this many training images per class (quick runs); None keeps all."""
+    """Keep at most this many training images per class (quick runs); None keeps all. Data without one
+    class per example (NER, QA, detection, segmentation) keeps this many training examples in all."""
     image_size: int | None = None
     """Feed images at this size instead of the backbone's pretrained size (faster, less exact)."""
     strict: bool = False
     """Stop at the first unreadable image instead of skipping it with a warning."""
+    clip_boxes: bool = False
+    """Detection: clip boxes that leave their image to it and drop those left without area, with one
+    warning counting them, instead of stopping at the first such box."""
     text_column: str = "text"
     """Text data (CSV, JSONL, parquet, a saved Hugging Face dataset): the column of the text."""
     text_pair_column: str | None = None

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -52,6 +52,9 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
             "format": "transformers", "source": backbone.name, "task": task, "classes": classes,
             "max_length": preprocess.max_length, "doc_stride": preprocess.doc_stride})
         return
+    if task in DENSE_TASKS:
+        export_dense(model, backbone, preprocess, task, classes, folder)
+        return
     state = native_state_dict(model, backbone.head_key)
     metadata = {"tunewise.arch": backbone.arch, "tunewise.head_key": backbone.head_key,
                 "tunewise.num_classes": str(len(classes))}
@@ -60,6 +63,20 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
         "arch": backbone.arch, "source": backbone.name, "head_key": backbone.head_key,
         "task": task, "classes": classes, "preprocess": asdict(preprocess),
     })
+
+
+DENSE_TASKS = ("object_detection", "semantic_segmentation")
+
+
+def export_dense(model, backbone: Backbone, preprocess, task: str, classes: list[str], folder: Path) -> None:
+    """Detection and segmentation: the whole model's state dict (`backbone.` = the pretrained
+    network's own names under `body.`, `head.` = torchvision's detector or the decoder);
+    `tunewise.load_model(folder)` rebuilds it, and the safetensors file reads anywhere."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"tunewise.arch": backbone.arch, "tunewise.task": task, "tunewise.num_classes": str(len(classes))}
+    write_atomic(folder / "model.safetensors", lambda tmp: save_file(state, tmp, metadata=metadata))
+    write_json(folder / "model.json", {"format": "tunewise", "arch": backbone.arch, "source": backbone.name,
+                                       "task": task, "classes": classes, "preprocess": asdict(preprocess)})
 
 
 # task -> (transformers auto class, the attribute of its head)
@@ -154,9 +171,14 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
     if info.get("format") == "transformers":
         model, info["preprocess"] = load_transformers(folder, info)
         return model.eval(), info
-    backbone = load_backbone(info["arch"], pretrained=False)
+    preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["preprocess"].items()})
+    backbone = replace(load_backbone(info["arch"], pretrained=False), preprocess=preprocess)
     model = get_task(info["task"]).build_model(backbone, info["classes"])
     state = load_file(str(folder / "model.safetensors"))
+    info["preprocess"] = preprocess
+    if info.get("format") == "tunewise":
+        model.load_state_dict(state)
+        return model.eval(), info
     head_key = info["head_key"]
     own = {}
     for key, tensor in state.items():
@@ -165,6 +187,4 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
         else:
             own["backbone." + key] = tensor
     model.load_state_dict(own)
-    info["preprocess"] = Preprocess(**{k: tuple(v) if isinstance(v, list) else v
-                                       for k, v in info["preprocess"].items()})
     return model.eval(), info

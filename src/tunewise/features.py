@@ -40,10 +40,22 @@ def cache_key(weights: str, preprocess, data) -> str:
 
 
 def to_device(inputs, device: torch.device):
-    """A tensor, or each tensor of a dict (token ids, masks), on `device`."""
+    """A tensor, or every tensor inside dicts and lists (token ids, images with their boxes), on `device`."""
     if isinstance(inputs, dict):
-        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, list | tuple):
+        return type(inputs)(to_device(v, device) for v in inputs)
     return inputs.to(device, non_blocking=True)
+
+
+def to_cpu(outputs):
+    """Model outputs (a tensor, or dicts and lists of them: detections) on the CPU; floating
+    tensors as float32 (mixed precision gives bf16/fp16)."""
+    if isinstance(outputs, dict):
+        return {k: to_cpu(v) for k, v in outputs.items()}
+    if isinstance(outputs, list | tuple):
+        return type(outputs)(to_cpu(v) for v in outputs)
+    return outputs.detach().float().cpu() if outputs.is_floating_point() else outputs.detach().cpu()
 
 
 @torch.inference_mode()

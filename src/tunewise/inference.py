@@ -12,8 +12,8 @@ from tunewise.data import ImageSet, load_data
 from tunewise.data.image_folder import IMAGE_SUFFIXES
 from tunewise.data.text import QAExample, QASet
 from tunewise.errors import DataError, TunewiseError
-from tunewise.export import load_model, model_info
-from tunewise.features import to_device
+from tunewise.export import DENSE_TASKS, load_model, model_info
+from tunewise.features import to_cpu, to_device
 from tunewise.tasks import get_task
 
 
@@ -35,17 +35,29 @@ def evaluate(run: str | Path, data: str | DataConfig, split: str = "test", batch
     task.classes = info["classes"]  # NER metrics name the tags
     loader = task.loader(named[split], info["preprocess"], TrainConfig(batch_size=batch_size, num_workers=0),
                          training=False)
-    outputs, targets = _run(model, loader)
+    outputs, targets = _run(model, loader, task)
     return {"split": split, "examples": len(named[split]), **task.metrics(outputs, targets, loader.dataset)}
 
 
-def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64) -> list[dict]:
-    """Labels and class probabilities for image files or folders of images.
+def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64,
+            out: str | Path | None = None) -> list[dict]:
+    """Labels and class probabilities for image files or folders of images (texts for text
+    models; boxes or masks for detection and segmentation models).
+
+    Args:
+        out: detection and segmentation: a folder for COCO JSON results or PNG masks, and the
+            predictions drawn on the images.
 
     Returns:
         One dict per image: path, label, probability, and every class's probability.
     """
     _, info = model_info(run)
+    if info["task"] in DENSE_TASKS:
+        from tunewise.dense_predict import predict_dense
+
+        model, info = load_model(run)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return predict_dense(model.to(device), info, image_files(inputs), out)
     if info["task"] != "image_classification":  # the text paths load the model their own way
         return predict_text(run, [str(x) for x in inputs], info["task"])
     model, info = load_model(run)
@@ -128,13 +140,14 @@ def _question_and_context(line: str) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def _run(model, loader: DataLoader) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _run(model, loader: DataLoader, task=None) -> tuple[list, list]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
+    compact = getattr(task, "compact", lambda outputs: outputs)
     outputs, targets = [], []
     for inputs, labels in loader:
-        outputs.append(model(to_device(inputs, device)).float().cpu())
-        targets.append(torch.as_tensor(labels))
+        outputs.append(to_cpu(compact(model(to_device(inputs, device)))))
+        targets.append(labels)
     if not outputs:
         raise TunewiseError("no examples to run the model on.")
     return outputs, targets

@@ -30,7 +30,7 @@ from tunewise.config import (
 from tunewise.data import load_data
 from tunewise.errors import TunewiseError
 from tunewise.export import export_model
-from tunewise.features import cache_key, cached_features, feature_loader, to_device, weights_digest
+from tunewise.features import cache_key, cached_features, feature_loader, to_cpu, to_device, weights_digest
 from tunewise.io import append_jsonl, default_run_dir, read_jsonl, write_atomic, write_json
 from tunewise.records import RunRecord
 from tunewise.strategies import Strategy, get_strategy
@@ -107,6 +107,7 @@ def fit(
     backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
     check_backbone_fits(backbone, task, model)
     preprocess = configured_preprocess(backbone.preprocess, data_config, task)
+    backbone = replace(backbone, preprocess=preprocess)  # detectors size their anchors by it
     torch.manual_seed(train.seed)
     net = the_task.build_model(backbone, splits.classes)
     the_strategy.prepare(net)
@@ -233,17 +234,21 @@ def _fit_arguments(s: dict) -> tuple[tuple, dict]:
 def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Accelerator) -> dict:
     """The task's metrics of `model` over every batch of `loader`."""
     model.eval()
+    compact = getattr(task, "compact", lambda outputs: outputs)  # what a split's metrics need of a batch
     outputs, targets = [], []
     for inputs, labels in loader:
         with accelerator.autocast():
-            outputs.append(model(to_device(inputs, accelerator.device)).float().cpu())
+            outputs.append(to_cpu(compact(model(to_device(inputs, accelerator.device)))))
         targets.append(labels)
     return task.metrics(outputs, targets, loader.dataset)
 
 
+TEXT_TASKS = ("text_classification", "token_classification", "question_answering")
+
+
 def check_backbone_fits(backbone, task: str, model: str) -> None:
     reads_text = isinstance(backbone.preprocess, Tokenize)
-    if reads_text != (task != "image_classification"):
+    if reads_text != (task in TEXT_TASKS):
         kind, example = ("a text", "pkg:minilm or hf:bert-base-uncased") if not reads_text else \
             ("an image", "pkg:efficientnet_lite0 or timm:resnet50")
         raise TunewiseError(f"--task {task} needs {kind} model, and {model!r} is not one. Pass a model such as "
@@ -265,7 +270,7 @@ def _train_one_epoch(net, model, loader, optimizer, factors, task, strategy, acc
     total, count = 0.0, 0
     batches = tqdm(loader, desc="train", unit="batch", leave=False, disable=None)
     for (inputs, targets), factor in zip(batches, factors, strict=True):
-        inputs, targets = to_device(inputs, accelerator.device), targets.to(accelerator.device)
+        inputs, targets = to_device(inputs, accelerator.device), to_device(targets, accelerator.device)
         with accelerator.autocast():
             loss = task.loss(model(inputs), targets)
             penalty = strategy.penalty(net)

@@ -23,16 +23,20 @@ def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
+# the column shown beside each task's selection metric
+SECOND_METRIC = {("token_classification", "f1"): "accuracy", ("question_answering", "f1"): "exact_match",
+                 ("object_detection", "map"): "map_50", ("semantic_segmentation", "miou"): "pixel_accuracy"}
+SHORT_NAMES = {"accuracy": "acc", "macro_f1": "F1", "f1": "F1", "exact_match": "EM", "map": "mAP",
+               "map_50": "mAP@.5", "miou": "mIoU", "pixel_accuracy": "pixel acc"}
+
+
 def records_table(records: list[RunRecord], title: str = "results") -> Table:
     """One row per run: validation and test scores, time, trainable parameters."""
     models = sorted({r.model for r in records})
     caption = "* features computed once, cached" if any(r.cached_features for r in records) else None
     table = Table(title=f"{title} ({', '.join(models)})", caption=caption)
-    # classification: accuracy and macro-F1; NER: entity F1 and token accuracy; QA: F1 and exact match
-    second = {"f1": "accuracy" if records[0].task == "token_classification" else "exact_match"}.get(
-        records[0].metric, "macro_f1")
-    names = {"accuracy": "acc", "macro_f1": "F1", "f1": "F1", "exact_match": "EM"}
-    first, other = names[records[0].metric], names[second]
+    second = SECOND_METRIC.get((records[0].task, records[0].metric), "macro_f1")
+    first, other = SHORT_NAMES[records[0].metric], SHORT_NAMES[second]
     for column in ("strategy", f"val {first} %", f"val {other} %", f"test {first} %", f"test {other} %",
                    "best/ran", "time s", "trainable"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
@@ -77,6 +81,10 @@ def print_predictions(rows: list[dict]) -> None:
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
+    if isinstance(value, dict):  # segmentation: each class's share of the pixels
+        return ", ".join(f"{k} {100 * v:.0f}%" for k, v in value.items())
+    if isinstance(value, list) and value and "box" in value[0]:  # detections: "bag 0.91, dress 0.45"
+        return ", ".join(f"{o['label']} {o['score']:.2f}" for o in value)
     if isinstance(value, list):  # entities: "Maria Lopez (PER), Oslo (LOC)"
         return ", ".join(f"{e.get('word', '')} ({e.get('entity_group', e.get('entity', ''))})" for e in value)
     return str(value)

@@ -63,7 +63,9 @@ TASKS: Registry = Registry("task")
 def get_task(name: str) -> Task:
     from tunewise.tasks import (  # noqa: F401
         image_classification,
+        object_detection,
         question_answering,
+        semantic_segmentation,
         text_classification,
         token_classification,
     )

@@ -1,0 +1,146 @@
+"""Images with boxes (object detection) or with a class per pixel (semantic segmentation).
+
+Items are file paths or uint8 arrays, as in ImageSet. A set with a `transform` hands it the
+image together with its annotation as torchvision tv_tensors, so a `transforms.v2` pipeline
+moves boxes and masks with the image (flips, resizes, crops).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from tunewise.data.base import open_image
+from tunewise.errors import DataError
+
+IGNORE_INDEX = 255
+"""A mask value that no metric or loss counts (VOC's object borders, unlabelled pixels)."""
+
+
+@dataclass
+class DetectionSet(Dataset):
+    """Images with zero or more boxes each.
+
+    Shape: boxes[i] (N_i, 4) float32, x1 y1 x2 y2 in pixels of item i; box_classes[i] (N_i,)
+    int64 in [0, C). An image without boxes (N_i = 0) is a negative example.
+
+    `self[i]` is `(image, {"boxes": BoundingBoxes, "labels": LongTensor})`, both passed
+    through `transform(image, target)` when there is one.
+    """
+
+    items: Sequence[Path | np.ndarray]
+    boxes: list[np.ndarray]
+    box_classes: list[np.ndarray]
+    classes: list[str]
+    source: str
+    names: list[str] | None = None
+    """Each image's file name (COCO's file_name), for exports; None: `image<i>`."""
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        image = open_image(self.items[index])
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(torch.as_tensor(self.boxes[index], dtype=torch.float32).reshape(-1, 4),
+                                              format="XYXY", canvas_size=(image.height, image.width)),
+            "labels": torch.as_tensor(self.box_classes[index], dtype=torch.int64).reshape(-1),
+        }
+        return self.transform(image, target) if self.transform else (image, target)
+
+    def name(self, index: int) -> str:
+        return self.names[index] if self.names else f"image{index}"
+
+    def subset(self, indices: Sequence[int]) -> DetectionSet:
+        pick = lambda values: None if values is None else [values[i] for i in indices]  # noqa: E731
+        return replace(self, items=pick(self.items), boxes=pick(self.boxes), box_classes=pick(self.box_classes),
+                       names=pick(self.names))
+
+    def with_transform(self, transform: Callable | None) -> DetectionSet:
+        return replace(self, transform=transform)
+
+    def fingerprint(self) -> str:
+        digest = _items_digest(self.source, self.items)
+        for boxes, classes in zip(self.boxes, self.box_classes, strict=True):
+            digest.update(np.ascontiguousarray(boxes, dtype=np.float32).tobytes())
+            digest.update(np.ascontiguousarray(classes, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
+
+
+@dataclass
+class SegmentationSet(Dataset):
+    """Images with a mask of class indices each.
+
+    Shape: masks[i] is a path to a PNG or a uint8 array (H, W), the same size as item i;
+    values in [0, C) or IGNORE_INDEX.
+
+    `self[i]` is `(image, Mask)`, both passed through `transform(image, mask)` when there is one.
+    """
+
+    items: Sequence[Path | np.ndarray]
+    masks: Sequence[Path | np.ndarray]
+    classes: list[str]
+    source: str
+    names: list[str] | None = None
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        image = open_image(self.items[index])
+        mask = tv_tensors.Mask(torch.from_numpy(read_mask(self.masks[index])))
+        if mask.shape != (image.height, image.width):
+            raise DataError(f"the mask of {self.name(index)!r} is {mask.shape[1]}x{mask.shape[0]} pixels but its "
+                            f"image is {image.width}x{image.height}. Give every image a mask of its own size.")
+        return self.transform(image, mask) if self.transform else (image, mask)
+
+    def name(self, index: int) -> str:
+        return self.names[index] if self.names else f"image{index}"
+
+    def subset(self, indices: Sequence[int]) -> SegmentationSet:
+        pick = lambda values: None if values is None else [values[i] for i in indices]  # noqa: E731
+        return replace(self, items=pick(self.items), masks=pick(self.masks), names=pick(self.names))
+
+    def with_transform(self, transform: Callable | None) -> SegmentationSet:
+        return replace(self, transform=transform)
+
+    def fingerprint(self) -> str:
+        digest = _items_digest(self.source, self.items)
+        for mask in self.masks:
+            digest.update(str(mask).encode() if isinstance(mask, Path) else np.ascontiguousarray(mask).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def read_mask(mask: Path | np.ndarray) -> np.ndarray:
+    """A mask of class indices (H, W) uint8: an array as is, or a palette or grayscale PNG's indices."""
+    if isinstance(mask, np.ndarray):
+        return np.ascontiguousarray(mask, dtype=np.uint8)
+    try:
+        with Image.open(mask) as image:
+            if image.mode not in ("P", "L"):
+                raise DataError(f"mask {str(mask)!r} is a {image.mode} image; a mask holds one class index per "
+                                "pixel. Save it as a palette (P) or grayscale (L) PNG of indices.")
+            return np.asarray(image, dtype=np.uint8).copy()
+    except OSError as err:
+        raise DataError(f"cannot read mask {str(mask)!r}: {err}. Remove or replace the file.") from None
+
+
+def _items_digest(source: str, items: Sequence[Path | np.ndarray]):
+    digest = hashlib.sha256(source.encode())
+    for item in items:
+        if isinstance(item, Path):
+            stat = item.stat()
+            digest.update(f"{item}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        else:
+            digest.update(np.ascontiguousarray(item).tobytes())
+    return digest

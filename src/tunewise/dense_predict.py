@@ -1,0 +1,139 @@
+"""predict() for detection and segmentation: boxes or masks for new images, written as COCO JSON
+results or PNG masks, and drawn on the images (torchvision.utils does the drawing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+from torchvision.transforms import v2
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from tunewise.data.base import open_image
+from tunewise.io import write_atomic
+
+MIN_SCORE = 0.3
+"""Boxes below this score are left out of the printed rows and the drawings (COCO JSON keeps all)."""
+
+
+@torch.no_grad()
+def predict_dense(model, info: dict, files: list[Path], out: str | Path | None = None) -> list[dict]:
+    """One row per image: its detections (label, score, box x1 y1 x2 y2 in its pixels) or its
+    classes' pixel shares; with `out`, the files described in `write_outputs` too."""
+    device = next(model.parameters()).device
+    results = []
+    for path in files:
+        image = v2.functional.to_dtype(v2.functional.to_image(open_image(path)), torch.float32, scale=True)
+        if info["task"] == "object_detection":
+            found = model({"images": [image.to(device)]})[0]
+            results.append({k: v.cpu() for k, v in found.items()})
+        else:
+            results.append(_segment(model, image, info["preprocess"], device))
+    if out is not None:
+        write_outputs(Path(out), files, results, info)
+    return [_row(path, result, info) for path, result in zip(files, results, strict=True)]
+
+
+def _segment(model, image: torch.Tensor, preprocess, device) -> torch.Tensor:
+    """Class indices (H, W) at the image's own size: the logits are resized back before argmax."""
+    size = [preprocess.input_size] * 2
+    x = v2.functional.normalize(v2.functional.resize(image, size, antialias=True), preprocess.mean, preprocess.std)
+    logits = model(x[None].to(device))
+    return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)[0].argmax(0).cpu()
+
+
+def _row(path: Path, result, info: dict) -> dict:
+    classes = info["classes"]
+    if info["task"] == "object_detection":
+        keep = result["scores"] >= MIN_SCORE
+        return {"path": str(path), "objects": [
+            {"label": classes[int(c) - 1], "score": round(float(s), 4), "box": [round(float(v), 1) for v in b]}
+            for b, c, s in zip(result["boxes"][keep], result["labels"][keep], result["scores"][keep], strict=True)]}
+    shares = torch.bincount(result.reshape(-1), minlength=len(classes)).float() / result.numel()
+    return {"path": str(path), "classes": {c: round(float(s), 4) for c, s in zip(classes, shares, strict=True) if s}}
+
+
+def write_outputs(out: Path, files: list[Path], results: list, info: dict) -> None:
+    """Detection: out/predictions.json (COCO results, with the images and categories) and
+    out/drawn/<name>.png; segmentation: out/masks/<name>.png (palette PNGs of class indices)
+    and out/drawn/<name>.png (the mask over the image)."""
+    (out / "drawn").mkdir(parents=True, exist_ok=True)
+    if info["task"] == "object_detection":
+        write_atomic(out / "predictions.json", lambda tmp: Path(tmp).write_text(
+            json.dumps(coco_results(files, results, info["classes"]), indent=1) + "\n"))
+    else:
+        (out / "masks").mkdir(exist_ok=True)
+    for index, (path, result) in enumerate(zip(files, results, strict=True)):
+        name = f"{index:04d}-{path.stem}.png"
+        image = open_image(path)
+        if info["task"] == "object_detection":
+            drawn = draw_detections(image, result, info["classes"])
+        else:
+            write_atomic(out / "masks" / name, lambda tmp, r=result: palette_mask(r.numpy()).save(tmp, format="PNG"))
+            drawn = draw_mask(image, result, len(info["classes"]))
+        write_atomic(out / "drawn" / name, lambda tmp, d=drawn: d.save(tmp, format="PNG"))
+
+
+def coco_results(files: list[Path], results: list[dict], classes: list[str]) -> dict:
+    """COCO JSON: images, categories (ids 1..C) and one annotation per box, bbox [x, y, w, h], with score."""
+    annotations = []
+    for image_id, result in enumerate(results, start=1):
+        for box, label, score in zip(result["boxes"].tolist(), result["labels"].tolist(), result["scores"].tolist(),
+                                     strict=True):
+            x1, y1, x2, y2 = box
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                                "score": score, "iscrowd": 0})
+    images = []
+    for image_id, path in enumerate(files, start=1):
+        with Image.open(path) as image:
+            images.append({"id": image_id, "file_name": str(path), "width": image.width, "height": image.height})
+    categories = [{"id": i, "name": name} for i, name in enumerate(classes, start=1)]
+    return {"images": images, "categories": categories, "annotations": annotations}
+
+
+def draw_detections(image: Image.Image, result: dict, classes: list[str], min_score: float = MIN_SCORE,
+                    truth: dict | None = None) -> Image.Image:
+    """Boxes with label and score drawn on the image; `truth` boxes (white, unlabelled) under them."""
+    canvas = v2.functional.pil_to_tensor(image)
+    if truth is not None and len(truth["boxes"]):
+        canvas = draw_bounding_boxes(canvas, truth["boxes"], colors="white", width=1)
+    keep = result["scores"] >= min_score
+    if keep.any():
+        labels = [f"{classes[int(c) - 1]} {float(s):.2f}" for c, s in zip(result["labels"][keep],
+                                                                             result["scores"][keep], strict=True)]
+        colors = [_color(int(c)) for c in result["labels"][keep]]
+        canvas = draw_bounding_boxes(canvas, result["boxes"][keep], labels=labels, colors=colors, width=2)
+    return v2.functional.to_pil_image(canvas)
+
+
+def draw_mask(image: Image.Image, mask: torch.Tensor, num_classes: int) -> Image.Image:
+    """Every class but the first (background) as a translucent colour over the image."""
+    canvas = v2.functional.pil_to_tensor(image)
+    masks = torch.stack([mask == c for c in range(1, num_classes)]) if num_classes > 1 else None
+    if masks is not None and masks.any():
+        canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[_color(c) for c in range(1, num_classes)])
+    return v2.functional.to_pil_image(canvas)
+
+
+def palette_mask(mask: np.ndarray) -> Image.Image:
+    """Class indices as a palette PNG, as VOC stores them: the index survives, and it views in colour."""
+    image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    palette = [channel for c in range(256) for channel in _color(c)]
+    image.putpalette(palette)
+    return image
+
+
+def _color(index: int) -> tuple[int, int, int]:
+    """A fixed, distinct colour per class index (VOC's bit-interleaved palette; 0 is black)."""
+    r = g = b = 0
+    for bit in range(8):
+        r |= ((index >> 0) & 1) << (7 - bit)
+        g |= ((index >> 1) & 1) << (7 - bit)
+        b |= ((index >> 2) & 1) << (7 - bit)
+        index >>= 3
+    return r, g, b

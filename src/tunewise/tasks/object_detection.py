@@ -1,0 +1,141 @@
+"""Object detection: torchvision's Faster R-CNN with a feature pyramid on any multi-scale backbone;
+COCO mAP@[.5:.95] and mAP@.5 through torchmetrics (pycocotools underneath).
+
+The pretrained backbone is `.backbone` (its layer groups intact), and the neck, RPN and box
+heads are `.head`: so linear_probe trains neck and heads on a frozen backbone, partial and llrd
+reach into the backbone's last stages, as for classification. BatchNorm in the backbone is
+frozen (see multiscale.py).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from tunewise.backbones import Backbone, Preprocess
+from tunewise.backbones.multiscale import Pyramid, pyramid
+from tunewise.config import TrainConfig
+from tunewise.data.dense import DetectionSet
+from tunewise.tasks import TASKS
+
+LEVELS = 3  # backbone maps at strides 8, 16 and 32 (plus the pyramid's max-pooled level at 64)
+FPN_CHANNELS = 128
+BOX_HEAD_WIDTH = 256  # torchvision's 1024 is sized for COCO's 80 classes: 2.3M head parameters instead of 8.1M
+
+
+class Neck(nn.Module):
+    """What torchvision's detector calls its backbone: the Pyramid's maps through an FPN.
+
+    The Pyramid is held by reference, not registered: it belongs to DetectionModel.backbone, so
+    that every parameter has a single name and strategies see backbone and head apart.
+    """
+
+    def __init__(self, body: Pyramid, out_channels: int = FPN_CHANNELS) -> None:
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+        super().__init__()
+        self._body = [body]
+        self.fpn = FeaturePyramidNetwork(body.channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, images: torch.Tensor) -> OrderedDict:
+        maps = self._body[0](images)
+        return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(maps)))
+
+
+class DetectionModel(nn.Module):
+    """`model({"images": [...], "targets": [...]})`: in training, torchvision's loss dict; in
+    eval, one dict per image of boxes (x1 y1 x2 y2, input pixels), labels (1..C) and scores."""
+
+    def __init__(self, body: Pyramid, detector: nn.Module, layer_groups: list[list[str]]) -> None:
+        super().__init__()
+        self.backbone = body
+        self.head = detector
+        self.layer_groups = layer_groups
+
+    def forward(self, inputs: dict):
+        if self.training:
+            return self.head(inputs["images"], inputs["targets"])
+        return self.head(inputs["images"])
+
+
+def faster_rcnn(body: Pyramid, num_classes: int, preprocess: Preprocess) -> nn.Module:
+    """Faster R-CNN + FPN sized for `preprocess.input_size`: anchors from 1/8 of it up, and
+    proposal counts for small images (torchvision's defaults are for 800-pixel COCO images)."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    neck = Neck(body)
+    smallest = max(8, preprocess.input_size // 8)
+    levels = len(body.channels) + 1
+    anchors = AnchorGenerator(tuple((smallest * 2**i,) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels)
+    return FasterRCNN(
+        neck,  # the box predictor has num_classes + 1 outputs: 0 is the background
+        min_size=preprocess.input_size, max_size=preprocess.input_size,
+        image_mean=list(preprocess.mean), image_std=list(preprocess.std),
+        rpn_anchor_generator=anchors,
+        box_roi_pool=MultiScaleRoIAlign([str(i) for i in range(len(body.channels))], 7, 2),
+        box_head=TwoMLPHead(FPN_CHANNELS * 7 * 7, BOX_HEAD_WIDTH),
+        box_predictor=FastRCNNPredictor(BOX_HEAD_WIDTH, num_classes + 1),
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150,
+        box_batch_size_per_image=128, box_detections_per_img=50,
+    )
+
+
+@TASKS.register("object_detection")
+class ObjectDetection:
+    name = "object_detection"
+    metric = "map"
+    greater_is_better = True
+    cacheable = False
+
+    def build_model(self, backbone: Backbone, classes: list[str]) -> DetectionModel:
+        body, groups = pyramid(backbone, LEVELS)
+        return DetectionModel(body, faster_rcnn(body, len(classes), backbone.preprocess), groups)
+
+    def loader(self, data: DetectionSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
+        """Batches of ({"images": list of (3, H, W) in [0, 1], "targets": list}, targets); the
+        detector resizes and normalises itself, so boxes stay in each image's own pixels."""
+        steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+        if training and train.augment:
+            steps = [v2.ToImage(), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+                     v2.SanitizeBoundingBoxes()]
+        return DataLoader(data.with_transform(v2.Compose(steps)), batch_size=train.batch_size, shuffle=training,
+                          num_workers=train.num_workers, persistent_workers=train.num_workers > 0,
+                          collate_fn=collate)
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets) -> torch.Tensor:
+        """Shape: outputs the detector's losses (RPN objectness and boxes, classifier, box regression)."""
+        return sum(outputs.values())
+
+    def metrics(self, outputs: list[list[dict]], targets: list[list[dict]], data=None) -> dict:
+        """COCO mAP@[.5:.95] (`map`), mAP@.5, mAP@.75 and mean recall at 100 detections."""
+        from torchmetrics.detection import MeanAveragePrecision
+
+        meter = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        for predicted, true in zip(outputs, targets, strict=True):
+            meter.update(predicted, true)
+        result = meter.compute()
+        return {"map": _score(result["map"]), "map_50": _score(result["map_50"]),
+                "map_75": _score(result["map_75"]), "mar_100": _score(result["mar_100"]),
+                "images": sum(len(t) for t in targets), "boxes": sum(len(x["boxes"]) for t in targets for x in t)}
+
+
+def collate(batch: list) -> tuple[dict, list[dict]]:
+    """Images of any size as a list; class indices shifted by one, 0 being the background."""
+    images = [image for image, _ in batch]
+    targets = [{"boxes": target["boxes"].as_subclass(torch.Tensor), "labels": target["labels"] + 1}
+               for _, target in batch]
+    return {"images": images, "targets": targets}, targets
+
+
+def _score(value: torch.Tensor) -> float:
+    """torchmetrics reports -1 where nothing could be scored (no boxes at all): 0 for ranking."""
+    return max(0.0, float(value))

@@ -1,0 +1,106 @@
+"""Every strategy on detection and segmentation models (a timm and a torchvision CNN backbone).
+
+As for classification: after real optimizer steps exactly the intended parameters changed.
+And the detection rule on top: the backbone's BatchNorm is frozen (running statistics and
+affine values as pretrained) under every strategy, full fine-tuning included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from test_strategies import expected_trainable
+
+from tunewise.backbones import load_backbone
+from tunewise.config import TrainConfig
+from tunewise.strategies import STRATEGIES, get_strategy
+from tunewise.strategies.freezing import NORM_TYPES, set_train_mode, zero_rate_parameters
+from tunewise.tasks import get_task
+from tunewise.train import _optimizer, set_rates
+
+MODELS = ["timm:test_resnet", "torchvision:resnet18"]
+TASKS = ["object_detection", "semantic_segmentation"]
+SIZE, CLASSES = 64, ["a", "b", "c"]
+
+
+def build(task_name: str, model_name: str, strategy):
+    torch.manual_seed(0)
+    backbone = load_backbone(model_name, pretrained=False)
+    backbone = replace(backbone, preprocess=backbone.preprocess.at_size(SIZE))
+    with torch.no_grad():  # like pretrained weights: timm zero-inits each block's last norm scale,
+        for module in backbone.model.modules():  # which would block every gradient inside the block
+            if isinstance(module, NORM_TYPES) and getattr(module, "weight", None) is not None:
+                module.weight.uniform_(0.5, 1.5)
+    net = get_task(task_name).build_model(backbone, CLASSES)
+    strategy.prepare(net)
+    return net
+
+
+def batch(task_name: str):
+    """Two images; boxes (detection, classes shifted past the background) or masks."""
+    images = torch.rand(2, 3, SIZE, SIZE)
+    if task_name == "semantic_segmentation":
+        return images, torch.randint(0, len(CLASSES), (2, SIZE, SIZE))
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 20.0, 60.0, 44.0]]),
+                "labels": torch.tensor([1, 3])} for _ in range(2)]
+    return {"images": list(images), "targets": targets}, targets
+
+
+def take_steps(task_name: str, net, strategy, steps: int = 2):
+    task = get_task(task_name)
+    optimizer = _optimizer(strategy.param_groups(net, 1e-2), TrainConfig())
+    strategy.on_epoch_start(net, optimizer, 0)
+    torch.manual_seed(1)
+    for _ in range(steps):
+        set_train_mode(net, masked=zero_rate_parameters(optimizer))
+        inputs, targets = batch(task_name)
+        loss = task.loss(net(inputs), targets)
+        penalty = strategy.penalty(net)
+        loss = loss if penalty is None else loss + penalty
+        optimizer.zero_grad()
+        loss.backward()
+        set_rates(optimizer, 1.0)
+        optimizer.step()
+    return optimizer
+
+
+@pytest.mark.parametrize(("model_name", "name"), [("timm:test_resnet", name) for name in sorted(STRATEGIES.names())]
+                         + [("torchvision:resnet18", name) for name in ("linear_probe", "partial", "full")])
+@pytest.mark.parametrize("task_name", TASKS)
+def test_exactly_the_intended_parameters_change_and_batchnorm_stays(name, task_name, model_name):
+    strategy = get_strategy(name)
+    net = build(task_name, model_name, strategy)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    take_steps(task_name, net, strategy)
+
+    expected = expected_trainable(name, net)
+    for param_name, p in net.named_parameters():
+        changed = not torch.equal(before[param_name], p.detach())
+        assert changed == (param_name in expected), f"{param_name}: changed={changed}"
+    batchnorm = [k for k in before if k.startswith("backbone.") and ("running_" in k or ".bn" in k)]
+    assert batchnorm, "the backbone has BatchNorm state to check"
+    for key in batchnorm:
+        assert torch.equal(before[key], net.state_dict()[key]), key
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.backbone.modules())
+
+
+@pytest.mark.parametrize("task_name", TASKS)
+def test_lora_merges_into_a_plain_backbone_with_the_same_outputs(task_name):
+    strategy = get_strategy("lora", r=4)
+    net = build(task_name, "timm:test_resnet", strategy)
+    take_steps(task_name, net, strategy)
+    net.eval()
+    inputs, _ = batch(task_name)
+    inputs = inputs if task_name == "semantic_segmentation" else {"images": inputs["images"]}
+    with torch.no_grad():
+        adapted = net(inputs)
+        strategy.finalize(net)
+        merged = net(inputs)
+    assert not any("lora_" in n for n, _ in net.named_parameters())
+    if task_name == "semantic_segmentation":
+        assert torch.allclose(merged, adapted, atol=1e-5)
+    else:
+        for a, m in zip(adapted, merged, strict=True):
+            assert torch.allclose(a["scores"], m["scores"], atol=1e-4)
