@@ -26,6 +26,8 @@ examples:
   tunewise search --task text_classification --model pkg:minilm --data reviews.csv --label-column sentiment
   tunewise fit --task token_classification --model hf:bert-base-cased --data conll2003/ --strategy lora
   tunewise demo --task question_answering
+  tunewise fit --task object_detection --model pkg:efficientnet_lite0 --data instances.json --strategy partial
+  tunewise predict runs/RUN photos/ --output predicted/     # detection/segmentation: COCO JSON or PNG masks
   tunewise rank --models pkg:efficientnet_lite0,pkg:efficientnet_lite2,random:pkg:efficientnet_lite0 --verify 2
 """
 

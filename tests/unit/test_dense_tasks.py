@@ -60,7 +60,8 @@ def test_miou_skips_classes_absent_from_truth_and_prediction():
 
 @pytest.mark.parametrize(("model", "strides"), [("timm:test_resnet", [8, 16, 32]),
                                                  ("torchvision:resnet18", [8, 16, 32]),
-                                                 ("torchvision:mobilenet_v3_small", [8, 16, 32])])
+                                                 ("torchvision:mobilenet_v3_small", [8, 16, 32]),
+                                                 ("torchvision:efficientnet_b0", [8, 16, 32])])
 def test_pyramid_gives_maps_at_the_stated_strides(model, strides):
     backbone = load_backbone(model, pretrained=False)
     body, groups = pyramid(backbone, 3)

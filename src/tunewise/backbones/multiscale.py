@@ -70,7 +70,7 @@ def _torchvision_pyramid(model: nn.Module, name: str, levels: int) -> Pyramid:
     else:
         raise BackboneError(f"{name} gives no multi-scale feature maps that tunewise can find. Detection and "
                             "segmentation take timm models (timm:resnet50, pkg:efficientnet_lite0) or torchvision "
-                            "ResNets, MobileNets, EfficientNets and ConvNeXts.")
+                            "models with layer1..layer4 (ResNets) or a features sequence (MobileNets, EfficientNets).")
     shapes = _output_shapes(model, blocks)
     last_per_stride = {}
     for block, shape in shapes.items():

@@ -21,7 +21,7 @@ from tunewise.io import write_atomic
 from tunewise.records import Arm, Leaderboard
 from tunewise.report import knob_text
 
-PLOTS = ("curves.png", "pareto.png", "leaderboard.png", "pretrained_vs_scratch.png")
+PLOTS = ("curves.png", "pareto.png", "leaderboard.png", "pretrained_vs_scratch.png", "predictions.png")
 SCRATCH = "scratch"
 SCRATCH_COLOUR = "#333333"
 MARKERS = {"complete": "o", "pruned": "v", "fail": "X"}
@@ -46,7 +46,8 @@ def write_report(board: Leaderboard, folder: str | Path) -> list[Path]:
     else:
         (folder / "pretrained_vs_scratch.png").unlink(missing_ok=True)  # a stale one from an older board
     written = [_save_figure(figure, folder / name) for name, figure in plots.items()]
-    blocks = _blocks(board, set(plots))
+    drawn = {"predictions.png"} if (folder / "predictions.png").is_file() else set()  # detection, segmentation
+    blocks = _blocks(board, set(plots) | drawn)
     for name, render in (("report.md", _markdown), ("report.html", _html)):
         text = render(blocks)
         write_atomic(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
@@ -394,6 +395,7 @@ CAPTIONS = {
     "pareto.png": "Best validation metric vs compute per trial; the step line is the Pareto front.",
     "leaderboard.png": "Each arm's mean with its 95% interval (dots: single seeds; star: winner; shaded: scratch).",
     "pretrained_vs_scratch.png": "Winner and scratch on each seed, joined per seed.",
+    "predictions.png": "The winning model on held-out images: its boxes (white: the truth) or its masks.",
 }
 
 
