@@ -123,3 +123,18 @@ def test_a_box_outside_its_image_is_a_clear_error(coco_folder, tmp_path):
     fit = tunewise("fit", "--task", "object_detection", "--data", broken / "train.json", *FIT, "--out", tmp_path / "r")
     assert fit.returncode != 0 and "Traceback" not in fit.stderr
     assert "outside the image" in fit.stderr and "--clip-boxes" in fit.stderr
+
+
+def test_segmentation_search_reports_the_winners_masks(mask_folder, tmp_path):
+    out = tmp_path / "search"
+    search = tunewise("search", "--task", "semantic_segmentation", "--data", mask_folder,
+                      "--model", "random:timm:test_resnet", "--strategies", "linear_probe,full", "--epochs", "1",
+                      "--rates", "1", "--seeds", "1", "--finalists", "1", "--no-scratch", "--batch-size", "6",
+                      "--image-size", str(SIZE), "--num-workers", "0", "--out", out, timeout=600)
+    assert search.returncode == 0, search.stderr
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["metric"] == "miou" and board["winner"] in {"linear_probe", "full"}
+    with Image.open(out / "predictions.png") as figure:
+        assert figure.width > figure.height  # one column per held-out image
+    assert "predictions.png" in (out / "report.md").read_text()
+    assert (out / "model" / "model.safetensors").is_file()
