@@ -55,7 +55,8 @@ def test_features_come_from_the_linear_probe_cache(image_folder, tmp_path):
 @pytest.mark.parametrize("models,task,match", [
     (["random:timm:test_resnet"], "image_classification", "nothing to rank with 1 candidate"),
     (["random:timm:test_resnet", "timm:no_such_model"], "image_classification", "only 1 of the candidates"),
-    (TINY[:2], "question_answering", "question answering has spans"),
+    (TINY[:2], "question_answering", "question_answering has spans, boxes or masks"),
+    (TINY[:2], "object_detection", "object_detection has spans, boxes or masks"),
 ])
 def test_rank_refuses_what_it_cannot_rank(models, task, match, image_folder, tmp_path):
     with pytest.raises(TunewiseError, match=match):

@@ -60,9 +60,9 @@ def rank(
     if len(models) < 2:
         raise TunewiseError(f"there is nothing to rank with {len(models)} candidate ({', '.join(models)}). "
                             "Pass two or more models: --models pkg:efficientnet_lite0,pkg:efficientnet_lite1.")
-    if task == "question_answering":
-        raise TunewiseError("ranking scores one label per feature row; question answering has spans, not labels. "
-                            "Rank with --task text_classification data, or compare QA models with search.")
+    if task in ("question_answering", "object_detection", "semantic_segmentation"):
+        raise TunewiseError(f"ranking scores one label per feature row; {task} has spans, boxes or masks, not "
+                            "labels. Rank candidates on classification data, or compare them with search.")
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_data(data_config))
     the_task = get_task(task)
