@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default: %(default)s)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     t.add_argument("--cache-dir", help="feature cache (default: ~/.cache/tunewise/features)")
+    t.add_argument("--detector", choices=["faster_rcnn", "fcos"], default="faster_rcnn",
+                   help="object detection: two-stage Faster R-CNN or one-stage FCOS (default: %(default)s)")
 
     ev = sub.add_parser("evaluate", help="metrics of a fitted model on a data split")
     ev.add_argument("run", help="run folder written by `tunewise fit`")
@@ -223,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adamw")
     se.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default: %(default)s)")
     se.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    se.add_argument("--detector", choices=["faster_rcnn", "fcos"], default="faster_rcnn",
+                    help="object detection: two-stage Faster R-CNN or one-stage FCOS (default: %(default)s)")
     _add_data_flags(se)
 
     rk = sub.add_parser("rank", help="which pretrained model: rank candidates from one feature pass each",
@@ -356,7 +360,7 @@ def run_search(args: argparse.Namespace) -> int:
                           scratch_epochs=args.scratch_epochs, workers=args.workers, knobs=args.search_knobs,
                           keep_models=args.keep_models)
     train = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, num_workers=args.num_workers,
-                        device=args.device)
+                        device=args.device, detector=args.detector)
     if (args.resume or args.worker) and not args.out:
         raise TunewiseError("--resume and --worker need --out RUN_DIR: the search folder.")
     if args.worker:

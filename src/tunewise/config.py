@@ -84,6 +84,8 @@ class TrainConfig:
     """Where extracted features are cached; None: ~/.cache/tunewise/features."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     """auto picks a GPU where there is one."""
+    detector: Literal["faster_rcnn", "fcos"] = "faster_rcnn"
+    """Object detection: Faster R-CNN (two-stage) or FCOS (one-stage, anchor-free), both torchvision's."""
 
 
 def validate_train(config: TrainConfig) -> list[str]:
@@ -105,6 +107,8 @@ def validate_train(config: TrainConfig) -> list[str]:
         problems.append(f"--patience must be a positive integer, got {config.patience!r}")
     if config.num_workers < 0:
         problems.append(f"--num-workers must be >= 0, got {config.num_workers!r}")
+    if config.detector not in ("faster_rcnn", "fcos"):
+        problems.append(f"--detector must be faster_rcnn or fcos, got {config.detector!r}")
     return problems
 
 

@@ -40,7 +40,7 @@ def native_state_dict(model: TaskModel, head_key: str) -> dict[str, torch.Tensor
 
 
 def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
-                 classes: list[str], folder: Path) -> None:
+                 classes: list[str], folder: Path, detector: str = "faster_rcnn") -> None:
     """Write model.safetensors and model.json into `folder`, each atomically."""
     if isinstance(preprocess, Tokenize):
         try:
@@ -53,7 +53,7 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
             "max_length": preprocess.max_length, "doc_stride": preprocess.doc_stride})
         return
     if task in DENSE_TASKS:
-        export_dense(model, backbone, preprocess, task, classes, folder)
+        export_dense(model, backbone, preprocess, task, classes, folder, detector)
         return
     state = native_state_dict(model, backbone.head_key)
     metadata = {"tunewise.arch": backbone.arch, "tunewise.head_key": backbone.head_key,
@@ -68,7 +68,8 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
 DENSE_TASKS = ("object_detection", "semantic_segmentation")
 
 
-def export_dense(model, backbone: Backbone, preprocess, task: str, classes: list[str], folder: Path) -> None:
+def export_dense(model, backbone: Backbone, preprocess, task: str, classes: list[str], folder: Path,
+                 detector: str) -> None:
     """Detection and segmentation: the whole model's state dict (`backbone.` = the pretrained
     network's own names under `body.`, `head.` = torchvision's detector or the decoder);
     `tunewise.load_model(folder)` rebuilds it, and the safetensors file reads anywhere."""
@@ -76,7 +77,8 @@ def export_dense(model, backbone: Backbone, preprocess, task: str, classes: list
     metadata = {"tunewise.arch": backbone.arch, "tunewise.task": task, "tunewise.num_classes": str(len(classes))}
     write_atomic(folder / "model.safetensors", lambda tmp: save_file(state, tmp, metadata=metadata))
     write_json(folder / "model.json", {"format": "tunewise", "arch": backbone.arch, "source": backbone.name,
-                                       "task": task, "classes": classes, "preprocess": asdict(preprocess)})
+                                       "task": task, "classes": classes, "preprocess": asdict(preprocess),
+                                       **({"detector": detector} if task == "object_detection" else {})})
 
 
 # task -> (transformers auto class, the attribute of its head)
@@ -173,7 +175,9 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
         return model.eval(), info
     preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["preprocess"].items()})
     backbone = replace(load_backbone(info["arch"], pretrained=False), preprocess=preprocess)
-    model = get_task(info["task"]).build_model(backbone, info["classes"])
+    task = get_task(info["task"])
+    task.detector = info.get("detector", "faster_rcnn")
+    model = task.build_model(backbone, info["classes"])
     state = load_file(str(folder / "model.safetensors"))
     info["preprocess"] = preprocess
     if info.get("format") == "tunewise":

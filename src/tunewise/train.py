@@ -109,6 +109,7 @@ def fit(
     preprocess = configured_preprocess(backbone.preprocess, data_config, task)
     backbone = replace(backbone, preprocess=preprocess)  # detectors size their anchors by it
     torch.manual_seed(train.seed)
+    the_task.detector = train.detector  # object detection's architecture; other tasks ignore it
     net = the_task.build_model(backbone, splits.classes)
     the_strategy.prepare(net)
     lr = train.lr or the_strategy.default_lr
@@ -182,7 +183,7 @@ def fit(
     trainable, total = count_parameters(net)  # before finalize: merged adapters no longer train
     the_strategy.finalize(net)
     if main:
-        export_model(net, backbone, preprocess, task, splits.classes, run_dir)
+        export_model(net, backbone, preprocess, task, splits.classes, run_dir, detector=train.detector)
     record = RunRecord(
         run_dir=str(run_dir), model=model, arch=backbone.arch, strategy=strategy, task=task,
         data=data_config.data, classes=splits.classes, metric=the_task.metric,

@@ -22,6 +22,7 @@ from tunewise.train import _optimizer, set_rates
 
 MODELS = ["timm:test_resnet", "torchvision:resnet18"]
 TASKS = ["object_detection", "semantic_segmentation"]
+FCOS = "object_detection/fcos"  # the second detector, on the strategies the issue names
 SIZE, CLASSES = 64, ["a", "b", "c"]
 
 
@@ -33,7 +34,9 @@ def build(task_name: str, model_name: str, strategy):
         for module in backbone.model.modules():  # which would block every gradient inside the block
             if isinstance(module, NORM_TYPES) and getattr(module, "weight", None) is not None:
                 module.weight.uniform_(0.5, 1.5)
-    net = get_task(task_name).build_model(backbone, CLASSES)
+    task = get_task(task_name.split("/")[0])
+    task.detector = task_name.partition("/")[2] or "faster_rcnn"
+    net = task.build_model(backbone, CLASSES)
     strategy.prepare(net)
     return net
 
@@ -49,7 +52,7 @@ def batch(task_name: str):
 
 
 def take_steps(task_name: str, net, strategy, steps: int = 2):
-    task = get_task(task_name)
+    task = get_task(task_name.split("/")[0])
     optimizer = _optimizer(strategy.param_groups(net, 1e-2), TrainConfig())
     strategy.on_epoch_start(net, optimizer, 0)
     torch.manual_seed(1)
@@ -66,9 +69,11 @@ def take_steps(task_name: str, net, strategy, steps: int = 2):
     return optimizer
 
 
-@pytest.mark.parametrize(("model_name", "name"), [("timm:test_resnet", name) for name in sorted(STRATEGIES.names())]
-                         + [("torchvision:resnet18", name) for name in ("linear_probe", "partial", "full")])
-@pytest.mark.parametrize("task_name", TASKS)
+@pytest.mark.parametrize(("task_name", "model_name", "name"),
+                         [(task, "timm:test_resnet", name) for task in TASKS for name in sorted(STRATEGIES.names())]
+                         + [(task, "torchvision:resnet18", name) for task in TASKS
+                            for name in ("linear_probe", "partial", "full")]
+                         + [(FCOS, "timm:test_resnet", name) for name in ("linear_probe", "partial", "full", "llrd")])
 def test_exactly_the_intended_parameters_change_and_batchnorm_stays(name, task_name, model_name):
     strategy = get_strategy(name)
     net = build(task_name, model_name, strategy)

@@ -69,14 +69,17 @@ FIT = ["--model", "random:timm:test_resnet", "--strategy", "full", "--epochs", "
        "--image-size", str(SIZE), "--num-workers", "0"]
 
 
-def test_detection_fit_evaluate_predict(coco_folder, tmp_path):
+@pytest.mark.parametrize("detector", ["faster_rcnn", "fcos"])
+def test_detection_fit_evaluate_predict(detector, coco_folder, tmp_path):
     from pycocotools.coco import COCO
 
     run = tmp_path / "run"
-    fit = tunewise("fit", "--task", "object_detection", "--data", coco_folder, *FIT, "--out", run)
+    fit = tunewise("fit", "--task", "object_detection", "--data", coco_folder, *FIT, "--detector", detector,
+                   "--out", run)
     assert fit.returncode == 0, fit.stderr
     record = json.loads((run / "record.json").read_text())
     assert record["metric"] == "map" and record["classes"] == ["red", "blue"] and 0 <= record["test"]["map"] <= 1
+    assert json.loads((run / "model.json").read_text())["detector"] == detector
 
     evaluate = tunewise("evaluate", run, "--data", coco_folder, "--split", "test", "--json")
     assert evaluate.returncode == 0, evaluate.stderr

@@ -1,5 +1,5 @@
-"""Object detection: torchvision's Faster R-CNN with a feature pyramid on any multi-scale backbone;
-COCO mAP@[.5:.95] and mAP@.5 through torchmetrics (pycocotools underneath).
+"""Object detection: torchvision's Faster R-CNN (or FCOS) with a feature pyramid on any multi-scale
+backbone; COCO mAP@[.5:.95] and mAP@.5 through torchmetrics (pycocotools underneath).
 
 The pretrained backbone is `.backbone` (its layer groups intact), and the neck, RPN and box
 heads are `.head`: so linear_probe trains neck and heads on a frozen backbone, partial and llrd
@@ -89,16 +89,34 @@ def faster_rcnn(body: Pyramid, num_classes: int, preprocess: Preprocess) -> nn.M
     )
 
 
+def fcos(body: Pyramid, num_classes: int, preprocess: Preprocess) -> nn.Module:
+    """FCOS (Tian et al. 2019, https://arxiv.org/abs/1904.01355): one-stage and anchor-free; its
+    "anchors" are the pyramid's points, one per location, sized by their level's stride."""
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    strides = [*body.strides, 2 * body.strides[-1]]  # the max-pooled level doubles the last stride
+    return FCOS(Neck(body), num_classes=num_classes + 1, min_size=preprocess.input_size,
+                max_size=preprocess.input_size, image_mean=list(preprocess.mean), image_std=list(preprocess.std),
+                anchor_generator=AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides)),
+                detections_per_img=50, topk_candidates=300)
+
+
+DETECTORS = {"faster_rcnn": faster_rcnn, "fcos": fcos}
+
+
 @TASKS.register("object_detection")
 class ObjectDetection:
     name = "object_detection"
     metric = "map"
     greater_is_better = True
     cacheable = False
+    detector = "faster_rcnn"
+    """A key of DETECTORS; fit sets it from TrainConfig.detector, load_model from model.json."""
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> DetectionModel:
         body, groups = pyramid(backbone, LEVELS)
-        return DetectionModel(body, faster_rcnn(body, len(classes), backbone.preprocess), groups)
+        return DetectionModel(body, DETECTORS[self.detector](body, len(classes), backbone.preprocess), groups)
 
     def loader(self, data: DetectionSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         """Batches of ({"images": list of (3, H, W) in [0, 1], "targets": list}, targets); the
