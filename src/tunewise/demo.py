@@ -58,12 +58,12 @@ DEMOS = {
         TrainConfig(batch_size=16), "generated passages with known answer spans (300 training questions)"),
     "object_detection": Demo(
         "pkg:efficientnet_lite0", DataConfig(data="detection_demo", image_size=128, max_train_per_class=200),
-        SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1, budget="12epochs",
+        SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1, budget="15epochs",
                      scratch_epochs=3),
         TrainConfig(batch_size=16), "Fashion-MNIST items pasted on 128 px canvases (200 training images)"),
     "semantic_segmentation": Demo(
         "pkg:efficientnet_lite0", DataConfig(data="segmentation_demo", image_size=128, max_train_per_class=200),
-        SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1, budget="12epochs",
+        SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1, budget="15epochs",
                      scratch_epochs=3),
         TrainConfig(batch_size=16), "Fashion-MNIST items pasted on 128 px canvases (200 training masks)"),
 }
