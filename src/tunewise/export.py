@@ -78,6 +78,7 @@ def export_dense(model, backbone: Backbone, preprocess, task: str, classes: list
     write_atomic(folder / "model.safetensors", lambda tmp: save_file(state, tmp, metadata=metadata))
     write_json(folder / "model.json", {"format": "tunewise", "arch": backbone.arch, "source": backbone.name,
                                        "task": task, "classes": classes, "preprocess": asdict(preprocess),
+                                       "pretrained": backbone.pretrained,  # BatchNorm frozen, or not
                                        **({"detector": detector} if task == "object_detection" else {})})
 
 
@@ -174,7 +175,8 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
         model, info["preprocess"] = load_transformers(folder, info)
         return model.eval(), info
     preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["preprocess"].items()})
-    backbone = replace(load_backbone(info["arch"], pretrained=False), preprocess=preprocess)
+    backbone = replace(load_backbone(info["arch"], pretrained=False), preprocess=preprocess,
+                       pretrained=info.get("pretrained", True))  # dense models: the same BatchNorm layers
     task = get_task(info["task"])
     task.detector = info.get("detector", "faster_rcnn")
     model = task.build_model(backbone, info["classes"])

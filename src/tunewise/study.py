@@ -42,6 +42,7 @@ from tunewise.errors import ConfigError, TunewiseError
 from tunewise.export import DENSE_TASKS
 from tunewise.inference import evaluate
 from tunewise.io import default_run_dir, file_safe, write_atomic, write_json
+from tunewise.ranking.ranker import UNRANKED_TASKS
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
@@ -204,6 +205,9 @@ def search(
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
     metric = get_task(task).metric  # an unknown task fails here, before anything is written
+    if len(models) > 1 and task in UNRANKED_TASKS:  # refused before the run folder exists
+        raise ConfigError(f"--models ranks the candidates first, and ranking scores classification only, not "
+                          f"{task}. Search one --model at a time and compare the leaderboards.")
     has_test = load_data(data_config, task).test is not None  # fail on bad data, model or storage first
     if len(models) == 1:  # several are loaded by the ranking, which reports the ones that fail
         load_backbone(model, weights=weights)
@@ -410,7 +414,9 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
             break
         strategy = trial.suggest_categorical("strategy", [*ORDER, "scratch"])
         lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
-        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) + _cost(strategy, config, unit) > allowance:
+        cacheable = get_task(settings.get("task", "image_classification")).cacheable
+        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) + _cost(strategy, config, unit,
+                                                                                 cacheable) > allowance:
             trial.set_user_attr("skipped", f"not run: it would not fit in what is left of the explore tier's "
                                            f"part of the budget ({allowance:g} of {config.budget})")
             study.tell(trial, state=TrialState.FAIL)
@@ -446,11 +452,12 @@ def requeue_interrupted(study: optuna.Study) -> int:
     return len(stale)
 
 
-def _cost(strategy: str, config: SearchConfig, unit: str) -> float:
-    """The most an explore trial can cost, so that an epoch budget is never overrun."""
+def _cost(strategy: str, config: SearchConfig, unit: str, cacheable: bool = True) -> float:
+    """The most an explore trial can cost, so that an epoch budget is never overrun; a linear
+    probe is cheap only where its features are cached (not QA, detection, segmentation)."""
     if unit != "epochs":
         return 0.0  # a time budget is checked against the time spent so far
-    return CHEAP_TIER_COST if strategy == "linear_probe" else float(config.epochs)
+    return CHEAP_TIER_COST if strategy == "linear_probe" and cacheable else float(config.epochs)
 
 
 def _spent(study: optuna.Study, unit: str) -> float:

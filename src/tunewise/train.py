@@ -136,7 +136,8 @@ def fit(
     steps = len(loaders["train"])
     schedule = WarmupCosine(round(train.warmup_epochs * steps), steps, train.epochs)
     trained, optimizer = accelerator.prepare(trained, optimizer)
-    progress = _restore(run_dir, trained, optimizer) if (run_dir / "checkpoint.pt").is_file() else Progress()
+    resumable = (run_dir / "checkpoint.pt").is_file()
+    progress = _restore(run_dir, _unwrap(accelerator, trained), optimizer) if resumable else Progress()
 
     stopped = None
     bar = tqdm(range(progress.epoch, train.epochs), desc=f"{strategy}", unit="epoch",
@@ -409,4 +410,7 @@ def _probe_head(model, data_config, task, train, strategy, run_dir: Path, weight
         fit(model, data_config, "linear_probe", task=task, out=probe_dir, weights=weights,
             resume=(probe_dir / "settings.json").is_file(),
             train=replace(train, epochs=strategy.probe_epochs, lr=strategy.probe_lr))
-    return torch.load(probe_dir / "best.pt", weights_only=True)
+    state = torch.load(probe_dir / "best.pt", weights_only=True)
+    if any(k.startswith("head.") for k in state):  # not cached (QA, detection): the whole model was saved
+        state = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+    return state

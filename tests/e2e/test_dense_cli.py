@@ -141,3 +141,18 @@ def test_segmentation_search_reports_the_winners_masks(mask_folder, tmp_path):
         assert figure.width > figure.height  # one column per held-out image
     assert "predictions.png" in (out / "report.md").read_text()
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_lp_ft_on_segmentation_starts_from_the_probed_decoder(mask_folder, tmp_path):
+    """The probe cannot cache multi-scale maps, so it saves the whole model: LP-FT takes its head."""
+    from safetensors.torch import load_file
+
+    from tunewise import DataConfig, TrainConfig, fit
+    from tunewise.strategies import get_strategy
+
+    record = fit("random:timm:test_resnet", DataConfig(data=str(mask_folder), image_size=SIZE),
+                 get_strategy("lp_ft", probe_epochs=1), task="semantic_segmentation",
+                 train=TrainConfig(epochs=1, batch_size=6, num_workers=0), out=tmp_path / "run")
+    probe = load_file(str(tmp_path / "run" / "probe" / "model.safetensors"))
+    assert record.strategy == "lp_ft" and record.val["miou"] >= 0
+    assert any(k.startswith("head.") for k in probe)

@@ -79,3 +79,30 @@ def test_a_backbone_without_a_pyramid_is_refused_clearly():
     backbone.name = "custom"
     with pytest.raises(BackboneError, match="multi-scale"):
         pyramid(backbone, 3)
+
+
+def test_a_vit_is_refused_for_dense_tasks_because_it_has_one_stride():
+    with pytest.raises(BackboneError, match="strides"):
+        pyramid(load_backbone("timm:test_vit", pretrained=False), 3)
+
+
+def test_mask_values_beyond_the_classes_are_a_clear_error():
+    from tunewise.data.dense import SegmentationSet
+    from tunewise.errors import DataError
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2, 2], mask[0, 0] = 5, 255  # 255 is ignored; 5 is no class of three
+    data = SegmentationSet([np.zeros((8, 8, 3), np.uint8)], [mask], ["background", "a", "b"], "memory",
+                           names=["scene.png"])
+    with pytest.raises(DataError, match="'scene.png' holds class 5, but there are 3 classes"):
+        data[0]
+
+
+def test_search_over_several_models_is_refused_for_dense_tasks_before_writing(tmp_path):
+    from tunewise.errors import ConfigError
+    from tunewise.study import search
+
+    with pytest.raises(ConfigError, match="ranking scores classification only"):
+        search(["random:timm:test_resnet", "random:timm:resnet18"], "segmentation_demo",
+               task="semantic_segmentation", out=tmp_path / "search")
+    assert not (tmp_path / "search").exists()

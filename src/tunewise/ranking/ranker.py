@@ -23,6 +23,9 @@ from tunewise.records import Candidate, Ranking
 
 log = logging.getLogger("tunewise")
 
+UNRANKED_TASKS = ("question_answering", "object_detection", "semantic_segmentation")
+"""Tasks with no label per feature row (spans, boxes, masks): nothing to score."""
+
 
 def rank(
     models: list[str],
@@ -60,7 +63,7 @@ def rank(
     if len(models) < 2:
         raise TunewiseError(f"there is nothing to rank with {len(models)} candidate ({', '.join(models)}). "
                             "Pass two or more models: --models pkg:efficientnet_lite0,pkg:efficientnet_lite1.")
-    if task in ("question_answering", "object_detection", "semantic_segmentation"):
+    if task in UNRANKED_TASKS:
         raise TunewiseError(f"ranking scores one label per feature row; {task} has spans, boxes or masks, not "
                             "labels. Rank candidates on classification data, or compare them with search.")
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)

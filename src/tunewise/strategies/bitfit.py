@@ -11,8 +11,9 @@ from typing import ClassVar
 
 from torch import nn
 
+from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
-from tunewise.strategies.freezing import freeze
+from tunewise.strategies.freezing import freeze, is_frozen
 
 
 @STRATEGIES.register("bitfit")
@@ -26,3 +27,7 @@ class BitFit(Strategy):
         for name, p in model.backbone.named_parameters():
             if name.rsplit(".", 1)[-1] == "bias":
                 p.requires_grad_(True)
+        if is_frozen(model.backbone):  # it would be linear_probe under another name
+            raise ConfigError("bitfit found no bias to train in this backbone (detection and segmentation freeze a "
+                              "pretrained CNN's BatchNorm, and its convolutions have no bias). Use linear_probe, "
+                              "partial or lora.")

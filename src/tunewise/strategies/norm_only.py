@@ -11,8 +11,9 @@ from typing import ClassVar
 
 from torch import nn
 
+from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
-from tunewise.strategies.freezing import NORM_TYPES, freeze, unfreeze
+from tunewise.strategies.freezing import NORM_TYPES, freeze, is_frozen, unfreeze
 
 
 @STRATEGIES.register("norm_only")
@@ -26,3 +27,7 @@ class NormOnly(Strategy):
         for module in model.backbone.modules():
             if isinstance(module, NORM_TYPES):
                 unfreeze(module)
+        if is_frozen(model.backbone):  # it would be linear_probe under another name
+            raise ConfigError("norm_only found no normalization parameter to train in this backbone (detection "
+                              "and segmentation freeze a pretrained CNN's BatchNorm). Use linear_probe, partial or "
+                              "lora.")

@@ -58,9 +58,13 @@ class DetectionModel(nn.Module):
         self.layer_groups = layer_groups
 
     def forward(self, inputs: dict):
-        if self.training:
-            return self.head(inputs["images"], inputs["targets"])
-        return self.head(inputs["images"])
+        # fp32 under mixed precision too: torchvision builds anchors and decodes boxes in the maps' dtype,
+        # and bf16 would round box corners to whole pixels and worse
+        with torch.autocast(inputs["images"][0].device.type, enabled=False):
+            if self.training:
+                return self.head(inputs["images"], inputs["targets"])
+            found = self.head(inputs["images"])
+        return [{k: v[d["labels"] > 0] for k, v in d.items()} for d in found]  # 0 is the background
 
 
 def faster_rcnn(body: Pyramid, num_classes: int, preprocess: Preprocess) -> nn.Module:
@@ -121,9 +125,10 @@ class ObjectDetection:
     def loader(self, data: DetectionSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         """Batches of ({"images": list of (3, H, W) in [0, 1], "targets": list}, targets); the
         detector resizes and normalises itself, so boxes stay in each image's own pixels."""
-        steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+        to_size = v2.Resize(size=None, max_size=preprocess.input_size, antialias=True)  # no 12-MP floats in a batch
+        steps = [v2.ToImage(), to_size, v2.ToDtype(torch.float32, scale=True)]
         if training and train.augment:
-            steps = [v2.ToImage(), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+            steps = [v2.ToImage(), to_size, v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
                      v2.SanitizeBoundingBoxes()]
         return DataLoader(data.with_transform(v2.Compose(steps)), batch_size=train.batch_size, shuffle=training,
                           num_workers=train.num_workers, persistent_workers=train.num_workers > 0,
