@@ -44,12 +44,12 @@ DEMOS = {
     "text_classification": Demo(
         "pkg:minilm", DataConfig(data="rotten_tomatoes", max_train_per_class=200, max_length=64,
                                  val_fraction=0.05, test_fraction=0.1),
-        SearchConfig(strategies=TEXT_STRATEGIES, epochs=3, rates=1, seeds=2, finalists=2, budget="27epochs",
+        SearchConfig(strategies=TEXT_STRATEGIES, epochs=3, rates=1, seeds=2, finalists=2, budget="28epochs",
                      scratch_epochs=3),
         TrainConfig(batch_size=32), "Rotten Tomatoes reviews (fresh/rotten; 200 training reviews per class)"),
     "token_classification": Demo(
         "pkg:minilm", DataConfig(data="ner_demo", max_train_per_class=400, max_length=64),
-        SearchConfig(strategies=TEXT_STRATEGIES, epochs=3, rates=1, seeds=2, finalists=2, budget="27epochs",
+        SearchConfig(strategies=TEXT_STRATEGIES, epochs=3, rates=1, seeds=2, finalists=2, budget="28epochs",
                      scratch_epochs=3),
         TrainConfig(batch_size=32), "generated NER sentences (PER, LOC, ORG; 400 training sentences)"),
     "question_answering": Demo(
