@@ -3,8 +3,8 @@ backbone; COCO mAP@[.5:.95] and mAP@.5 through torchmetrics (pycocotools underne
 
 The pretrained backbone is `.backbone` (its layer groups intact), and the neck, RPN and box
 heads are `.head`: so linear_probe trains neck and heads on a frozen backbone, partial and llrd
-reach into the backbone's last stages, as for classification. BatchNorm in the backbone is
-frozen (see multiscale.py).
+reach into the backbone's last stages, as for classification. BatchNorm in a pretrained
+backbone is frozen (see multiscale.py).
 """
 
 from __future__ import annotations

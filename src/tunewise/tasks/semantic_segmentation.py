@@ -3,7 +3,7 @@ Networks", https://arxiv.org/abs/1901.02446) on the backbone's multi-scale maps;
 pixel accuracy, with IGNORE_INDEX pixels counted nowhere.
 
 As in detection, the pretrained backbone is `.backbone` and the decoder `.head`; BatchNorm in
-the backbone is frozen (see multiscale.py).
+a pretrained backbone is frozen (see multiscale.py).
 """
 
 from __future__ import annotations
@@ -94,12 +94,11 @@ class SemanticSegmentation:
         """Per-batch outputs kept for `metrics`: the predicted classes (B, H, W), not the logits."""
         return outputs.argmax(1).to(torch.uint8)
 
-    def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data=None) -> dict:
+    def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data: SegmentationSet) -> dict:
         """Mean IoU over the classes present in the truth or the predictions, pixel accuracy, per-class IoU."""
         predicted = torch.cat([p.reshape(-1) for p in outputs]).long().numpy()
         true = torch.cat([t.reshape(-1) for t in targets]).long().numpy()
-        num_classes = int(data.classes.__len__()) if data is not None else int(max(predicted.max(), 0) + 1)
-        return segmentation_metrics(predicted, true, num_classes)
+        return segmentation_metrics(predicted, true, len(data.classes))
 
 
 def segmentation_metrics(predicted: np.ndarray, true: np.ndarray, num_classes: int) -> dict:
