@@ -242,18 +242,26 @@ def test_leep_needs_proper_source_probs(labels):
         leep(feats, labels, np.random.default_rng(0).normal(size=(len(labels), 4)))
 
 
-def test_linear_is_the_leave_one_out_accuracy_of_refitting_without_each_example(labels, monkeypatch):
-    from sklearn.linear_model import RidgeClassifier
+@pytest.mark.parametrize("classes", [2, 3])  # two: a single-column coding once scored 1.0 for anything
+def test_linear_is_the_leave_one_out_accuracy_of_refitting_without_each_example(classes, monkeypatch):
+    from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
     linear_module = importlib.import_module("tunewise.ranking.linear")  # the module, not the function
     monkeypatch.setattr(linear_module, "ALPHAS", (3.0,))
-    feats = random_features(labels) + 0.8 * separable(labels) / 10  # hard enough that some are wrong
+    labels = np.repeat(np.arange(classes), PER_CLASS)
+    feats = random_features(labels) + 0.08 * 10.0 * np.eye(classes, DIM)[labels]  # some, not all, right
     standardised = StandardScaler().fit_transform(feats)
-    right = [RidgeClassifier(alpha=3.0).fit(np.delete(standardised, i, 0), np.delete(labels, i))
-             .predict(standardised[i:i + 1])[0] == labels[i] for i in range(len(labels))]
+    coded = 2 * np.eye(classes)[labels] - 1
+    right = [Ridge(alpha=3.0).fit(np.delete(standardised, i, 0), np.delete(coded, i, 0))
+             .predict(standardised[i:i + 1]).argmax() == labels[i] for i in range(len(labels))]
     assert 0 < np.mean(right) < 1
     assert linear_module.linear(feats, labels) == pytest.approx(np.mean(right), abs=1e-12)
+
+
+def test_linear_scores_random_binary_features_near_chance():
+    labels = np.repeat([0, 1], 100)
+    assert 0.3 < SCORERS["linear"](np.random.default_rng(0).normal(size=(200, 50)), labels) < 0.7
 
 
 def test_linear_needs_two_examples_per_class():
