@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -25,8 +26,27 @@ IGNORE_INDEX = 255
 """A mask value that no metric or loss counts (VOC's object borders, unlabelled pixels)."""
 
 
+class _PerImage(Dataset):
+    """What both sets share: one entry per image in `items`, `names` and each field of `per_image`."""
+
+    per_image: ClassVar[tuple[str, ...]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def name(self, index: int) -> str:
+        return self.names[index] if self.names else f"image{index}"
+
+    def subset(self, indices: Sequence[int]):
+        pick = lambda values: None if values is None else [values[i] for i in indices]  # noqa: E731
+        return replace(self, **{field: pick(getattr(self, field)) for field in ("items", "names", *self.per_image)})
+
+    def with_transform(self, transform: Callable | None):
+        return replace(self, transform=transform)
+
+
 @dataclass
-class DetectionSet(Dataset):
+class DetectionSet(_PerImage):
     """Images with zero or more boxes each.
 
     Shape: boxes[i] (N_i, 4) float32, x1 y1 x2 y2 in pixels of item i; box_classes[i] (N_i,)
@@ -44,9 +64,7 @@ class DetectionSet(Dataset):
     names: list[str] | None = None
     """Each image's file name (COCO's file_name), for exports; None: `image<i>`."""
     transform: Callable | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
+    per_image: ClassVar[tuple[str, ...]] = ("boxes", "box_classes")
 
     def __getitem__(self, index: int):
         image = open_image(self.items[index])
@@ -57,17 +75,6 @@ class DetectionSet(Dataset):
         }
         return self.transform(image, target) if self.transform else (image, target)
 
-    def name(self, index: int) -> str:
-        return self.names[index] if self.names else f"image{index}"
-
-    def subset(self, indices: Sequence[int]) -> DetectionSet:
-        pick = lambda values: None if values is None else [values[i] for i in indices]  # noqa: E731
-        return replace(self, items=pick(self.items), boxes=pick(self.boxes), box_classes=pick(self.box_classes),
-                       names=pick(self.names))
-
-    def with_transform(self, transform: Callable | None) -> DetectionSet:
-        return replace(self, transform=transform)
-
     def fingerprint(self) -> str:
         digest = _items_digest(self.source, self.items)
         for boxes, classes in zip(self.boxes, self.box_classes, strict=True):
@@ -77,7 +84,7 @@ class DetectionSet(Dataset):
 
 
 @dataclass
-class SegmentationSet(Dataset):
+class SegmentationSet(_PerImage):
     """Images with a mask of class indices each.
 
     Shape: masks[i] is a path to a PNG or a uint8 array (H, W), the same size as item i;
@@ -92,9 +99,7 @@ class SegmentationSet(Dataset):
     source: str
     names: list[str] | None = None
     transform: Callable | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
+    per_image: ClassVar[tuple[str, ...]] = ("masks",)
 
     def __getitem__(self, index: int):
         image = open_image(self.items[index])
@@ -108,16 +113,6 @@ class SegmentationSet(Dataset):
             raise DataError(f"the mask of {self.name(index)!r} is {mask.shape[1]}x{mask.shape[0]} pixels but its "
                             f"image is {image.width}x{image.height}. Give every image a mask of its own size.")
         return self.transform(image, mask) if self.transform else (image, mask)
-
-    def name(self, index: int) -> str:
-        return self.names[index] if self.names else f"image{index}"
-
-    def subset(self, indices: Sequence[int]) -> SegmentationSet:
-        pick = lambda values: None if values is None else [values[i] for i in indices]  # noqa: E731
-        return replace(self, items=pick(self.items), masks=pick(self.masks), names=pick(self.names))
-
-    def with_transform(self, transform: Callable | None) -> SegmentationSet:
-        return replace(self, transform=transform)
 
     def fingerprint(self) -> str:
         digest = _items_digest(self.source, self.items)
