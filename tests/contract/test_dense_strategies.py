@@ -12,14 +12,13 @@ from dataclasses import replace
 import pytest
 import torch
 from test_strategies import expected_trainable
+from test_strategies import take_steps as steps_with
 
 from tunewise.backbones import load_backbone
-from tunewise.config import TrainConfig
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, get_strategy
-from tunewise.strategies.freezing import NORM_TYPES, set_train_mode, zero_rate_parameters
+from tunewise.strategies.freezing import NORM_TYPES
 from tunewise.tasks import get_task
-from tunewise.train import _optimizer, set_rates
 
 MODELS = ["timm:test_resnet", "torchvision:resnet18"]
 TASKS = ["object_detection", "semantic_segmentation"]
@@ -53,22 +52,15 @@ def batch(task_name: str):
     return {"images": list(images), "targets": targets}, targets
 
 
-def take_steps(task_name: str, net, strategy, steps: int = 2):
+def take_steps(task_name: str, net, strategy):
+    """Two optimizer steps, as the classification contract takes them, on this task's loss."""
     task = get_task(task_name.split("/")[0])
-    optimizer = _optimizer(strategy.param_groups(net, 1e-2), TrainConfig())
-    strategy.on_epoch_start(net, optimizer, 0)
-    torch.manual_seed(1)
-    for _ in range(steps):
-        set_train_mode(net, masked=zero_rate_parameters(optimizer))
+
+    def batch_loss(net):
         inputs, targets = batch(task_name)
-        loss = task.loss(net(inputs), targets)
-        penalty = strategy.penalty(net)
-        loss = loss if penalty is None else loss + penalty
-        optimizer.zero_grad()
-        loss.backward()
-        set_rates(optimizer, 1.0)
-        optimizer.step()
-    return optimizer
+        return task.loss(net(inputs), targets)
+
+    return steps_with(net, strategy, steps=2, batch_loss=batch_loss)
 
 
 @pytest.mark.parametrize(("task_name", "model_name", "name"),

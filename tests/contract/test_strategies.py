@@ -59,14 +59,19 @@ def build(model_name: str, strategy):
     return net
 
 
-def take_steps(net, strategy, epoch: int = 0, steps: int = 3):
+def classification_loss(net) -> torch.Tensor:
+    x, y = sample_inputs(net.model_name), torch.randint(0, 3, (4,))
+    return F.cross_entropy(net(x), y)
+
+
+def take_steps(net, strategy, epoch: int = 0, steps: int = 3, batch_loss=classification_loss):
+    """Real optimizer steps as fit() takes them; `batch_loss(net)` draws a batch and returns its loss."""
     optimizer = _optimizer(strategy.param_groups(net, LR), TrainConfig())
     strategy.on_epoch_start(net, optimizer, epoch)
     torch.manual_seed(1)
     for _ in range(steps):
         set_train_mode(net, masked=zero_rate_parameters(optimizer))
-        x, y = sample_inputs(net.model_name), torch.randint(0, 3, (4,))
-        loss = F.cross_entropy(net(x), y)
+        loss = batch_loss(net)
         penalty = strategy.penalty(net)
         loss = loss if penalty is None else loss + penalty
         optimizer.zero_grad()
