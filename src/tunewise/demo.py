@@ -36,6 +36,14 @@ class Demo:
     question: str
 
 
+def _dense_demo(data: str, labels: str) -> Demo:
+    """Detection and segmentation share canvases, model and search; only the labels differ."""
+    return Demo("pkg:efficientnet_lite0", DataConfig(data=data, image_size=128, max_train_per_class=200),
+                SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1,
+                             budget="15epochs", scratch_epochs=3),
+                TrainConfig(batch_size=16), f"Fashion-MNIST items pasted on 128 px canvases (200 training {labels})")
+
+
 DEMOS = {
     "image_classification": Demo(
         "pkg:efficientnet_lite0", DataConfig(data="textile", image_size=128, max_train_per_class=100),
@@ -57,16 +65,8 @@ DEMOS = {
         SearchConfig(strategies=("linear_probe", "lora", "full"), epochs=3, rates=1, seeds=2, finalists=2,
                      budget="27epochs", scratch_epochs=3),
         TrainConfig(batch_size=16), "generated passages with known answer spans (300 training questions)"),
-    "object_detection": Demo(
-        "pkg:efficientnet_lite0", DataConfig(data="detection_demo", image_size=128, max_train_per_class=200),
-        SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1, budget="15epochs",
-                     scratch_epochs=3),
-        TrainConfig(batch_size=16), "Fashion-MNIST items pasted on 128 px canvases (200 training images)"),
-    "semantic_segmentation": Demo(
-        "pkg:efficientnet_lite0", DataConfig(data="segmentation_demo", image_size=128, max_train_per_class=200),
-        SearchConfig(strategies=DENSE_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=1, budget="15epochs",
-                     scratch_epochs=3),
-        TrainConfig(batch_size=16), "Fashion-MNIST items pasted on 128 px canvases (200 training masks)"),
+    "object_detection": _dense_demo("detection_demo", "images"),
+    "semantic_segmentation": _dense_demo("segmentation_demo", "masks"),
 }
 
 
