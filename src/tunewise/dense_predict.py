@@ -24,18 +24,19 @@ MIN_SCORE = 0.3
 def predict_dense(model, info: dict, files: list[Path], out: str | Path | None = None) -> list[dict]:
     """One row per image: its detections (label, score, box x1 y1 x2 y2 in its pixels) or its
     classes' pixel shares; with `out`, the files described in `write_outputs` too."""
-    device = next(model.parameters()).device
-    results = []
-    for path in files:
-        image = v2.functional.to_dtype(v2.functional.to_image(open_image(path)), torch.float32, scale=True)
-        if info["task"] == "object_detection":
-            found = model({"images": [image.to(device)]})[0]
-            results.append({k: v.cpu() for k, v in found.items()})
-        else:
-            results.append(_segment(model, image, info["preprocess"], device))
+    results = [_predict_one(model, open_image(path), info) for path in files]
     if out is not None:
         write_outputs(Path(out), files, results, info)
     return [_row(path, result, info) for path, result in zip(files, results, strict=True)]
+
+
+def _predict_one(model, image: Image.Image, info: dict):
+    """One image's detections (boxes in its own pixels, labels 1..C, scores) or class mask (H, W)."""
+    device = next(model.parameters()).device
+    tensor = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)
+    if info["task"] == "object_detection":
+        return {k: v.cpu() for k, v in model({"images": [tensor.to(device)]})[0].items()}
+    return _segment(model, tensor, info["preprocess"], device)
 
 
 def _segment(model, image: torch.Tensor, preprocess, device) -> torch.Tensor:
@@ -162,12 +163,10 @@ def draw_examples(model_dir: Path, data, out: Path, count: int = 8) -> Path:
     figure, axes = plt.subplots(rows, len(shown), figsize=(2.2 * len(shown), 2.4 * rows), squeeze=False)
     for column in range(len(shown)):
         image, truth = shown[column]
-        tensor = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)
+        predicted = _predict_one(model, image, info)
         if detection:
-            found = {k: v.cpu() for k, v in model({"images": [tensor.to(device)]})[0].items()}
-            panels = [draw_detections(image, found, info["classes"], truth={"boxes": truth["boxes"]})]
+            panels = [draw_detections(image, predicted, info["classes"], truth={"boxes": truth["boxes"]})]
         else:
-            predicted = _segment(model, tensor, info["preprocess"], device)
             classes = len(info["classes"])
             panels = [draw_mask(image, predicted, classes), draw_mask(image, truth.as_subclass(torch.Tensor), classes)]
         for row, panel in enumerate(panels):
