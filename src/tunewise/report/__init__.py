@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from tunewise.records import Leaderboard, RunRecord
+from tunewise.records import Arm, Leaderboard, RunRecord
 
 console = Console()
 
@@ -90,32 +90,142 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _interval(mean: float, low: float, high: float) -> str:
-    return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+# --- a search's answer in words: shared by the terminal and the report ----------------------------
+
+def pct(value: float | None) -> str:
+    """A metric value (a fraction) in percent: `71.3%`."""
+    return "-" if _missing(value) else f"{100 * value:.1f}%"
+
+
+def _missing(*values) -> bool:
+    return any(v is None or v != v for v in values)  # None or NaN
+
+
+def arm_score(arm: Arm) -> str:
+    """`80.7% [75.0, 86.0]`: the arm's mean and its 95% interval, when the interval has a width."""
+    if _missing(arm.ci_low, arm.ci_high) or not arm.ci_high > arm.ci_low:
+        return f"{pct(arm.mean)} (no interval)"
+    return f"{pct(arm.mean)} [{100 * arm.ci_low:.1f}, {100 * arm.ci_high:.1f}]"
+
+
+def in_points(diff: dict) -> str:
+    """`+4.2 points [-1.0, +9.5]`: a difference between two arms, in percentage points."""
+    head = f"{100 * diff['mean']:+.1f} points"
+    if _missing(diff.get("ci_low"), diff.get("ci_high")):
+        return f"{head} (no interval)"
+    return f"{head} [{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}]"
+
+
+def verdict(diff: dict) -> str:
+    """The record's verdict, with each side's seeds; an older leaderboard recorded none."""
+    words = diff.get("verdict", "no verdict recorded (an older leaderboard)")
+    seeds = diff.get("seeds")
+    if "verdict" in diff and isinstance(seeds, list) and len(seeds) == 2:
+        words += f", {seeds[0]} and {seeds[1]} seeds"
+    return words
+
+
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def winner_arm(board: Leaderboard) -> Arm | None:
+    return next((a for a in board.arms if a.name == board.winner), None)
+
+
+def answer(board: Leaderboard) -> list[str]:
+    """Three plain sentences: what won, whether pretraining beat scratch, what was not measured."""
+    return [winner_sentence(board), scratch_sentence(board), unmeasured_sentence(board)]
+
+
+def winner_sentence(board: Leaderboard) -> str:
+    arm = winner_arm(board)
+    if arm is None:
+        return f"The search picked {board.winner}, but its arm is missing from the leaderboard."
+    won = f"{arm.name}{knob_text(arm.knobs)} at lr {arm.lr:.3g}"
+    score = f"validation {board.metric} {arm_score(arm)}"
+    if board.pick.get("tied"):
+        group = [board.pick["best_by_mean"], *board.pick["tied"]]
+        cheaper = "cheaper" if len(group) == 2 else "cheapest"
+        return f"{_names(group)} cannot be told apart; picked the {cheaper}, {won} ({score})."
+    if arm.strategy == "scratch":
+        return f"{won} won ({score}): {board.pick.get('rule', 'training from scratch beat every pretrained arm')}."
+    if board.runner_up:
+        return (f"{won} won ({score}); over the next, {board.runner_up['versus']}: {in_points(board.runner_up)}, "
+                f"{verdict(board.runner_up)}.")
+    return f"{won} won ({score}), the only pretrained arm that completed."
+
+
+def scratch_sentence(board: Leaderboard) -> str:
+    """Whether pretraining beat training from scratch, in points, never called significant unless recorded so."""
+    versus = board.versus_scratch
+    if versus:
+        if "significant" not in versus:
+            lead = "Pretraining vs training from scratch"
+        elif versus["significant"]:
+            lead = "Pretraining beat training from scratch" if versus["mean"] > 0 else \
+                "Training from scratch beat pretraining"
+        else:
+            lead = "Pretraining and training from scratch cannot be told apart"
+        of = versus.get("of", board.winner)
+        return f"{lead}: {of} vs scratch, {in_points(versus)} of validation {board.metric} ({verdict(versus)})."
+    scratch = next((a for a in board.arms if a.strategy == "scratch"), None)
+    pretrained = next((a for a in board.arms if a.strategy != "scratch"), None)
+    if scratch is None:
+        return "Pretraining vs training from scratch was not measured: no scratch baseline ran."
+    if pretrained is None:
+        return "No pretrained arm completed, so pretraining vs training from scratch was not measured."
+    if board.winner != scratch.name:
+        return "No difference between pretraining and training from scratch was recorded."
+    return (f"Training from scratch won over pretraining: scratch {arm_score(scratch)} against {pretrained.name} "
+            f"{arm_score(pretrained)} of validation {board.metric}.")
+
+
+def unmeasured_sentence(board: Leaderboard) -> str:
+    if board.unmeasured:
+        return "Not measured: " + "; ".join(f"{name} ({why})" for name, why in board.unmeasured.items()) + "."
+    if not board.interval_method:  # a leaderboard from before unmeasured strategies were recorded
+        return "This older leaderboard does not record unmeasured strategies; the trials table shows each one's state."
+    return "Every strategy asked for was measured."
+
+
+def notes(board: Leaderboard) -> list[str]:
+    """How to read the numbers: the metric and why, the majority-class line, what this validation set can
+    detect, how the intervals were made."""
+    found = [f"Metric: {board.metric_reason or board.metric} (validation; values in percent, differences "
+             "in points)."]
+    if board.baseline and board.metric in board.baseline:
+        found.append(f"Always answering {board.baseline['predicts']!r} (the majority class) scores "
+                     f"{pct(board.baseline[board.metric])}: the line to beat.")
+    if board.detectable is not None:
+        found.append(f"This validation set cannot tell apart differences smaller than about "
+                     f"{100 * board.detectable:.1f} points.")
+    if board.interval_method:
+        found.append(f"Intervals: {board.interval_method}.")
+    return found
 
 
 def print_leaderboard(board: Leaderboard) -> None:
-    """The arms with their intervals, then the decision in words."""
+    """The arms with their intervals, how to read them and the warnings; the answer in three sentences last."""
     table = Table(title=f"search: {board.model} on {board.data} ({len(board.trials)} trials, "
                         f"{board.compute:.1f} epoch-equivalents, {board.seconds:.0f} s)")
-    for column in ("strategy", "lr", "seeds", f"val {board.metric} % [95% CI]", "test %"):
+    for column in ("strategy", "lr", "seeds", f"val {board.metric} [95% CI]", "test (seed-0 run)"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for arm in board.arms:
-        test = arm.test.get(board.metric) if arm.test else None
         name = arm.name + knob_text(arm.knobs) + (" (winner)" if arm.name == board.winner else "")
-        table.add_row(name, f"{arm.lr:.2g}", str(len(arm.seeds)), _interval(arm.mean, arm.ci_low, arm.ci_high),
-                      _pct(test))
+        table.add_row(name, f"{arm.lr:.2g}", str(len(arm.seeds)), arm_score(arm),
+                      pct((arm.test or {}).get(board.metric)))
+    if board.baseline and board.metric in board.baseline:
+        table.add_row(f"always {board.baseline['predicts']!r} (majority class)", "", "",
+                      pct(board.baseline[board.metric]), "")
     console.print(table)
-    if board.runner_up:
-        console.print(_difference(board.winner, board.runner_up, "runner-up"))
-    if board.versus_scratch:
-        best = next(a.strategy for a in board.arms if a.strategy != "scratch")
-        console.print(_difference(best, board.versus_scratch, "is pretraining worth it?"))
-
-
-def _difference(name: str, diff: dict, label: str) -> str:
-    spread = _interval(diff["mean"], diff["ci_low"], diff["ci_high"])
-    return f"{label}: {name} - {diff['versus']} = {spread} points (paired over seeds {diff['seeds']})"
+    for line in notes(board):
+        console.print(line, markup=False)
+    for line in board.warnings:
+        console.print(f"WARNING: {line}", style="bold yellow", markup=False)
+    console.print()
+    for sentence in answer(board):
+        console.print(sentence, style="bold", markup=False)
 
 
 def print_trials(board: Leaderboard) -> None:
@@ -139,7 +249,7 @@ def print_ranking(ranking) -> None:
 
     table = Table(title=f"which model for {ranking.data}? ({ranking.examples} training examples scored)",
                   caption="higher is better in every column; combined: mean rank position, 0 worst .. 1 best")
-    for column in ("model", "combined", *SCORERS, f"fine-tuned {ranking.metric}"):
+    for column in ("model", "combined", *SCORERS, f"fine-tuned {ranking.metric} %"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for c in ranking.candidates:
         if c.error:

@@ -1,11 +1,16 @@
 """A search's report from its `Leaderboard` alone: four PNG plots, `report.md` and `report.html`.
 
+The first screen answers in three sentences (what won, whether pretraining beat scratch, what was
+not measured), then the warnings and how to read the numbers; metric values are in percent and
+differences in points everywhere. `report.html` is one self-contained file: its plots are embedded.
+
 Nothing here imports torch: `tunewise report RUN_DIR` can rebuild a report on any machine.
 Plots use matplotlib's object API (`Figure`), never pyplot: no global state, no display needed.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 import textwrap
@@ -14,16 +19,28 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.transforms import offset_copy
 
 from tunewise.io import write_atomic
 from tunewise.records import Arm, Leaderboard
-from tunewise.report import knob_text
+from tunewise.report import (
+    _count,
+    answer,
+    arm_score,
+    in_points,
+    knob_text,
+    notes,
+    pct,
+    scratch_sentence,
+    verdict,
+    winner_arm,
+)
 
 PLOTS = ("curves.png", "pareto.png", "leaderboard.png", "pretrained_vs_scratch.png", "predictions.png")
 SCRATCH = "scratch"
 SCRATCH_COLOUR = "#333333"
+BASELINE_COLOUR = "#b22222"
 MARKERS = {"complete": "o", "pruned": "v", "fail": "X"}
 DPI = 120
 
@@ -48,18 +65,13 @@ def write_report(board: Leaderboard, folder: str | Path) -> list[Path]:
     written = [_save_figure(figure, folder / name) for name, figure in plots.items()]
     drawn = {"predictions.png"} if (folder / "predictions.png").is_file() else set()  # detection, segmentation
     blocks = _blocks(board, set(plots) | drawn)
-    for name, render in (("report.md", _markdown), ("report.html", _html)):
-        text = render(blocks)
+    for name, text in (("report.md", _markdown(blocks)), ("report.html", _html(blocks, folder))):
         write_atomic(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
         written.append(folder / name)
     return written
 
 
 # --- small helpers -----------------------------------------------------------------------------
-
-def _winner_arm(board: Leaderboard) -> Arm | None:
-    return next((a for a in board.arms if a.name == board.winner), None)
-
 
 def _pretrained_arm(board: Leaderboard) -> Arm | None:
     """The best arm that starts from pretrained weights (arms are best first)."""
@@ -68,6 +80,12 @@ def _pretrained_arm(board: Leaderboard) -> Arm | None:
 
 def _scratch_arm(board: Leaderboard) -> Arm | None:
     return next((a for a in board.arms if a.strategy == SCRATCH), None)
+
+
+def _versus_arm(board: Leaderboard) -> Arm | None:
+    """The arm compared with scratch: the one the record names, else the best pretrained arm."""
+    of = (board.versus_scratch or {}).get("of")
+    return next((a for a in board.arms if a.name == of), None) or _pretrained_arm(board)
 
 
 def _nan(value) -> bool:
@@ -113,6 +131,22 @@ def _empty(ax, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
+def _percent(axis) -> None:
+    """Tick labels in percent (every selection metric is a fraction)."""
+    axis.set_major_formatter(PercentFormatter(1.0))
+
+
+def _baseline_line(ax, board: Leaderboard, vertical: bool = False) -> list[Line2D]:
+    """The majority class always predicted, as a dotted line across the metric's axis; its legend handle,
+    or nothing for tasks without a baseline."""
+    value = (board.baseline or {}).get(board.metric)
+    if value is None:
+        return []
+    (ax.axvline if vertical else ax.axhline)(value, color=BASELINE_COLOUR, ls=":", lw=1.6, zorder=1)
+    label = f"always {board.baseline['predicts']!r}\n(majority class): {pct(value)}"
+    return [Line2D([], [], color=BASELINE_COLOUR, ls=":", lw=1.6, label=label)]
+
+
 def _save_figure(figure: Figure, path: Path) -> Path:
     write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI))
     return path
@@ -130,15 +164,16 @@ def _curves_figure(board: Leaderboard, colours: dict) -> Figure:
     axes = figure.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     for ax, name in zip(axes, names, strict=False):
         _curves_panel(ax, [t for t in trials if t.strategy == name], colours.get(name, "grey"), name)
+        baseline = _baseline_line(ax, board)  # the same legend handle from every panel
     for ax in axes[len(names):]:
         ax.set_visible(False)
     if not trials:
         _empty(axes[0], "no trial recorded a learning curve")
     cut = [Line2D([], [], color="grey", ls="--", marker="x", ms=8, label="pruned (x: where cut)")]
     handles = [Line2D([], [], color=colours[n], lw=2.5, label=n) for n in names if n in colours]
-    handles += cut if any(t.state == "pruned" for t in trials) else []
+    handles += (cut if any(t.state == "pruned" for t in trials) else []) + baseline
     if handles:
-        figure.legend(handles=handles, loc="outside right upper", fontsize=9, title="strategy")
+        figure.legend(handles=handles, loc="outside right center", fontsize=9, title="strategy")
     figure.suptitle(f"Learning curves: validation {board.metric} per epoch ({len(trials)} trials)")
     figure.supxlabel("epoch")
     figure.supylabel(f"validation {board.metric}")
@@ -153,6 +188,7 @@ def _curves_panel(ax, trials: list, colour, name: str) -> None:
             ax.plot(len(t.curve), t.curve[-1], "x", color=colour, ms=9, mew=2)
     ax.set_title(f"{name} ({len(trials)} trial{'s' * (len(trials) != 1)})", fontsize=10, color=colour)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _percent(ax.yaxis)
     ax.tick_params(labelbottom=True, labelleft=True)
     ax.grid(alpha=0.3)
 
@@ -200,6 +236,8 @@ def _pareto_figure(board: Leaderboard, colours: dict) -> Figure:
     states = [Line2D([], [], color="grey", marker=MARKERS.get(s, "s"), ls="", ms=8, label=s)
               for s in dict.fromkeys(t.state for t in trials)]
     states += [Line2D([], [], color="black", lw=1.5, label="Pareto front")] if front else []
+    states += _baseline_line(ax, board)
+    _percent(ax.yaxis)
     _strategy_legend(ax, colours, dict.fromkeys(t.strategy for t in trials), states, loc="best")
     ax.set_xlim(left=0)
     ax.margins(x=0.06, y=0.08)
@@ -209,9 +247,10 @@ def _pareto_figure(board: Leaderboard, colours: dict) -> Figure:
     return figure
 
 
-def _value_limits(arms: list[Arm]) -> tuple[float, float, tuple[float, float] | None]:
-    """x-limits around the intervals; a metric within [0, 1] keeps its bars inside [0, 1] (the bounds)."""
+def _value_limits(arms: list[Arm], baseline: float | None) -> tuple[float, float, tuple[float, float] | None]:
+    """x-limits around the intervals and the baseline; a metric within [0, 1] keeps its bars inside [0, 1]."""
     values = [v for a in arms for v in (a.ci_low, a.ci_high, *a.scores) if not _nan(v)] or [0.0, 1.0]
+    values += [] if baseline is None else [baseline]
     low, high = min(values), max(values)
     bounds = (0.0, 1.0) if all(0 <= v <= 1 for a in arms for v in a.scores) else None
     if bounds:
@@ -223,7 +262,7 @@ def _value_limits(arms: list[Arm]) -> tuple[float, float, tuple[float, float] | 
 def _leaderboard_figure(board: Leaderboard, colours: dict) -> Figure:
     """Each arm's mean with its 95% interval, best on top; per-seed scores as small dots."""
     figure, ax = _figure(9, 1.6 + 0.7 * max(len(board.arms), 2))
-    left, right, bounds = _value_limits(board.arms)
+    left, right, bounds = _value_limits(board.arms, (board.baseline or {}).get(board.metric))
     clipped = False
     for row, arm in enumerate(board.arms):
         y = len(board.arms) - 1 - row
@@ -233,6 +272,10 @@ def _leaderboard_figure(board: Leaderboard, colours: dict) -> Figure:
     ax.set_ylim(-0.6, len(board.arms) - 0.4)
     note = " (arrows: interval goes past [0, 1]; numbers at right are the full interval)" if clipped else ""
     ax.set(title=f"Arms: mean validation {board.metric} with 95% interval", xlabel=f"validation {board.metric}{note}")
+    _percent(ax.xaxis)
+    baseline = _baseline_line(ax, board, vertical=True)
+    if baseline:
+        ax.legend(handles=baseline, fontsize=9, loc="lower left", framealpha=0.9)
     ax.grid(axis="x", alpha=0.3)
     if not board.arms:
         _empty(ax, "no arm completed")
@@ -240,7 +283,7 @@ def _leaderboard_figure(board: Leaderboard, colours: dict) -> Figure:
 
 
 def _role(arm: Arm, winner: str) -> str:
-    return " (winner)" if arm.name == winner else " (baseline)" if arm.strategy == SCRATCH else ""
+    return " (winner)" if arm.name == winner else " (random init)" if arm.strategy == SCRATCH else ""
 
 
 def _arm_label(arm: Arm, winner: str) -> str:
@@ -255,7 +298,7 @@ def _leaderboard_row(ax, arm: Arm, y: float, colours: dict, winner: str, bounds:
         ax.axhspan(y - 0.45, y + 0.45, color="#ffe9a8", alpha=0.6, zorder=0)
     ax.scatter(arm.scores, [y] * len(arm.scores), color=colour, alpha=0.35, s=25, zorder=2)
     clipped = False
-    if len(arm.scores) > 1 and not (_nan(arm.ci_low) or _nan(arm.ci_high)):
+    if not (_nan(arm.ci_low) or _nan(arm.ci_high)) and arm.ci_high > arm.ci_low:
         low, high = (max(arm.ci_low, bounds[0]), min(arm.ci_high, bounds[1])) if bounds else (arm.ci_low, arm.ci_high)
         ax.hlines(y, low, high, color=colour, lw=2.5, zorder=3)
         for end, true_end, arrow in ((low, arm.ci_low, "<"), (high, arm.ci_high, ">")):
@@ -264,148 +307,154 @@ def _leaderboard_row(ax, arm: Arm, y: float, colours: dict, winner: str, bounds:
             clipped |= cut
     marker, size = ("*", 320) if arm.name == winner else ("o", 90)
     ax.scatter([arm.mean], [y], color=colour, marker=marker, s=size, edgecolors="black", zorder=4)
-    text = f"{_num(arm.mean)}  [{_num(arm.ci_low)}, {_num(arm.ci_high)}]" if len(arm.scores) > 1 else \
-        f"{_num(arm.mean)}  (1 seed, no interval)"
-    ax.annotate(text, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=9)
+    ax.annotate(arm_score(arm), (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=9)
     return clipped
 
 
 def _versus_scratch_figure(board: Leaderboard, colours: dict) -> Figure:
-    """The best pretrained arm's and scratch's score on each seed, joined per seed; the paired difference
-    in the title."""
-    winner, scratch = _pretrained_arm(board), _scratch_arm(board)
+    """The arm compared with scratch and scratch: each seed's score, the mean and its 95% interval; the
+    answer about pretraining in the title. Seeds are not joined: seed k of one arm shares nothing with
+    seed k of another."""
+    pretrained, scratch = _versus_arm(board), _scratch_arm(board)
     figure, ax = _figure(7.5, 5.6)
-    for x, inward, arm in ((0, 1, winner), (1, -1, scratch)):  # mean bars inward, seed labels outward
-        ax.scatter([x] * len(arm.scores), arm.scores, color=colours[arm.strategy], s=60, zorder=3)
-        ax.hlines(arm.mean, x + 0.05 * inward, x + 0.25 * inward, color=colours[arm.strategy], lw=4, alpha=0.8,
-                  zorder=4)
-    _seed_pairs(ax, winner, scratch)
-    ax.set_xticks([0, 1], [f"{winner.name}\n(best pretrained)", "scratch\n(random init)"])
-    ax.set_xlim(-0.6, 1.6)
+    for x, arm in ((0, pretrained), (1, scratch)):
+        colour = colours[arm.strategy]
+        ax.scatter([x - 0.12] * len(arm.scores), arm.scores, color=colour, s=50, alpha=0.6, zorder=3)
+        if not (_nan(arm.ci_low) or _nan(arm.ci_high)) and arm.ci_high > arm.ci_low:
+            ax.vlines(x + 0.08, arm.ci_low, arm.ci_high, color=colour, lw=2.5, zorder=3)
+        ax.hlines(arm.mean, x - 0.02, x + 0.18, color=colour, lw=4, zorder=4)
+        ax.annotate(arm_score(arm), (x + 0.22, arm.mean), va="center", fontsize=9)
+    handles = _baseline_line(ax, board)
+    if handles:
+        ax.legend(handles=handles, fontsize=9, loc="best", framealpha=0.9)
+    ax.set_xticks([0, 1], [f"{pretrained.name}\n(pretrained)", "scratch\n(random init)"])
+    ax.set_xlim(-0.5, 1.75)
     ax.margins(y=0.1)
-    difference = textwrap.fill(f"{winner.name} - scratch: {_difference_text(board.versus_scratch)}", 80)
-    ax.set_title(f"Pretrained vs scratch, per seed (thick bars: means)\n{difference}", fontsize=10)
+    ax.set_title("Pretrained vs scratch (dots: seeds; bar: mean; line: 95% interval)\n"
+                 + textwrap.fill(scratch_sentence(board), 80), fontsize=10)
     ax.set_ylabel(f"best validation {board.metric}")
+    _percent(ax.yaxis)
     ax.grid(axis="y", alpha=0.3)
     return figure
 
 
-def _seed_pairs(ax, winner: Arm, scratch: Arm) -> None:
-    """A grey line per seed both ran, labelled on either side (labels of equal scores stacked)."""
-    common = [s for s in winner.seeds if s in scratch.seeds]
-    pairs = [(winner.scores[winner.seeds.index(s)], scratch.scores[scratch.seeds.index(s)]) for s in common]
-    for pair in pairs:
-        ax.plot([0, 1], pair, color="grey", alpha=0.7, lw=1.2, zorder=2)
-    for x, side, align in ((0, 0, "right"), (1, 1, "left")):
-        offsets = _dodge([(x, p[side]) for p in pairs], step=10.0)
-        for seed, pair, dy in zip(common, pairs, offsets, strict=True):
-            ax.annotate(f"seed {seed}", (x, pair[side]), xytext=(-10 if x == 0 else 10, dy),
-                        textcoords="offset points", ha=align, va="center", fontsize=8, color="dimgrey")
-
-
-# --- text --------------------------------------------------------------------------------------
-
-def _difference_text(paired: dict | None) -> str:
-    """winner - other over their paired seeds, with its interval and whether that interval excludes 0."""
-    if paired is None:
-        return "no paired difference"
-    mean, low, high, n = paired["mean"], paired["ci_low"], paired["ci_high"], len(paired.get("seeds") or [])
-    head = f"difference {mean:+.3f}"
-    if n == 0 or _nan(low) or _nan(high):
-        return f"{head} of the means (no seeds in common: no interval, so not shown significant at 95%)"
-    if n == 1:
-        return f"{head} on 1 paired seed (no interval, so not shown significant at 95%)"
-    interval = f"{head}, 95% CI [{low:+.3f}, {high:+.3f}] over {n} paired seeds"
-    if low <= 0 <= high:
-        return f"{interval}: the interval includes 0, so the difference is not significant at 95%"
-    return f"{interval}: significant at 95%"
-
-
-def _decision(board: Leaderboard) -> str:
-    """The whole decision in one sentence."""
-    winner = _winner_arm(board)
-    if winner is None:
-        return f"The search picked {board.winner}, but its arm is missing from the leaderboard."
-    n = len(winner.scores)
-    spread = f"95% CI [{_num(winner.ci_low)}, {_num(winner.ci_high)}] over {n} seeds" if n > 1 else \
-        "1 seed, so no interval"
-    parts = [f"Pick {winner.name}{knob_text(winner.knobs)} (lr {_rate(winner.lr)}): mean validation {board.metric} "
-             f"{_num(winner.mean)}, {spread}"]
-    if board.runner_up:
-        parts.append(f"versus the runner-up {board.runner_up['versus']}: {_difference_text(board.runner_up)}")
-    else:
-        parts.append("there is no runner-up (a single pretrained arm)")
-    parts.append(_scratch_clause(board))
-    return "; ".join(parts) + "."
-
-
-def _scratch_clause(board: Leaderboard) -> str:
-    if _scratch_arm(board) is None:
-        return "no scratch baseline was run, so pretrained vs scratch is not measured"
-    best = _pretrained_arm(board)
-    if best is None:
-        return "no pretrained arm completed, so the pick is the scratch baseline"
-    if not board.versus_scratch:
-        return "no paired difference to scratch was recorded"
-    verdict = "training from scratch beats every pretrained arm here; " if board.winner == SCRATCH else ""
-    return (f"{verdict}pretrained vs training from scratch ({best.name} - scratch): "
-            f"{_difference_text(board.versus_scratch)}")
-
+# --- text ------------------------------------------------------------------------------------
 
 def _details(board: Leaderboard) -> list[str]:
     states = [t.state for t in board.trials]
     counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
-    lines = [f"Model: {board.model}", f"Data: {board.data}", f"Metric: {board.metric} (validation)",
-             f"Budget: {board.budget}",
-             f"Compute spent: {board.compute:.1f} training-epoch equivalents over {len(board.trials)} trials"
-             + (f" ({counts})" if counts else ""),
-             f"Time: {_duration(board.seconds)}", f"Run folder: {board.run_dir}"]
-    winner = _winner_arm(board)
-    metric = board.metric
-    if winner and winner.test and metric in winner.test:
-        lines.append(f"Winner's test {metric} (seed {winner.seeds[0]} model): {_num(winner.test[metric])}")
-    if board.linear_probe_test and metric in board.linear_probe_test:
-        probe = _num(board.linear_probe_test[metric])
-        lines.append(f"Test {metric} of the best linear-probe trial (a cheap reference): {probe}")
+    return [f"Model: {board.model}", f"Data: {board.data}", f"Budget: {board.budget}",
+            f"Compute spent: {board.compute:.1f} training-epoch equivalents over {len(board.trials)} trials"
+            + (f" ({counts})" if counts else ""),
+            f"Time: {_duration(board.seconds)}", f"Run folder: {board.run_dir}"]
+
+
+def _differences(board: Leaderboard) -> list[str]:
+    lines = [f"How the winner was picked: {board.pick['rule']}."] if board.pick.get("rule") else []
+    for diff, label in ((board.runner_up, "the next pretrained arm"), (board.versus_scratch, "the scratch baseline")):
+        if diff:
+            of = diff.get("of", board.winner)
+            lines.append(f"{of} vs {diff['versus']} ({label}): {in_points(diff)}, {verdict(diff)}.")
     return lines
 
 
 def _arms_table(board: Leaderboard) -> tuple:
-    headers = ["strategy", "lr", "seeds", f"mean {board.metric}", "95% CI", f"test {board.metric}"]
+    headers = ["strategy", "lr", "seeds", f"validation {board.metric} [95% CI]", f"test {board.metric} (seed-0 run)",
+               "cost (epochs per run)", "trainable"]
     rows = []
     for arm in board.arms:
-        ci = f"[{_num(arm.ci_low)}, {_num(arm.ci_high)}]" if len(arm.scores) > 1 else "- (1 seed)"
-        test = (arm.test or {}).get(board.metric)
-        seeds = ", ".join(map(str, arm.seeds))
         name = arm.name + knob_text(arm.knobs) + _role(arm, board.winner)
-        rows.append([name, _rate(arm.lr), seeds, _num(arm.mean), ci, _num(test)])
-    return "table", headers, rows, [False, True, False, True, False, True]
+        rows.append([name, _rate(arm.lr), ", ".join(map(str, arm.seeds)), arm_score(arm),
+                     pct((arm.test or {}).get(board.metric)), _num(arm.cost, 2) if arm.cost else "-",
+                     _count(arm.trainable_params) if arm.trainable_params else "-"])
+    value = (board.baseline or {}).get(board.metric)
+    if value is not None:
+        rows.append([f"always {board.baseline['predicts']!r} (majority class)", "-", "-", pct(value), "-", "0", "0"])
+    return "table", headers, rows, [False, True, False, True, True, True, True]
+
+
+def _probe_note(board: Leaderboard) -> list[tuple]:
+    """An older leaderboard's test figure for the linear probe, when it came from another run than an arm's."""
+    probe = next((a for a in board.arms if a.strategy == "linear_probe"), None)
+    value = (board.linear_probe_test or {}).get(board.metric)
+    if value is None or (probe and probe.test):
+        return []
+    return [("p", f"Test {board.metric} of linear_probe: {pct(value)}, from its best explore trial's run (this "
+                  "older leaderboard tested that run, not an arm above).")]
+
+
+def _class_table(arms: list[Arm], classes: list[str]) -> tuple:
+    """Per class: its validation examples, each arm's recall and F1, and who never predicts it."""
+    support = [sum(row) for row in arms[0].val["confusion_matrix"]]
+    headers = ["class", "examples"] + [f"{a.name} {m}" for a in arms for m in ("recall", "F1")] + ["never predicted by"]
+    rows = []
+    for c, name in enumerate(classes):
+        cells = [pct(a.val[m][c]) for a in arms for m in ("recall", "f1")]
+        never = [a.name for a in arms if c in a.val.get("never_predicted", [])]
+        rows.append([name, str(support[c]), *cells, ", ".join(never)])
+    return "table", headers, rows, [False, True, *[True] * (2 * len(arms)), False]
+
+
+def _confusion_table(arm: Arm, classes: list[str]) -> tuple:
+    headers = ["true \u2193 predicted \u2192", *classes]
+    rows = [[name, *map(str, row)] for name, row in zip(classes, arm.val["confusion_matrix"], strict=True)]
+    return "table", headers, rows, [False] + [True] * len(classes)
+
+
+MAX_CONFUSION_CLASSES = 15
+
+
+def _per_class_blocks(board: Leaderboard) -> list[tuple]:
+    """The winner's and scratch's seed-0 run per class (classification only): recall, F1, confusion."""
+    arms = [a for a in (winner_arm(board), _scratch_arm(board)) if a and a.val and "confusion_matrix" in a.val]
+    arms = list({a.name: a for a in arms}.values())
+    if not arms:
+        return []
+    classes = board.classes or [str(c) for c in range(len(arms[0].val["confusion_matrix"]))]
+    blocks = [("h2", "Per class"),
+              ("p", "Validation, the seed-0 run of each arm. Recall: the share of a class's examples found; F1: "
+                    "the balance of recall and precision."),
+              _class_table(arms, classes)]
+    for arm in arms if len(classes) <= MAX_CONFUSION_CLASSES else []:
+        blocks += [("h3", f"Confusion matrix of {arm.name} (rows: true class, columns: predicted)"),
+                   _confusion_table(arm, classes)]
+    return blocks
 
 
 def _trials_table(board: Leaderboard) -> tuple:
-    headers = ["#", "tier", "strategy", "lr", "seed", "state", "best val", "epochs", "compute", "reason"]
+    headers = ["#", "tier", "strategy", "lr", "seed", "state", f"best validation {board.metric}", "epochs",
+               "compute", "reason"]
     rows = [[str(t.number), t.tier, t.strategy + knob_text(t.knobs) + (f" on {t.model}" if t.model else ""),
-             _rate(t.lr), str(t.seed), t.state, _num(t.val),
+             _rate(t.lr), str(t.seed), t.state, pct(t.val),
              str(t.epochs_run), _num(t.compute, 2), t.reason or ""] for t in board.trials]
     return "table", headers, rows, [True, False, False, True, True, False, True, True, True, False]
 
 
 CAPTIONS = {
-    "curves.png": "Learning curves: validation metric per epoch of every trial (pruned: dashed, x where cut).",
+    "curves.png": "Learning curves: validation metric per epoch of every trial (pruned: dashed, x where cut; "
+                  "dotted red, where shown: the majority class always predicted).",
     "pareto.png": "Best validation metric vs compute per trial; the step line is the Pareto front.",
-    "leaderboard.png": "Each arm's mean with its 95% interval (dots: single seeds; star: winner; shaded: scratch).",
-    "pretrained_vs_scratch.png": "Winner and scratch on each seed, joined per seed.",
+    "leaderboard.png": "Each arm's mean with its 95% interval (dots: single seeds; star: winner; shaded: scratch; "
+                       "dotted red, where shown: the majority class always predicted).",
+    "pretrained_vs_scratch.png": "The arm compared with scratch and scratch: each seed's score, the mean and its "
+                                 "95% interval.",
     "predictions.png": "The winning model on held-out images: its boxes (white: the truth) or its masks.",
 }
 
 
 def _blocks(board: Leaderboard, plots: set[str]) -> list[tuple]:
-    """The report as plain blocks, rendered to Markdown and to HTML alike."""
-    blocks = [("h1", f"Search report: {board.model} on {board.data}"), ("list", _details(board)),
-              ("h2", "Decision"), ("p", _decision(board)),
-              ("h2", "Arms"), ("p", f"Best first; the mean and 95% t-interval of the best validation "
-                                    f"{board.metric} over seeds."), _arms_table(board),
-              ("h2", "Plots")]
+    """The report as plain blocks, rendered to Markdown and to HTML alike: the answer first."""
+    blocks = [("h1", f"Search report: {board.model} on {board.data}"), ("answer", answer(board))]
+    blocks += [("warnings", board.warnings)] if board.warnings else []
+    blocks += [("list", notes(board)), ("h2", "Search"), ("list", _details(board)),
+               ("h2", "Arms"),
+               ("p", f"Best first. Validation {board.metric}: the mean over seeds with its 95% interval. Test: the "
+                     "seed-0 run of each arm tested (the winner, the next pretrained arm, scratch and linear_probe), "
+                     "evaluated once after the decision, never used to choose."),
+               _arms_table(board), *_probe_note(board)]
+    differences = _differences(board)
+    blocks += [("h2", "Differences"), ("list", differences)] if differences else []
+    blocks += [*_per_class_blocks(board), ("h2", "Plots")]
     for name in PLOTS:
         if name in plots:
             blocks += [("image", name, CAPTIONS[name])]
@@ -421,10 +470,14 @@ def _md_cell(text: str) -> str:
 def _markdown(blocks: list[tuple]) -> str:
     out = []
     for kind, *rest in blocks:
-        if kind in ("h1", "h2"):
+        if kind in ("h1", "h2", "h3"):
             out.append(f"{'#' * int(kind[1])} {rest[0]}")
         elif kind == "p":
             out.append(rest[0])
+        elif kind == "answer":
+            out.append("\n\n".join(f"**{sentence}**" for sentence in rest[0]))
+        elif kind == "warnings":
+            out.append("\n".join(f"- **Warning:** {item}" for item in rest[0]))
         elif kind == "list":
             out.append("\n".join(f"- {item}" for item in rest[0]))
         elif kind == "image":
@@ -444,7 +497,9 @@ def _markdown_table(headers: list[str], rows: list[list[str]], right: list[bool]
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1150px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; } h3 { font-size: 1.05em; }
+.answer { font-size: 1.12em; background: #eef5ee; border-left: 5px solid #3a7d44; padding: 0.2em 1em; }
+.warnings { background: #fff3df; border-left: 5px solid #d98a00; padding: 0.4em 1em 0.4em 2.2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; vertical-align: top; }
 th { background: #f2f2f2; } tr:nth-child(even) td { background: #fafafa; } td.num { text-align: right; }
@@ -453,17 +508,29 @@ figcaption { color: #555; font-size: 0.9em; }
 """
 
 
-def _html(blocks: list[tuple]) -> str:
+def _image_source(name: str, folder: Path | None) -> str:
+    """The image as a data URI when it is in `folder`, so the page needs no file beside it; else its name."""
+    path = Path(folder) / name if folder is not None else None
+    if path is None or not path.is_file():
+        return name
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _html(blocks: list[tuple], folder: Path | None = None) -> str:
+    """The page; with `folder`, its images are embedded from there (one self-contained file)."""
     esc = html.escape
     title = next((rest[0] for kind, *rest in blocks if kind == "h1"), "Search report")
     body = []
     for kind, *rest in blocks:
-        if kind in ("h1", "h2", "p"):
+        if kind in ("h1", "h2", "h3", "p"):
             body.append(f"<{kind}>{esc(rest[0])}</{kind}>")
-        elif kind == "list":
-            body.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in rest[0]) + "</ul>")
+        elif kind == "answer":
+            body.append('<div class="answer">' + "".join(f"<p>{esc(s)}</p>" for s in rest[0]) + "</div>")
+        elif kind in ("list", "warnings"):
+            items = "".join(f"<li>{'<b>Warning:</b> ' * (kind == 'warnings')}{esc(item)}</li>" for item in rest[0])
+            body.append(f'<ul class="{kind}">{items}</ul>')
         elif kind == "image":
-            body.append(f'<figure><img src="{esc(rest[0])}" alt="{esc(rest[1])}">'
+            body.append(f'<figure><img src="{_image_source(rest[0], folder)}" alt="{esc(rest[1])}">'
                         f"<figcaption>{esc(rest[1])}</figcaption></figure>")
         elif kind == "table":
             body.append(_html_table(*rest))
