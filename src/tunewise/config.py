@@ -86,6 +86,9 @@ class TrainConfig:
     """auto picks a GPU where there is one."""
     detector: Literal["faster_rcnn", "fcos"] = "faster_rcnn"
     """Object detection: Faster R-CNN (two-stage) or FCOS (one-stage, anchor-free), both torchvision's."""
+    metric: str | None = None
+    """The validation metric that picks the best epoch and run; None: the task's choice for the data
+    (classification: macro-F1 when the classes are imbalanced, accuracy otherwise)."""
 
 
 def validate_train(config: TrainConfig) -> list[str]:

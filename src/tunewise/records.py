@@ -45,6 +45,12 @@ class RunRecord:
     cached features counts 1/3 (one forward pass over the data instead of forward and backward)."""
     processes: int = 1
     """Data-parallel processes that trained it (accelerate launch / torchrun)."""
+    metric_reason: str = ""
+    """Why `metric` selects: asked for, or the task's choice for these data."""
+    baseline: dict | None = None
+    """The majority class of training always predicted, scored on validation (classification)."""
+    start_val: float | None = None
+    """The selection metric before the first epoch, for runs that start from a trained head (LP-FT)."""
 
     @property
     def val_score(self) -> float:
@@ -84,6 +90,7 @@ class TrialRecord:
     trainable_params: int = 0
     knobs: dict = field(default_factory=dict)
     model: str | None = None
+    augment: bool = True
 
 
 @dataclass
@@ -107,11 +114,19 @@ class Arm:
     test: dict | None = None
     """Test metrics of the seed-0 model, evaluated once after the decision (the winner, the best
     pretrained arm, scratch and linear_probe)."""
+    augment: bool = True
+    """Whether its runs trained with augmentation (the search also tries the best arm without)."""
+    cost: float = 0.0
+    """Mean training compute of one run, in epoch equivalents: what the tie-aware pick minimises."""
+    trainable_params: int = 0
+    val: dict | None = None
+    """All validation metrics of the seed-0 run (confusion matrix, per-class recall and F1)."""
 
     @property
     def name(self) -> str:
         """The strategy, and the model when a search compared several: what the winner is called."""
-        return f"{self.strategy} on {self.model}" if self.model and self.strategy != "scratch" else self.strategy
+        name = f"{self.strategy} on {self.model}" if self.model and self.strategy != "scratch" else self.strategy
+        return name if self.augment else f"{name} (no augmentation)"
 
 
 @dataclass
@@ -128,12 +143,26 @@ class Leaderboard:
     """Best first, the scratch baseline among them."""
     winner: str
     runner_up: dict | None
-    """Paired difference winner - runner-up over common seeds: mean, ci_low, ci_high."""
+    """Winner minus the best other pretrained arm: mean, ci_low, ci_high, significant, verdict."""
     versus_scratch: dict | None
-    """Paired difference best pretrained arm - scratch: is pretraining worth it here?"""
+    """Winner minus scratch, the same way: is pretraining worth it here?"""
     linear_probe_test: dict | None
     compute: float
     seconds: float
+    metric_reason: str = ""
+    """Why `metric` selects (imbalanced classes select on macro-F1)."""
+    pick: dict = field(default_factory=dict)
+    """How the winner was picked: rule, best_by_mean, tied (arms that cannot be told apart), picked."""
+    interval_method: str = ""
+    detectable: float | None = None
+    """The smallest difference in `metric` this validation set could detect (80% power, 5% level)."""
+    unmeasured: dict = field(default_factory=dict)
+    """Strategies asked for that ran no epoch, and why."""
+    baseline: dict | None = None
+    """The majority class of training always predicted, scored on validation (classification)."""
+    classes: list[str] = field(default_factory=list)
+    seeds: int = 3
+    warnings: list[str] = field(default_factory=list)
 
     def save(self, path: str | Path) -> None:
         write_json(path, asdict(self))

@@ -34,6 +34,7 @@ import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
+from tqdm.auto import tqdm
 
 from tunewise.backbones import load_backbone
 from tunewise.config import DataConfig, TrainConfig, raise_if_problems, to_dict, validate_data, validate_train
@@ -46,8 +47,10 @@ from tunewise.ranking.ranker import UNRANKED_TASKS
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
+from tunewise.stats import detectable_difference, difference_interval, mean_interval, verdict
 from tunewise.strategies import STRATEGIES, get_strategy
 from tunewise.tasks import get_task
+from tunewise.train import EXAMPLE_STATS, selection_metric
 
 log = logging.getLogger("tunewise")
 
@@ -89,7 +92,8 @@ class SearchConfig:
     """Candidate strategies (the scratch baseline is separate: `scratch`)."""
     budget: str | None = None
     """Total cost: `Nepochs` (training-epoch equivalents) or a time (`90s`, `30m`, `2h`); None:
-    the finals and scratch baseline plus two full runs' worth of exploring."""
+    the finals and scratch baseline plus one full run of every strategy at its middle rate (pruning
+    then leaves room for other rates)."""
     epochs: int = 10
     """Epochs of an explore or final run."""
     rates: int = 3
@@ -141,7 +145,7 @@ def validate_search(config: SearchConfig) -> list[str]:
         return [*problems, str(err).rstrip(".")]
     if problems:
         return problems
-    if unit == "epochs" and explore_allowance(config) < 1:
+    if unit == "epochs" and explore_allowance(config) < CHEAP_TIER_COST - 1e-9:
         reserved = reserved_cost(config)
         problems.append(f"--budget {config.budget} cannot pay even the cheap tier (one feature pass over the data "
                         f"and a few head epochs) once the finals and the scratch baseline have their "
@@ -156,6 +160,30 @@ def reserved_cost(config: SearchConfig) -> float:
     scratch_epochs = config.scratch_epochs or 2 * config.epochs
     scratch = (2 + config.seeds - 1) * scratch_epochs if config.scratch else 0
     return finals + scratch
+
+
+def default_budget(config: SearchConfig, models: int = 1, cacheable: bool = True) -> str:
+    """The finals and the scratch baseline, plus every strategy once at its middle rate for its
+    whole schedule, on each searched model: every strategy is measured, and what pruning saves
+    pays for the other rates."""
+    explore = sum(_full_cost(s, config, cacheable) for s in config.strategies)
+    return f"{math.ceil(reserved_cost(config) + models * explore - 1e-9):g}epochs"
+
+
+def unmeasurable(config: SearchConfig, models: int = 1, cacheable: bool = True) -> list[str]:
+    """The strategies an epoch budget cannot take even through their grace rung at their middle
+    rate, cheapest first, after the finals and the scratch baseline have their share."""
+    unit, _ = parse_budget(config.budget)
+    if unit != "epochs":
+        return []
+    left, dropped = explore_allowance(config), []
+    for strategy in [s for s in ORDER if s in config.strategies]:
+        need = models * _least_cost(strategy, config, cacheable)
+        if need > left + 1e-9:
+            dropped.append(strategy)
+        else:
+            left -= need
+    return dropped
 
 
 def explore_allowance(config: SearchConfig) -> float:
@@ -202,17 +230,21 @@ def search(
         config = replace(config, strategies=_strategy_list(config.strategies))
     models = [model] if isinstance(model, str) else list(dict.fromkeys(model))
     model = models[0]
+    the_task = get_task(task)  # an unknown task fails here, before anything is written
+    searched = min(len(models), config.keep_models)
     if config.budget is None:
-        searched = min(len(models), config.keep_models)
-        config = replace(config, budget=f"{reserved_cost(config) + 2 * config.epochs * searched:g}epochs")
+        config = replace(config, budget=default_budget(config, searched, the_task.cacheable))
     train = train or TrainConfig()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
-    metric = get_task(task).metric  # an unknown task fails here, before anything is written
     if len(models) > 1 and task in UNRANKED_TASKS:  # refused before the run folder exists
         raise ConfigError(f"--models ranks the candidates first, and ranking scores classification only, not "
                           f"{task}. Search one --model at a time and compare the leaderboards.")
-    has_test = load_data(data_config, task).test is not None  # fail on bad data, model or storage first
+    splits = load_data(data_config, task)  # fail on bad data, model or storage first
+    has_test = splits.test is not None
+    metric, metric_reason = selection_metric(the_task, splits, train.metric)
+    train = replace(train, metric=metric)  # every trial selects on the same metric
+    _warn_before(config, searched, the_task.cacheable, metric_reason)
     if len(models) == 1:  # several are loaded by the ranking, which reports the ones that fail
         load_backbone(model, weights=weights)
     elif weights:
@@ -239,6 +271,9 @@ def search(
     if not _trials(study, "explore"):
         _enqueue_explore(study, config, kept, task)
     drain(run_dir, study, config.workers)
+    if getattr(the_task, "augments", False) and not any("augment" in t.user_attrs for t in _trials(study, "explore")):
+        _enqueue_no_augment(study, config, json.loads((run_dir / "settings.json").read_text()))
+        drain(run_dir, study, config.workers)
     if not _trials(study, "final"):
         _enqueue_finals(study, config)
     if config.scratch and not _trials(study, "scratch"):
@@ -248,7 +283,8 @@ def search(
         _enqueue_scratch(study, config, seeds=True)
         drain(run_dir, study, config.workers)
 
-    board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test, metric)
+    board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test,
+                   get_task(task), metric, metric_reason)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
     if task in DENSE_TASKS:  # boxes and masks are judged by eye too: the report shows the winner's
@@ -259,6 +295,20 @@ def search(
     if data_parallel():
         _broadcast({"done": str(run_dir)})
     return board
+
+
+def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reason: str) -> None:
+    """What the user should know before the search spends anything."""
+    log.info("selecting on %s", metric_reason)
+    if config.seeds < 3:
+        log.warning("--seeds %d: the finals measure the variation between seeds with %s; intervals will be wide "
+                    "and a single seed is never called significant. 3 is the default.", config.seeds,
+                    "one seed, so not at all" if config.seeds == 1 else "two seeds, barely")
+    dropped = unmeasurable(config, models, cacheable)
+    if dropped:
+        log.warning("--budget %s leaves no room to measure %s (even through the grace epochs at the middle rate); "
+                    "they will be reported as not measured. Without --budget every strategy is measured.",
+                    config.budget, ", ".join(dropped))
 
 
 def _kept_models(run_dir: Path, models: list[str], data: DataConfig, task: str, config: SearchConfig,
@@ -355,22 +405,47 @@ def _enqueue_explore(study: optuna.Study, config: SearchConfig, models: list[str
 
 def _enqueue_finals(study: optuna.Study, config: SearchConfig) -> None:
     for best in _finalists(study, config.finalists):
-        for seed in range(1, config.seeds):  # seed 0 is the explore run itself
-            study.enqueue_trial(dict(best.params), user_attrs={"tier": "final", "seed": seed,
-                                                               "epochs": config.epochs, "of": best.number,
-                                                               "knobs": best.user_attrs.get("knobs", {}),
-                                                               "model": best.user_attrs.get("model")})
+        first = 1 if best.state == TrialState.COMPLETE else 0  # a complete explore run is its arm's seed 0
+        for seed in range(first, config.seeds):
+            study.enqueue_trial(dict(best.params), user_attrs={
+                "tier": "final", "seed": seed, "epochs": config.epochs, "of": best.number,
+                **{k: best.user_attrs[k] for k in ("knobs", "model", "augment") if k in best.user_attrs}})
+
+
+def _enqueue_no_augment(study: optuna.Study, config: SearchConfig, settings: dict) -> None:
+    """The best explore run that trained its backbone, once more without augmentation: flips and
+    crops can destroy labels (mirrored digits, text in images), and only a measurement tells."""
+    trained = [t for t in _trials(study, "explore") if t.state == TrialState.COMPLETE
+               and not (t.params["strategy"] == "linear_probe" and get_task(settings["task"]).cacheable)]
+    if trained and TrainConfig(**settings["train"]).augment:
+        best = max(trained, key=lambda t: t.value)
+        study.enqueue_trial(dict(best.params), user_attrs={**best.user_attrs, "augment": False, "of": best.number})
 
 
 def _finalists(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
-    """The best completed explore trial of each strategy (on each model), best first."""
-    best: dict[tuple, optuna.trial.FrozenTrial] = {}
+    """The best explore trial of each strategy (on each model), best first.
+
+    Completed trials first. When fewer than `count` strategies completed, the best pruned or
+    budget-stopped trials of the others fill the places (the finals then run them in full over
+    every seed), so the finals compare strategies whenever two were measured: scratch is the
+    baseline, never the runner-up.
+    """
+    complete: dict[tuple, optuna.trial.FrozenTrial] = {}
+    partial: dict[tuple, optuna.trial.FrozenTrial] = {}
     for t in _trials(study, "explore"):
-        if t.state == TrialState.COMPLETE:
-            s = (t.params["strategy"], t.user_attrs.get("model"))
-            if s not in best or t.value > best[s].value:
-                best[s] = t
-    return sorted(best.values(), key=lambda t: -t.value)[:count]
+        key = (t.params["strategy"], t.user_attrs.get("model"))
+        if t.state == TrialState.COMPLETE and (key not in complete or t.value > complete[key].value):
+            complete[key] = t
+        elif t.state == TrialState.PRUNED and t.intermediate_values and (
+                key not in partial or _best_seen(t) > _best_seen(partial[key])):
+            partial[key] = t
+    chosen = sorted(complete.values(), key=lambda t: -t.value)[:count]
+    fill = sorted((t for k, t in partial.items() if k not in complete), key=lambda t: -_best_seen(t))
+    return chosen + fill[:count - len(chosen)]
+
+
+def _best_seen(trial: optuna.trial.FrozenTrial) -> float:
+    return max(trial.intermediate_values.values())
 
 
 def _enqueue_scratch(study: optuna.Study, config: SearchConfig, seeds: bool) -> None:
@@ -409,8 +484,9 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
     study = study or open_study(folder)
     config = SearchConfig(**settings["search"])
     unit, allowance = parse_budget(config.budget)[0], explore_allowance(config)
+    cacheable = get_task(settings.get("task", "image_classification")).cacheable
     ran = 0
-    while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+    while waiting := sum(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
         trial = study.ask()
         if "tier" not in trial.user_attrs:  # another worker took the last waiting trial first
             trial.set_user_attr("tier", "none")
@@ -418,16 +494,40 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
             break
         strategy = trial.suggest_categorical("strategy", [*ORDER, "scratch"])
         lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
-        cacheable = get_task(settings.get("task", "image_classification")).cacheable
-        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) + _cost(strategy, config, unit,
-                                                                                 cacheable) > allowance:
-            trial.set_user_attr("skipped", f"not run: it would not fit in what is left of the explore tier's "
-                                           f"part of the budget ({allowance:g} of {config.budget})")
+        least = _least_cost(strategy, config, cacheable) if unit == "epochs" else 0.0
+        if trial.user_attrs["tier"] == "explore" and _spent(study, unit) + least > allowance + 1e-9:
+            reason = (f"not run: the explore tier's part of the budget ({allowance:g} of {config.budget}) "
+                      f"is spent")
+            trial.set_user_attr("skipped", reason)
             study.tell(trial, state=TrialState.FAIL)
+            _say(trial, strategy, lr, f"skipped: {reason}")
             continue
+        _say(trial, strategy, lr, f"{waiting - 1} more waiting in this stage{_time_left(study, config)}")
         _run_trial(study, trial, strategy, lr, folder, settings)
         ran += 1
     return ran
+
+
+def _say(trial: optuna.Trial, strategy: str, lr: float, what: str) -> None:
+    """One line per trial above the bars: stage, trial, strategy, rate, seed, and what happens."""
+    attrs = trial.user_attrs
+    knobs = "".join(f" {k}={v}" for k, v in attrs.get("knobs", {}).items())
+    flags = " no-augment" if attrs.get("augment") is False else ""
+    on = f" on {attrs['model']}" if attrs.get("model") else ""
+    tqdm.write(f"[{attrs['tier']}, trial {trial.number + 1}] {strategy}{knobs}{flags}{on} lr {lr:.3g} seed "
+               f"{attrs.get('seed', 0)}: {what}")
+
+
+def _time_left(study: optuna.Study, config: SearchConfig) -> str:
+    """About how long the whole search has left, from its pace so far (epoch budgets only)."""
+    unit, amount = parse_budget(config.budget)
+    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("compute")]
+    compute, seconds = sum(t.user_attrs["compute"] for t in done), sum(t.user_attrs.get("seconds", 0) for t in done)
+    if unit == "seconds":
+        return f"; about {max(0.0, amount - seconds) / 60:.0f} min left at most"
+    if compute <= 0:
+        return ""
+    return f"; about {max(0.0, amount - compute) * seconds / compute / 60:.0f} min left at most"
 
 
 def serve(run_dir: str | Path, poll_seconds: float = 2.0) -> int:
@@ -456,12 +556,19 @@ def requeue_interrupted(study: optuna.Study) -> int:
     return len(stale)
 
 
-def _cost(strategy: str, config: SearchConfig, unit: str, cacheable: bool = True) -> float:
-    """The most an explore trial can cost, so that an epoch budget is never overrun; a linear
-    probe is cheap only where its features are cached (not QA, detection, segmentation)."""
-    if unit != "epochs":
-        return 0.0  # a time budget is checked against the time spent so far
+def _full_cost(strategy: str, config: SearchConfig, cacheable: bool = True) -> float:
+    """What a whole explore run of `strategy` costs in epochs; a linear probe is cheap only where
+    its features are cached (not QA, detection, segmentation)."""
     return CHEAP_TIER_COST if strategy == "linear_probe" and cacheable else float(config.epochs)
+
+
+def _least_cost(strategy: str, config: SearchConfig, cacheable: bool = True) -> float:
+    """What an explore run costs at least: through its grace rung, where the pruner may stop it.
+    A trial is admitted when this fits; it is charged the epochs it actually runs, and stopped
+    when the explore tier's budget is spent."""
+    if strategy == "linear_probe" and cacheable:
+        return CHEAP_TIER_COST
+    return float(min(config.epochs, GRACE.get(strategy, 1)))
 
 
 def _spent(study: optuna.Study, unit: str) -> float:
@@ -474,20 +581,36 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
 
     attrs = trial.user_attrs
     train = replace(TrainConfig(**settings["train"]), lr=lr, seed=attrs["seed"], epochs=attrs["epochs"],
-                    patience=None)
+                    patience=None, augment=attrs.get("augment", TrainConfig(**settings["train"]).augment))
     knobs, model = attrs.get("knobs", {}), attrs.get("model") or settings.get("kept", [settings["model"]])[0]
     # named by what it runs, not by trial number: a requeued trial resumes in the same folder
     variant = "".join(f"-{k}{v}" for k, v in sorted(knobs.items()))
     on = f"{file_safe(model)}-" if len(settings.get("kept", [])) > 1 else ""
-    out = folder / "trials" / f"{attrs['tier']}-{on}{strategy}{variant}-lr{lr:.3g}-seed{attrs['seed']}"
+    flags = "-noaug" if attrs.get("augment") is False else ""
+    out = folder / "trials" / f"{attrs['tier']}-{on}{strategy}{variant}{flags}-lr{lr:.3g}-seed{attrs['seed']}"
+
+    config = SearchConfig(**settings["search"])
+    unit = parse_budget(config.budget)[0]
+    cached = strategy == "linear_probe" and get_task(settings.get("task", "image_classification")).cacheable
+    started = time.perf_counter()
 
     def should_stop(epoch: int, score: float) -> bool:
         trial.report(score, epoch)
-        if epoch + 1 < attrs["epochs"] and trial.should_prune():  # a finished run is not pruned
+        # charged as it goes, so that other workers and the budget check see what it has spent
+        trial.set_user_attr("compute", CHEAP_TIER_COST if cached else float(epoch + 1))
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        if epoch + 1 >= attrs["epochs"]:  # a finished run is not pruned
+            return False
+        if trial.should_prune():
             trial.set_user_attr("reason", f"pruned after epoch {epoch + 1}: validation {score:.4f} not in the "
                                           f"top third of its rung")
-            return True
-        return False
+        elif attrs["tier"] == "explore" and _spent(study, unit) >= explore_allowance(config) - 1e-9:
+            trial.set_user_attr("reason", f"stopped after epoch {epoch + 1} of {attrs['epochs']}: the explore "
+                                          f"tier's part of the budget is spent")
+        else:
+            return False
+        tqdm.write(f"  {strategy} lr {lr:.3g}: {trial.user_attrs['reason']}")
+        return True
 
     run = {"model": model, "data": settings["data"], "strategy": strategy, "knobs": knobs,
            "train": asdict(train),
@@ -505,6 +628,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("compute", record.compute)
     trial.set_user_attr("seconds", record.seconds)
+    (out / "checkpoint.pt").unlink(missing_ok=True)  # only an interrupted run resumes from it
     if record.stopped == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
@@ -550,20 +674,64 @@ def follow() -> Leaderboard:
 # --- deciding ----------------------------------------------------------------------------------
 
 def interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its 95% t-interval; a single value has an interval of zero width (no spread known)."""
+    """Mean and its 95% t-interval over seeds, kept inside [0, 1] (every selection metric is a
+    fraction): the fallback for tasks whose metric is not a sum over examples (detection's mAP)."""
     from scipy import stats
 
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, mean, mean
     half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return mean, mean - half, mean + half
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+BOOTSTRAP = ("pigeonhole bootstrap over seeds and validation examples (Owen 2007), 95%; differences paired "
+             "over examples")
+T_INTERVAL = "t-interval over seeds only (this task's metric cannot be resampled per example), 95%"
+
+
+class Judge:
+    """Intervals for arms and differences between arms, from each run's per-example statistics
+    (the pigeonhole bootstrap, tunewise.stats) or, where a task has none, over seeds alone."""
+
+    def __init__(self, task, metric: str) -> None:
+        self.metric = lambda stats: task.metric_from_stats(stats, metric)
+        self.method = BOOTSTRAP if hasattr(task, "metric_from_stats") else T_INTERVAL
+
+    def stats(self, arm: Arm) -> list[np.ndarray] | None:
+        paths = [Path(d) / EXAMPLE_STATS for d in arm.run_dirs]
+        if self.method != BOOTSTRAP or not paths or not all(p.is_file() for p in paths):
+            return None
+        return [np.load(p) for p in paths]
+
+    def arm(self, arm: Arm) -> None:
+        stats = self.stats(arm)
+        arm.mean, arm.ci_low, arm.ci_high = mean_interval(stats, self.metric) if stats else interval(arm.scores)
+
+    def difference(self, a: Arm, b: Arm) -> dict:
+        """a - b: its mean, 95% interval, and whether it is significant, in words."""
+        sa, sb = self.stats(a), self.stats(b)
+        if sa and sb and len(sa[0]) == len(sb[0]):
+            mean, low, high = difference_interval(sa, sb, self.metric)
+        else:
+            common = sorted(set(a.seeds) & set(b.seeds))
+            diffs = [a.scores[a.seeds.index(x)] - b.scores[b.seeds.index(x)] for x in common]
+            mean, low, high = interval(diffs) if diffs else (a.mean - b.mean, math.nan, math.nan)
+            low, high = max(-1.0, low), min(1.0, high)
+        significant, words = verdict(mean, low, high, min(len(a.seeds), len(b.seeds)))
+        return {"versus": b.name, "of": a.name, "seeds": [len(a.seeds), len(b.seeds)], "mean": mean,
+                "ci_low": low, "ci_high": high, "significant": significant, "verdict": words}
+
+    def detectable(self, arm: Arm) -> float | None:
+        stats = self.stats(arm)
+        return detectable_difference(stats[0], self.metric) if stats else None
 
 
 def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchConfig, seconds: float,
-           has_test: bool, metric: str) -> Leaderboard:
-    """Arms from seeded runs, the pick by mean, paired differences, one test evaluation each."""
+           has_test: bool, task, metric: str, metric_reason: str) -> Leaderboard:
+    """Arms from seeded runs, intervals, a tie-aware pick, one test evaluation each."""
     trials = [_trial_record(t) for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tier") != "none"]
+    judge = Judge(task, metric)
     arms = []
     for best in _finalists(study, config.finalists):
         runs = [best, *[t for t in _trials(study, "final") if t.user_attrs.get("of") == best.number]]
@@ -573,47 +741,111 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
         best = max((t for t in scratch_runs if not t.user_attrs.get("seeded")), key=lambda t: t.value)
         arms.append(_arm("scratch", best.params["lr"], [best, *[t for t in scratch_runs if
                                                                  t.user_attrs.get("of") == best.number]]))
+    arms = [a for a in arms if a.seeds]
     if not arms:
         raise TunewiseError(f"no trial of the search in {str(run_dir)!r} completed; see leaderboard.csv "
                             "for each trial's reason, and give a larger --budget.")
+    for arm in arms:
+        judge.arm(arm)
     arms.sort(key=lambda a: -a.mean)
-    winner = arms[0]
-    pretrained = next((a for a in arms if a.strategy != "scratch"), None)
     scratch = next((a for a in arms if a.strategy == "scratch"), None)
-    probe = max((t for t in trials if t.strategy == "linear_probe" and t.state == "complete"),
-                key=lambda t: t.val or 0, default=None)
+    winner, pick = _pick([a for a in arms if a.strategy != "scratch"], scratch, judge)
+    others = [a for a in arms if a is not winner and a.strategy != "scratch"]
     probe_arm = next((a for a in arms if a.strategy == "linear_probe"), None)
-    for arm in {id(a): a for a in (winner, pretrained, scratch, probe_arm) if a is not None}.values():
+    for arm in {id(a): a for a in (winner, *others[:1], scratch, probe_arm) if a is not None}.values():
         if has_test:
             arm.test = evaluate(arm.run_dirs[0], data, split="test")
     board = Leaderboard(
         run_dir=str(run_dir), model=model, data=data.data, metric=metric, budget=config.budget,
         trials=trials, arms=arms, winner=winner.name,
-        runner_up=_paired(winner, arms[1]) if len(arms) > 1 else None,
-        versus_scratch=_paired(pretrained, scratch) if pretrained and scratch else None,
-        linear_probe_test=evaluate(probe.run_dir, data, split="test") if probe and has_test else None,
+        runner_up=judge.difference(winner, others[0]) if others else None,
+        versus_scratch=judge.difference(winner, scratch) if scratch and winner is not scratch else None,
+        linear_probe_test=probe_arm.test if probe_arm else None,
         compute=round(sum(t.compute for t in trials), 3), seconds=round(seconds, 1),
+        metric_reason=metric_reason, pick=pick, interval_method=judge.method,
+        detectable=judge.detectable(winner), unmeasured=_unmeasured(trials, config),
+        baseline=_run_record(winner.run_dirs[0]).baseline, classes=_run_record(winner.run_dirs[0]).classes,
+        seeds=config.seeds,
     )
+    board.warnings = _warnings(board, winner, scratch)
     _export_winner(winner, run_dir)
+    _remove_unkept_weights(run_dir, arms)
     return board
+
+
+def _pick(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tuple[Arm, dict]:
+    """The arm handed back, by a stated rule: of the pretrained arms that cannot be told apart from
+    the best by mean, the cheapest to train (then the fewest trainable parameters); scratch only when
+    it beat the best pretrained arm significantly (or nothing pretrained completed)."""
+    rule = ("the cheapest arm (training compute, then trainable parameters) among those that cannot be told "
+            "apart from the best by mean")
+    if not pretrained:
+        return scratch, {"rule": "no pretrained arm completed", "best_by_mean": scratch.name, "tied": [],
+                         "picked": scratch.name}
+    best = pretrained[0]
+    if scratch is not None and judge.difference(scratch, best)["significant"] and scratch.mean > best.mean:
+        return scratch, {"rule": "scratch beat the best pretrained arm significantly", "best_by_mean": scratch.name,
+                         "tied": [], "picked": scratch.name}
+    tied = [a for a in pretrained[1:] if not judge.difference(best, a)["significant"]]
+    picked = min([best, *tied], key=lambda a: (a.cost, a.trainable_params, -a.mean))
+    return picked, {"rule": rule, "best_by_mean": best.name, "tied": [a.name for a in tied], "picked": picked.name}
+
+
+def _unmeasured(trials: list[TrialRecord], config: SearchConfig) -> dict[str, str]:
+    """Strategies asked for with no explore epoch run at all, and why (skipped, failed)."""
+    missing = {}
+    for strategy in config.strategies:
+        mine = [t for t in trials if t.tier == "explore" and t.strategy == strategy]
+        if not any(t.epochs_run > 0 for t in mine):
+            missing[strategy] = next((t.reason for t in mine if t.reason), "never queued")
+    return missing
+
+
+def _warnings(board: Leaderboard, winner: Arm, scratch: Arm | None) -> list[str]:
+    """What a reader must not miss: few seeds, a class never predicted, a model no better than
+    always answering the majority class."""
+    found = []
+    if board.seeds < 3:
+        found.append(f"--seeds {board.seeds}: with fewer than 3 seeds the variation between seeds is barely "
+                     "measured, and no difference is called significant from a single seed")
+    for arm in (winner, scratch):
+        if arm and arm.val and arm.val.get("never_predicted"):
+            names = ", ".join(board.classes[c] for c in arm.val["never_predicted"])
+            found.append(f"{arm.name} never predicts the class {names} on validation")
+        if arm and board.baseline and arm.ci_low <= board.baseline.get(board.metric, -1):
+            found.append(f"{arm.name} is not clearly better than always answering {board.baseline['predicts']!r} "
+                         f"({board.metric} {board.baseline[board.metric]:.1%})")
+    return found
+
+
+def _remove_unkept_weights(run_dir: Path, arms: list[Arm]) -> None:
+    """Trials keep only what resume and the report need: the arms' runs keep their weights, the
+    others their records and curves."""
+    kept = {Path(d).resolve() for a in arms for d in a.run_dirs}
+    for trial in (run_dir / "trials").glob("*"):
+        if trial.resolve() in kept:
+            continue
+        for file in [*trial.glob("*.pt"), *trial.glob("*.safetensors"), *trial.glob("*.bin"),
+                     *trial.glob("probe/*.pt"), *trial.glob("probe/*.safetensors")]:
+            file.unlink(missing_ok=True)
+
+
+def _run_record(run_dir: str) -> RunRecord:
+    return RunRecord.load(Path(run_dir) / "record.json")
 
 
 def _arm(strategy: str, lr: float, runs: list) -> Arm:
     runs = sorted((t for t in runs if t.state == TrialState.COMPLETE), key=lambda t: t.user_attrs["seed"])
+    records = [_run_record(t.user_attrs["run_dir"]) for t in runs]
     scores = [t.value for t in runs]
-    mean, low, high = interval(scores)
-    return Arm(strategy=strategy, lr=lr, seeds=[t.user_attrs["seed"] for t in runs], scores=scores, mean=mean,
-               ci_low=low, ci_high=high, run_dirs=[t.user_attrs["run_dir"] for t in runs],
-               knobs=runs[0].user_attrs.get("knobs", {}) if runs else {},
-               model=runs[0].user_attrs.get("model") if runs else None)
-
-
-def _paired(a: Arm, b: Arm) -> dict:
-    """a - b over the seeds both ran: the mean difference and its 95% interval."""
-    common = sorted(set(a.seeds) & set(b.seeds))
-    diffs = [a.scores[a.seeds.index(s)] - b.scores[b.seeds.index(s)] for s in common]
-    mean, low, high = interval(diffs) if diffs else (a.mean - b.mean, math.nan, math.nan)
-    return {"versus": b.name, "seeds": common, "mean": mean, "ci_low": low, "ci_high": high}
+    first = runs[0].user_attrs if runs else {}
+    return Arm(strategy=strategy, lr=lr, seeds=[t.user_attrs["seed"] for t in runs], scores=scores,
+               mean=float(np.mean(scores)) if scores else math.nan, ci_low=math.nan, ci_high=math.nan,
+               run_dirs=[t.user_attrs["run_dir"] for t in runs], knobs=first.get("knobs", {}),
+               model=first.get("model"), augment=first.get("augment", True),
+               cost=float(np.mean([t.user_attrs.get("compute", 0.0) for t in runs])) if runs else 0.0,
+               trainable_params=records[0].trainable_params if records else 0,
+               val=records[0].val if records else None)
 
 
 def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -630,7 +862,7 @@ def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         val=max(record.curve) if record and record.curve else None,
         curve=record.curve if record else [], run_dir=run_dir,
         trainable_params=record.trainable_params if record else 0, knobs=t.user_attrs.get("knobs", {}),
-        model=t.user_attrs.get("model"),
+        model=t.user_attrs.get("model"), augment=t.user_attrs.get("augment", True),
     )
 
 

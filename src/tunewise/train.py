@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
@@ -28,11 +30,12 @@ from tunewise.config import (
     validate_train,
 )
 from tunewise.data import load_data
-from tunewise.errors import TunewiseError
+from tunewise.errors import ConfigError, TunewiseError
 from tunewise.export import export_model
 from tunewise.features import cache_key, cached_features, feature_loader, to_cpu, to_device, weights_digest
 from tunewise.io import append_jsonl, default_run_dir, read_jsonl, write_atomic, write_json
 from tunewise.records import RunRecord
+from tunewise.registry import did_you_mean
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
 from tunewise.tasks import get_task
@@ -49,6 +52,8 @@ class Progress:
     best: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
+    start: float | None = None
+    """The validation metric before the first epoch, where training starts from a trained head (LP-FT)."""
 
     def improved_by(self, score: float, greater_is_better: bool) -> bool:
         better = self.best is None or (score > self.best if greater_is_better else score < self.best)
@@ -104,11 +109,12 @@ def fit(
     the_strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
     strategy, knobs = the_strategy.name, the_strategy.knobs()
     splits = load_data(data_config, task)
+    metric, metric_reason = selection_metric(the_task, splits, train.metric)
+    torch.manual_seed(train.seed)  # before any random draw: a scratch backbone is initialised as it loads
     backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
     check_backbone_fits(backbone, task, model)
     preprocess = configured_preprocess(backbone.preprocess, data_config, task)
     backbone = replace(backbone, preprocess=preprocess)  # detectors size their anchors by it
-    torch.manual_seed(train.seed)
     the_task.detector = train.detector  # object detection's architecture; other tasks ignore it
     net = the_task.build_model(backbone, splits.classes)
     the_strategy.prepare(net)
@@ -128,7 +134,8 @@ def fit(
         loaders = {name: the_task.loader(data, preprocess, train, training=name == "train")
                    for name, data in splits.named().items()}
         trained = net
-    if getattr(the_strategy, "probe_epochs", 0):  # LP-FT: fine-tune from a probed head
+    from_probe = bool(getattr(the_strategy, "probe_epochs", 0))
+    if from_probe:  # LP-FT: fine-tune from a probed head
         net.head.load_state_dict(_probe_head(model, data_config, task, train, the_strategy, run_dir, weights))
     optimizer = _optimizer(the_strategy.param_groups(net, lr), train)
     if accelerator.num_processes > 1:  # each process trains on its shard; evaluation is not sharded
@@ -138,6 +145,11 @@ def fit(
     trained, optimizer = accelerator.prepare(trained, optimizer)
     resumable = (run_dir / "checkpoint.pt").is_file()
     progress = _restore(run_dir, _unwrap(accelerator, trained), optimizer) if resumable else Progress()
+    if from_probe and not resumable:  # the probe's state is the first candidate for the best epoch
+        progress.start = evaluate_loader(trained, loaders["val"], the_task, accelerator)[metric]
+        progress.best = progress.start
+        if main:
+            write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(), tmp))
 
     stopped = None
     bar = tqdm(range(progress.epoch, train.epochs), desc=f"{strategy}", unit="epoch",
@@ -150,7 +162,7 @@ def fit(
         train_loss = _train_one_epoch(net, trained, loaders["train"], optimizer, schedule.at_epoch(epoch),
                                       the_task, the_strategy, accelerator)
         val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
-        improved = progress.improved_by(val[the_task.metric], the_task.greater_is_better)
+        improved = progress.improved_by(val[metric], the_task.greater_is_better)
         progress.epoch = epoch + 1
         if main:
             if improved:
@@ -159,17 +171,17 @@ def fit(
             append_jsonl(run_dir / "metrics.jsonl", {
                 "epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"], "steps": steps,
                 "seconds": round(time.perf_counter() - epoch_start, 3),
-                **{f"val_{k}": v for k, v in val.items() if k != "confusion_matrix"},
+                **{f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)},
             })
             _save_checkpoint(run_dir, accelerator, trained, optimizer, progress)
-        bar.set_postfix(loss=f"{train_loss:.3f}", **{the_task.metric: f"{val[the_task.metric]:.3f}"})
+        bar.set_postfix(loss=f"{train_loss:.3f}", **{metric: f"{val[metric]:.3f}"})
         if bar.disable:  # no terminal: one log line per epoch instead of a bar
             log.info("%s epoch %d/%d: train loss %.4f, val %s %.4f", strategy, epoch + 1, train.epochs,
-                     train_loss, the_task.metric, val[the_task.metric])
+                     train_loss, metric, val[metric])
         if train.patience and progress.bad_epochs >= train.patience:
             stopped = "patience"
             break
-        score = val[the_task.metric]
+        score = val[metric]
         if should_stop is not None and _shared(accelerator, lambda: should_stop(epoch, score)):  # noqa: B023
             stopped = "pruned"
             break
@@ -177,7 +189,11 @@ def fit(
 
     accelerator.wait_for_everyone()  # best.pt is written
     _unwrap(accelerator, trained).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
-    val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
+    outputs, targets = predict_loader(trained, loaders["val"], the_task, accelerator)
+    val = the_task.metrics(outputs, targets, loaders["val"].dataset)
+    if main and hasattr(the_task, "example_stats"):  # what a search's intervals resample
+        stats = the_task.example_stats(outputs, targets, loaders["val"].dataset)
+        write_atomic(run_dir / EXAMPLE_STATS, lambda tmp: Path(tmp).write_bytes(_npy(stats)))
     test_metrics = None
     if test and "test" in loaders:
         test_metrics = evaluate_loader(trained, loaders["test"], the_task, accelerator)
@@ -187,12 +203,13 @@ def fit(
         export_model(net, backbone, preprocess, task, splits.classes, run_dir, detector=train.detector)
     record = RunRecord(
         run_dir=str(run_dir), model=model, arch=backbone.arch, strategy=strategy, task=task,
-        data=data_config.data, classes=splits.classes, metric=the_task.metric,
+        data=data_config.data, classes=splits.classes, metric=metric, metric_reason=metric_reason,
+        baseline=the_task.baseline(splits) if hasattr(the_task, "baseline") else None, start_val=progress.start,
         best_epoch=progress.best_epoch, epochs_run=progress.epoch, val=val, test=test_metrics,
         seconds=round(time.perf_counter() - started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(train), data_config=to_dict(data_config),
         strategy_knobs=knobs, cached_features=cached, stopped=stopped,
-        curve=[line[f"val_{the_task.metric}"] for line in read_jsonl(run_dir / "metrics.jsonl")],
+        curve=_curve(run_dir, metric),
         compute=round(progress.epoch if not cached else 1 / 3, 3), processes=accelerator.num_processes,
     )
     if main:
@@ -232,9 +249,40 @@ def _fit_arguments(s: dict) -> tuple[tuple, dict]:
         "weights": s.get("weights")}
 
 
+EXAMPLE_STATS = "val_examples.npy"
+"""Per validation example statistics of the kept model (a task's `example_stats`), in loader order."""
+
+
+def selection_metric(task, splits, asked: str | None) -> tuple[str, str]:
+    """The metric that picks the best epoch and run, and why: `--metric` when given, else the
+    task's choice for these data (classification: macro-F1 when classes are imbalanced)."""
+    allowed = getattr(task, "metrics_names", (task.metric,))
+    if asked is not None:
+        if asked not in allowed:
+            raise ConfigError(f"--metric {asked!r} is not a metric of {task.name}.{did_you_mean(asked, allowed)} "
+                              f"Allowed: {', '.join(allowed)}.")
+        return asked, f"{asked}, as --metric asked"
+    if hasattr(task, "choose_metric"):
+        return task.choose_metric(splits)
+    return task.metric, f"{task.metric}, the task's metric"
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)  # np.save to a path would add ".npy" to the temporary file's name
+    return buffer.getvalue()
+
+
+def _curve(run_dir: Path, metric: str) -> list[float]:
+    """The validation metric of each epoch, the last line of an epoch counting (a run killed between
+    its log line and its checkpoint logs that epoch twice)."""
+    by_epoch = {line["epoch"]: line[f"val_{metric}"] for line in read_jsonl(run_dir / "metrics.jsonl")}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 @torch.no_grad()
-def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Accelerator) -> dict:
-    """The task's metrics of `model` over every batch of `loader`."""
+def predict_loader(model: nn.Module, loader: DataLoader, task, accelerator: Accelerator) -> tuple[list, list]:
+    """`model`'s outputs (compacted as the task keeps them) and the targets of every batch of `loader`."""
     model.eval()
     compact = getattr(task, "compact", lambda outputs: outputs)  # what a split's metrics need of a batch
     outputs, targets = [], []
@@ -242,7 +290,12 @@ def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Acc
         with accelerator.autocast():
             outputs.append(to_cpu(compact(model(to_device(inputs, accelerator.device)))))
         targets.append(labels)
-    return task.metrics(outputs, targets, loader.dataset)
+    return outputs, targets
+
+
+def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Accelerator) -> dict:
+    """The task's metrics of `model` over every batch of `loader`."""
+    return task.metrics(*predict_loader(model, loader, task, accelerator), loader.dataset)
 
 
 TEXT_TASKS = ("text_classification", "token_classification", "question_answering")
@@ -268,7 +321,7 @@ def configured_preprocess(preprocess, data: DataConfig, task: str):
 def _train_one_epoch(net, model, loader, optimizer, factors, task, strategy, accelerator) -> float:
     """One pass over `loader`. `model` is what trains (`net`, or `net.head` on cached features);
     the strategy's penalty, if any, sees the whole `net`."""
-    set_train_mode(model, masked=zero_rate_parameters(optimizer))
+    set_train_mode(model, masked=zero_rate_parameters(optimizer), keep_statistics=strategy.keep_norm_statistics)
     total, count = 0.0, 0
     batches = tqdm(loader, desc="train", unit="batch", leave=False, disable=None)
     for (inputs, targets), factor in zip(batches, factors, strict=True):

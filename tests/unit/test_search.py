@@ -130,7 +130,8 @@ def _finished(folder) -> dict[int, tuple]:
         optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
     study = optuna.load_study(study_name=json.loads((folder / "settings.json").read_text())["study"],
                               storage=storage)
-    return {t.number: (t.user_attrs["tier"], t.params["strategy"], t.params["lr"], t.user_attrs["seed"], t.value)
+    return {t.number: (t.user_attrs["tier"], t.params["strategy"], t.params["lr"], t.user_attrs["seed"],
+                       t.user_attrs.get("augment", True), t.value)
             for t in study.get_trials() if t.state.is_finished() and t.state.name != "FAIL"}
 
 
@@ -150,10 +151,11 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(data, weights,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = _finished(folder)
     assert all(after[n] == before[n] for n in before)  # nothing finished was lost or changed
-    runs = [value[:4] for value in after.values()]
+    runs = [value[:5] for value in after.values()]
     assert len(runs) == len(set(runs))  # nothing ran twice
-    assert {(s, lr) for tier, s, lr, _ in runs if tier == "explore"} == {
+    assert {(s, lr) for tier, s, lr, _, augment in runs if tier == "explore" and augment} == {
         (s, lr) for s in ("linear_probe", "full") for lr in search_module._rates(s, 2)}
+    assert [s for tier, s, _, _, augment in runs if not augment] == ["full"]  # the best that trains, once more
 
 
 def _safe_finished(folder):
@@ -167,8 +169,8 @@ def test_two_workers_share_one_study_without_duplicates(data, weights, tmp_path)
     done = subprocess.run(_search_cli(tmp_path / "two", data, weights, "--workers", "2"), capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    runs = [value[:4] for value in _finished(tmp_path / "two").values()]
-    assert len(runs) == len(set(runs)) == 4  # 2 strategies x 2 rates, one seed, each exactly once
+    runs = [value[:5] for value in _finished(tmp_path / "two").values()]
+    assert len(runs) == len(set(runs)) == 5  # 2 strategies x 2 rates and full without augmentation, each once
 
 
 def test_search_knobs_tries_each_variant_and_keeps_the_chosen_one(data, weights, tmp_path):

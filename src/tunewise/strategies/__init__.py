@@ -24,6 +24,8 @@ class Strategy:
     """Whether the backbone starts from pretrained weights."""
     default_lr: ClassVar[float] = 1e-3
     """Peak learning rate when the user gives none."""
+    keep_norm_statistics: ClassVar[bool] = False
+    """Whether BatchNorm keeps its pretrained running statistics while the backbone trains."""
 
     def knobs(self) -> dict:
         """The knobs as plain values (JSON-ready), to record and to rebuild the strategy."""

@@ -82,13 +82,16 @@ def zero_rate_parameters(optimizer: torch.optim.Optimizer | None) -> set[int]:
     return {id(p) for g in optimizer.param_groups if g.get("scale", 1.0) == 0 for p in g["params"]}
 
 
-def set_train_mode(model: nn.Module, masked: Iterable[int] = ()) -> None:
+def set_train_mode(model: nn.Module, masked: Iterable[int] = (), keep_statistics: bool = False) -> None:
     """model.train(), except BatchNorm layers none of whose parameters train.
 
     A BatchNorm without affine parameters follows the block that holds it.
 
     Args:
         masked: ids of parameters that require grad but sit at a zero rate (count as frozen).
+        keep_statistics: every BatchNorm stays in eval mode (its affine parameters still train):
+            normalisation keeps the pretrained running statistics instead of re-estimating
+            them from the training batches (what LP-FT needs, see its card).
     """
     masked = set(masked)
     modules = dict(model.named_modules())
@@ -100,5 +103,5 @@ def set_train_mode(model: nn.Module, masked: Iterable[int] = ()) -> None:
     for name, module in modules.items():
         if isinstance(module, _BatchNorm):
             owner = module if module.affine else modules[name.rpartition(".")[0]]
-            if frozen(owner):
+            if keep_statistics or frozen(owner):
                 module.eval()

@@ -3,7 +3,16 @@
 Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
 Out-of-Distribution" (https://arxiv.org/abs/2202.10054): starting full fine-tuning from a
 trained head, at a lower rate, distorts the pretrained features less than from a random head.
-fit() runs the probe as a linear_probe run in the `probe/` subfolder and loads its best head.
+fit() runs the probe as a linear_probe run in the `probe/` subfolder and loads its best head;
+the state before fine-tuning (the probe's) is a candidate for the best epoch, so LP-FT never ends
+below its own probe.
+
+BatchNorm keeps its pretrained running statistics during the fine-tune phase. The probe's head
+was fitted to features normalised with those statistics; re-estimating them from small,
+augmented batches of a new domain moves every feature at once. Measured on textile
+(EfficientNet-Lite0, 180 training images): one pass in train mode with no weight update at all
+took the probe's 72.7% validation accuracy to 25.0%, which is the collapse the fine-tune phase
+showed. LayerNorm (text models) has no running statistics, which is why text never collapsed.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ class LPFT(Strategy):
     probe_lr: float = 1e-3
     name: ClassVar[str] = "lp_ft"
     default_lr: ClassVar[float] = 1e-4
+    keep_norm_statistics: ClassVar[bool] = True
 
     def prepare(self, model: nn.Module) -> None:
         if not isinstance(self.probe_epochs, int) or self.probe_epochs < 1:

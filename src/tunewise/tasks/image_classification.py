@@ -20,6 +20,44 @@ class Classification:
     metric = "accuracy"
     greater_is_better = True
     cacheable = True
+    metrics_names = ("accuracy", "macro_f1", "balanced_accuracy")
+    """What `--metric` may select."""
+    IMBALANCE = 1.5
+    """Largest-to-smallest class ratio (in training or validation) above which accuracy is no longer
+    the default selection metric: a model that ignores a small class can still score well on it."""
+
+    def choose_metric(self, splits) -> tuple[str, str]:
+        """The selection metric for these data and why: macro-F1 when classes are imbalanced, else accuracy."""
+        for name, part in (("training", splits.train), ("validation", splits.val)):
+            counts = np.bincount(part.labels, minlength=len(splits.classes))
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() > self.IMBALANCE * counts.min():
+                return "macro_f1", (f"macro-F1, because the {name} classes are imbalanced ({counts.max()} vs "
+                                    f"{counts.min()} examples): accuracy would reward ignoring the small classes")
+        return "accuracy", "accuracy, because the classes are balanced"
+
+    def baseline(self, splits) -> dict:
+        """The majority class of training, always predicted, scored on validation: the line to beat.
+        Classes tied in training (a balanced subsample) are broken by validation frequency, so the
+        line is never lower than it could be."""
+        train = np.bincount(splits.train.labels, minlength=len(splits.classes))
+        true = np.asarray(splits.val.labels)
+        val = np.bincount(true, minlength=len(splits.classes))
+        majority = int(np.argmax(np.where(train == train.max(), val, -1)))
+        scores = classification_metrics(np.full_like(true, majority), true, len(splits.classes))
+        return {"predicts": splits.classes[majority], **{k: scores[k] for k in self.metrics_names}}
+
+    def example_stats(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data=None) -> np.ndarray:
+        """Per validation example: (true class, predicted class), what every metric is computed from.
+
+        Shape: -> (N, 2) integers.
+        """
+        predicted = torch.cat(outputs).float().argmax(1).numpy()
+        return np.stack([torch.cat(targets).numpy(), predicted], axis=1)
+
+    def metric_from_stats(self, stats: np.ndarray, metric: str) -> float:
+        """`metric` of the examples in `stats` (a resample of them, in the bootstrap)."""
+        return classification_metrics(stats[:, 1], stats[:, 0], int(stats.max()) + 1, detail=False)[metric]
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         return TaskModel(backbone.model, nn.Linear(backbone.num_features, len(classes)), backbone.layer_groups)
@@ -36,11 +74,13 @@ class Classification:
         }
 
 
-def classification_metrics(predicted: np.ndarray, true: np.ndarray, num_classes: int) -> dict:
+def classification_metrics(predicted: np.ndarray, true: np.ndarray, num_classes: int, detail: bool = True) -> dict:
     """Shape: predicted (N,), true (N,) class indices.
 
     Macro-F1 averages the per-class F1 over classes present in `true` or `predicted`
-    (a class absent from both is skipped, as scikit-learn does with its labels).
+    (a class absent from both is skipped, as scikit-learn does with its labels); balanced
+    accuracy is the mean recall over the classes present in `true`. With `detail`, also the
+    confusion matrix, per-class recall and F1, and the classes never predicted.
     """
     confusion = np.bincount(true * num_classes + predicted, minlength=num_classes**2).reshape(
         num_classes, num_classes
@@ -49,16 +89,23 @@ def classification_metrics(predicted: np.ndarray, true: np.ndarray, num_classes:
     support, claimed = confusion.sum(1), confusion.sum(0)
     present = (support + claimed) > 0
     f1 = np.divide(2 * tp, support + claimed, out=np.zeros_like(tp), where=present)
-    return {
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    scores = {
         "accuracy": float(tp.sum() / max(1, len(true))),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "confusion_matrix": confusion.tolist(),
+        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
     }
+    if detail:
+        scores |= {"confusion_matrix": confusion.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+                   "never_predicted": [int(c) for c in np.flatnonzero((claimed == 0) & (support > 0))]}
+    return scores
 
 
 @TASKS.register("image_classification")
 class ImageClassification(Classification):
     name = "image_classification"
+    augments = True
+    """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
 
     def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         transform = preprocess.train_transform() if training and train.augment else preprocess.eval_transform()

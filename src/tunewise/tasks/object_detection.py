@@ -112,6 +112,8 @@ DETECTORS = {"faster_rcnn": faster_rcnn, "fcos": fcos}
 @TASKS.register("object_detection")
 class ObjectDetection:
     name = "object_detection"
+    augments = True
+    """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
     metric = "map"
     greater_is_better = True
     cacheable = False
@@ -137,6 +139,10 @@ class ObjectDetection:
     def loss(self, outputs: dict[str, torch.Tensor], targets) -> torch.Tensor:
         """Shape: outputs the detector's losses (RPN objectness and boxes, classifier, box regression)."""
         return sum(outputs.values())
+
+    metrics_names = ("map", "map_50", "map_75", "mar_100")
+    # no example_stats: COCO mAP is not a sum over images, so a search's intervals on detection
+    # carry the seeds' variation alone (said in the report)
 
     def metrics(self, outputs: list[list[dict]], targets: list[list[dict]], data=None) -> dict:
         """COCO mAP@[.5:.95] (`map`), mAP@.5, mAP@.75 and mean recall at 100 detections."""

@@ -8,6 +8,7 @@ them, as fractions.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -18,7 +19,7 @@ from tunewise.backbones.hf import Tokenize
 from tunewise.config import TrainConfig
 from tunewise.data.text import QASet
 from tunewise.tasks import TASKS, TaskModel
-from tunewise.tasks.squad import best_answers, encode_windows, squad_metrics
+from tunewise.tasks.squad import best_answers, encode_windows, exact_match, f1, squad_metrics
 from tunewise.tasks.text_batches import Encoded, encoded_once, text_loader
 
 MAX_ANSWER_TOKENS = 30
@@ -62,6 +63,18 @@ class QuestionAnswering:
     def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data: Encoded) -> dict:
         """Exact match and F1 over the examples (and per answerable / unanswerable group)."""
         return squad_metrics(self.answers(outputs, data), data.extra["examples"])
+
+    metrics_names = ("f1", "exact_match")
+
+    def example_stats(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data: Encoded) -> np.ndarray:
+        """Per question: (exact match, F1), as the official script scores it. Shape: -> (N, 2)."""
+        answers = self.answers(outputs, data)
+        return np.array([[exact_match(answers.get(e.id, ""), [a["text"] for a in e.answers]),
+                          f1(answers.get(e.id, ""), [a["text"] for a in e.answers])]
+                         for e in data.extra["examples"]], dtype=float).reshape(-1, 2)
+
+    def metric_from_stats(self, stats: np.ndarray, metric: str) -> float:
+        return float(stats[:, {"exact_match": 0, "f1": 1}[metric]].mean())
 
     def answers(self, outputs: list[torch.Tensor], data: Encoded) -> dict[str, str]:
         """The best span of each example (over all its windows), by example id."""

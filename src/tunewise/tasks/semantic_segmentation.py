@@ -63,6 +63,8 @@ class SegmentationModel(TaskModel):
 @TASKS.register("semantic_segmentation")
 class SemanticSegmentation:
     name = "semantic_segmentation"
+    augments = True
+    """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
     metric = "miou"
     greater_is_better = True
     cacheable = False
@@ -93,6 +95,31 @@ class SemanticSegmentation:
     def compact(self, outputs: torch.Tensor) -> torch.Tensor:
         """Per-batch outputs kept for `metrics`: the predicted classes (B, H, W), not the logits."""
         return outputs.argmax(1).to(torch.uint8)
+
+    metrics_names = ("miou", "pixel_accuracy")
+
+    def example_stats(self, outputs: list[torch.Tensor], targets: list[torch.Tensor],
+                      data: SegmentationSet) -> np.ndarray:
+        """Per image and class: pixels right, predicted, true (ignored pixels left out).
+
+        Shape: -> (N, 3C); summed over any set of images they give that set's IoUs.
+        """
+        classes = len(data.classes)
+        rows = []
+        for predicted, true in zip(outputs, targets, strict=True):
+            for p, t in zip(predicted.long(), true.long(), strict=True):
+                keep = t != IGNORE_INDEX
+                p, t = p[keep].numpy(), t[keep].numpy()
+                rows.append(np.concatenate([np.bincount(t[p == t], minlength=classes),
+                                            np.bincount(p, minlength=classes), np.bincount(t, minlength=classes)]))
+        return np.array(rows, dtype=np.int64).reshape(-1, 3 * classes)
+
+    def metric_from_stats(self, stats: np.ndarray, metric: str) -> float:
+        tp, predicted, true = np.split(stats.sum(0).astype(float), 3)
+        if metric == "pixel_accuracy":
+            return float(tp.sum() / max(1.0, true.sum()))
+        union = predicted + true - tp
+        return float((tp[union > 0] / union[union > 0]).mean()) if (union > 0).any() else 0.0
 
     def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data: SegmentationSet) -> dict:
         """Mean IoU over the classes present in the truth or the predictions, pixel accuracy, per-class IoU."""

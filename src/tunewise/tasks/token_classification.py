@@ -7,6 +7,7 @@ special tokens) are ignored, in training and in scoring alike.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -73,10 +74,41 @@ class TokenClassification:
         """Shape: outputs (B, T, C) logits, targets (B, T) tag indices or IGNORE -> scalar."""
         return F.cross_entropy(outputs.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
+    metrics_names = ("f1", "precision", "recall", "accuracy")
+
     def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data) -> dict:
         """Entity-level precision/recall/F1 (seqeval, CoNLL rules), token accuracy and loss."""
         from seqeval.metrics import f1_score, precision_score, recall_score
 
+        true, predicted, losses, count = self._tags(outputs, targets)
+        hits = sum(t == p for ts, ps in zip(true, predicted, strict=True) for t, p in zip(ts, ps, strict=True))
+        return {"f1": float(f1_score(true, predicted, zero_division=0)),
+                "precision": float(precision_score(true, predicted, zero_division=0)),
+                "recall": float(recall_score(true, predicted, zero_division=0)),
+                "accuracy": hits / max(1, count), "loss": losses / max(1, count)}
+
+    def example_stats(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data=None) -> np.ndarray:
+        """Per sentence: entities found correctly, predicted, true; tokens right, scored.
+
+        Shape: -> (N, 5) integers; summed over any set of sentences they give seqeval's micro scores.
+        """
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        true, predicted, _, _ = self._tags(outputs, targets)
+        rows = []
+        for ts, ps in zip(true, predicted, strict=True):
+            gold, found = set(get_entities(ts)), set(get_entities(ps))
+            rows.append([len(gold & found), len(found), len(gold), sum(t == p for t, p in zip(ts, ps, strict=True)),
+                         len(ts)])
+        return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+    def metric_from_stats(self, stats: np.ndarray, metric: str) -> float:
+        correct, found, gold, hits, tokens = stats.sum(0)
+        return {"f1": 2 * correct / max(1, found + gold), "precision": correct / max(1, found),
+                "recall": correct / max(1, gold), "accuracy": hits / max(1, tokens)}[metric]
+
+    def _tags(self, outputs, targets) -> tuple[list[list[str]], list[list[str]], float, int]:
+        """Each sentence's true and predicted tag names on its scored tokens; summed loss and token count."""
         classes = self.classes
         true, predicted, losses, count = [], [], 0.0, 0
         for logits, target in zip(outputs, targets, strict=True):
@@ -88,8 +120,4 @@ class TokenClassification:
                 keep = row_target != IGNORE
                 true.append([classes[i] for i in row_target[keep].tolist()])
                 predicted.append([classes[i] for i in row_logits[keep].argmax(-1).tolist()])
-        hits = sum(t == p for ts, ps in zip(true, predicted, strict=True) for t, p in zip(ts, ps, strict=True))
-        return {"f1": float(f1_score(true, predicted, zero_division=0)),
-                "precision": float(precision_score(true, predicted, zero_division=0)),
-                "recall": float(recall_score(true, predicted, zero_division=0)),
-                "accuracy": hits / max(1, count), "loss": losses / max(1, count)}
+        return true, predicted, losses, count

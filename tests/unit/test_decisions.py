@@ -1,0 +1,229 @@
+"""Decisions you can trust: intervals that carry seeds and examples, a budget that measures every
+strategy, finals that compare strategies, a tie-aware pick, LP-FT never below its probe, runs that
+reproduce, and a metric the majority class cannot game."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+import tunewise
+import tunewise.study as study_module
+from tunewise import DataConfig, TrainConfig
+from tunewise.errors import ConfigError
+from tunewise.records import Arm
+from tunewise.stats import detectable_difference, difference_interval, mean_interval, verdict
+from tunewise.strategies import get_strategy
+from tunewise.study import SearchConfig, default_budget, unmeasurable
+from tunewise.tasks import get_task
+
+CLASSIFICATION = get_task("image_classification")
+
+
+def accuracy(stats: np.ndarray) -> float:
+    return CLASSIFICATION.metric_from_stats(stats, "accuracy")
+
+
+def seeds_of(rate: float, examples: int = 200, seeds: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """Per-example (true, predicted) of `seeds` models that are each right with probability `rate`."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 2, examples)
+    return [np.stack([true, np.where(rng.random(examples) < rate, true, 1 - true)], 1) for _ in range(seeds)]
+
+
+# --- intervals ------------------------------------------------------------------------------------
+
+def test_intervals_stay_inside_the_metric_range_and_carry_the_examples_noise():
+    perfect = seeds_of(1.0, examples=30, seeds=1)
+    mean, low, high = mean_interval(perfect, accuracy)
+    assert mean == low == high == 1.0  # nothing to resample: always right
+    mean, low, high = mean_interval(seeds_of(0.9, examples=30, seeds=2), accuracy)
+    assert 0.0 <= low < mean < high <= 1.0
+    assert high - low > 0.1  # 30 examples cannot pin an accuracy near 90% to within 10 points
+
+
+def test_a_real_gain_is_significant_and_noise_is_not():
+    true_gain = difference_interval(seeds_of(0.9, seed=1), seeds_of(0.6, seed=1), accuracy)
+    assert true_gain[1] > 0 and verdict(*true_gain, seeds=3)[0]
+    noise = difference_interval(seeds_of(0.75, seed=2), seeds_of(0.75, seed=2)[::-1], accuracy)
+    assert noise[1] <= 0 <= noise[2] and not verdict(*noise, seeds=3)[0]
+
+
+def test_one_seed_or_a_zero_width_interval_is_never_significant():
+    assert verdict(0.3, 0.2, 0.4, seeds=1) == (False, "cannot tell: one seed shows nothing of the variation "
+                                                      "between seeds")
+    assert not verdict(0.1, 0.1, 0.1, seeds=3)[0]
+
+
+def test_the_smallest_detectable_difference_shrinks_with_more_examples():
+    small = detectable_difference(seeds_of(0.8, examples=50, seeds=1)[0], accuracy)
+    large = detectable_difference(seeds_of(0.8, examples=2000, seeds=1)[0], accuracy)
+    assert 0.15 < small < 0.4 and large < small / 4  # about 2.8 * sqrt(2) * sqrt(p(1-p)/n)
+
+
+# --- per-example statistics reproduce each task's own metric ----------------------------------------
+
+def test_classification_statistics_give_the_same_metrics():
+    logits = [torch.randn(20, 4), torch.randn(13, 4)]
+    targets = [torch.randint(0, 4, (20,)), torch.randint(0, 4, (13,))]
+    direct = CLASSIFICATION.metrics(logits, targets)
+    stats = CLASSIFICATION.example_stats(logits, targets)
+    for name in CLASSIFICATION.metrics_names:
+        assert CLASSIFICATION.metric_from_stats(stats, name) == pytest.approx(direct[name])
+
+
+def test_token_classification_statistics_give_seqeval_scores():
+    task = get_task("token_classification")
+    task.classes = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    torch.manual_seed(0)
+    logits = [torch.randn(6, 9, 5), torch.randn(4, 7, 5)]
+    targets = [torch.randint(0, 5, (6, 9)), torch.randint(0, 5, (4, 7))]
+    targets[0][:, -2:] = -100  # padding is not scored
+    direct = task.metrics(logits, targets, None)
+    stats = task.example_stats(logits, targets)
+    assert stats.shape == (10, 5)
+    for name in task.metrics_names:
+        assert task.metric_from_stats(stats, name) == pytest.approx(direct[name])
+
+
+def test_segmentation_statistics_give_the_same_miou():
+    from types import SimpleNamespace
+
+    task = get_task("semantic_segmentation")
+    data = SimpleNamespace(classes=["bg", "a", "b"])
+    predicted = [torch.randint(0, 3, (2, 8, 8), dtype=torch.uint8)]
+    true = [torch.randint(0, 3, (2, 8, 8))]
+    true[0][0, 0, :4] = 255  # ignored pixels
+    direct = task.metrics(predicted, true, data)
+    stats = task.example_stats(predicted, true, data)
+    assert task.metric_from_stats(stats, "miou") == pytest.approx(direct["miou"])
+    assert task.metric_from_stats(stats, "pixel_accuracy") == pytest.approx(direct["pixel_accuracy"])
+
+
+# --- the budget ----------------------------------------------------------------------------------
+
+def test_the_default_budget_measures_every_strategy_and_a_small_one_says_what_it_drops():
+    config = SearchConfig(epochs=4, seeds=3)
+    config = SearchConfig(epochs=4, seeds=3, budget=default_budget(config))
+    assert unmeasurable(config) == []
+    tight = SearchConfig(epochs=4, seeds=3, budget=f"{study_module.reserved_cost(config) + 3:g}epochs")
+    dropped = unmeasurable(tight)
+    assert "linear_probe" not in dropped and dropped == [s for s in study_module.ORDER if s in dropped]
+    assert len(dropped) >= 7  # 3 epochs after the finals and scratch: the probe, bitfit and one more at most
+
+
+# --- finalists and the pick ------------------------------------------------------------------------
+
+def _explore(strategy: str, state: TrialState, value: float, number_attrs: dict | None = None):
+    return create_trial(
+        state=state, value=value if state == TrialState.COMPLETE else None,
+        params={"strategy": strategy, "lr": 1e-3},
+        distributions={"strategy": CategoricalDistribution([*study_module.ORDER, "scratch"]),
+                       "lr": FloatDistribution(1e-12, 1e6, log=True)},
+        user_attrs={"tier": "explore", "seed": 0, "epochs": 4, **(number_attrs or {})},
+        intermediate_values={0: value * 0.9, 1: value})
+
+
+def test_finalists_are_two_strategies_even_when_only_one_completed():
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_explore("linear_probe", TrialState.COMPLETE, 0.7))
+    study.add_trial(_explore("linear_probe", TrialState.COMPLETE, 0.6))
+    study.add_trial(_explore("full", TrialState.PRUNED, 0.5))
+    study.add_trial(_explore("lora", TrialState.PRUNED, 0.65))
+    finalists = study_module._finalists(study, 2)
+    assert [t.params["strategy"] for t in finalists] == ["linear_probe", "lora"]
+    study_module._enqueue_finals(study, SearchConfig(seeds=3, epochs=4))
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    # the probe's explore run is its seed 0; the pruned lora run is re-run in full on every seed
+    assert sorted((t.system_attrs["fixed_params"]["strategy"], t.user_attrs["seed"]) for t in waiting) == [
+        ("linear_probe", 1), ("linear_probe", 2), ("lora", 0), ("lora", 1), ("lora", 2)]
+
+
+def _arm(tmp_path, name: str, rate: float, cost: float, seed: int) -> Arm:
+    dirs = []
+    for i, stats in enumerate(seeds_of(rate, examples=300, seed=seed)):
+        folder = tmp_path / f"{name}-{i}"
+        folder.mkdir()
+        np.save(folder / "val_examples.npy", stats)
+        dirs.append(str(folder))
+    scores = [accuracy(np.load(f"{d}/val_examples.npy")) for d in dirs]
+    return Arm(strategy=name, lr=1e-3, seeds=[0, 1, 2], scores=scores, mean=float(np.mean(scores)), ci_low=0,
+               ci_high=1, run_dirs=dirs, cost=cost)
+
+
+def test_the_pick_takes_the_cheapest_arm_that_cannot_be_told_from_the_best(tmp_path):
+    judge = study_module.Judge(CLASSIFICATION, "accuracy")
+    # the same examples (seed 5) and the same skill: only the seeds' noise separates them
+    best, cheap = _arm(tmp_path, "full", 0.80, cost=4, seed=5), _arm(tmp_path, "linear_probe", 0.80, 0.33, seed=5)
+    best.scores, best.mean = [s + 0.01 for s in best.scores], best.mean + 0.01
+    picked, pick = study_module._pick([best, cheap], None, judge)
+    assert picked is cheap and pick["tied"] == ["linear_probe"] and pick["best_by_mean"] == "full"
+    clear = _arm(tmp_path, "lora", 0.95, cost=4, seed=5)
+    picked, pick = study_module._pick([clear, cheap], None, judge)
+    assert picked is clear and pick["tied"] == []
+
+
+# --- LP-FT, reproducibility, the metric -------------------------------------------------------------
+
+FAST = TrainConfig(epochs=2, batch_size=8, num_workers=0, patience=None)
+
+
+def _data(folder) -> DataConfig:
+    return DataConfig(data=str(folder), image_size=32)
+
+
+def test_lp_ft_starts_at_its_probe_and_never_ends_below_it(image_folder, tiny_weights, tmp_path):
+    strategy = get_strategy("lp_ft", probe_epochs=4, probe_lr=0.05)
+    record = tunewise.fit("timm:test_resnet", _data(image_folder), strategy, train=FAST, weights=tiny_weights,
+                          out=tmp_path / "run", lr=0.05)  # a rate high enough to hurt
+    probe = tunewise.RunRecord.load(tmp_path / "run" / "probe" / "record.json")
+    assert record.start_val == pytest.approx(probe.val_score)  # same preprocessing, same statistics
+    assert record.val_score >= probe.val_score - 1e-9
+
+
+def test_lp_ft_keeps_the_pretrained_batchnorm_statistics():
+    from tunewise.strategies.freezing import set_train_mode
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    set_train_mode(model, keep_statistics=True)
+    assert model[0].training and not model[1].training
+    before = model[1].running_mean.clone()
+    model(torch.randn(4, 3, 8, 8) + 5)
+    assert torch.equal(model[1].running_mean, before)
+
+
+@pytest.mark.parametrize("strategy", ["scratch", "full"])
+def test_the_same_settings_give_the_same_numbers_in_fit_and_in_search(strategy, image_folder, tiny_weights,
+                                                                      tmp_path):
+    data = _data(image_folder)
+    config = SearchConfig(strategies=("full",), epochs=2, rates=1, seeds=1, finalists=1, scratch_epochs=2,
+                          budget="12epochs", scratch=strategy == "scratch")
+    board = tunewise.search("timm:test_resnet", data, config, train=FAST, out=tmp_path / "search",
+                            weights=tiny_weights)
+    trial = next(t for t in board.trials if t.strategy == strategy and t.state == "complete" and t.seed == 0
+                 and t.augment)
+    alone = tunewise.fit("timm:test_resnet", data, strategy, train=FAST, weights=tiny_weights, lr=trial.lr,
+                         out=tmp_path / "alone", test=False)
+    assert alone.curve == pytest.approx(trial.curve, abs=1e-6)
+
+
+def test_imbalanced_classes_select_on_macro_f1(tmp_path, tiny_weights):
+    from conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "img", per_class=12)
+    for extra in range(12, 40):  # "red" becomes the majority
+        (folder / "red" / f"{extra:03d}.png").write_bytes((folder / "red" / "000.png").read_bytes())
+    record = tunewise.fit("timm:test_resnet", _data(folder), "linear_probe", train=FAST, weights=tiny_weights,
+                          out=tmp_path / "run")
+    assert record.metric == "macro_f1" and "imbalanced" in record.metric_reason
+    assert record.baseline["predicts"] == "red" and record.baseline["macro_f1"] < record.baseline["accuracy"]
+    asked = tunewise.fit("timm:test_resnet", _data(folder), "linear_probe", train=FAST, weights=tiny_weights,
+                         out=tmp_path / "asked", metric="accuracy")
+    assert asked.metric == "accuracy"
+    with pytest.raises(ConfigError, match="--metric 'f1' is not a metric of image_classification"):
+        tunewise.fit("timm:test_resnet", _data(folder), "linear_probe", train=FAST, weights=tiny_weights,
+                     out=tmp_path / "bad", metric="f1")
