@@ -1,7 +1,7 @@
 """Benchmark: `tunewise.rank` (one feature pass per candidate) against fine-tuning every candidate.
 
-What it measures, in one process, per data set, for the same five candidates (three pretrained
-EfficientNet-Lites and two random-weight models that are deliberately weak):
+What it measures, in one process, per data set, for the same six candidates (three pretrained
+EfficientNet-Lites, torchvision's MobileNetV2, and two random-weight models that are deliberately weak):
 
 (1) the ranking's cost: each candidate's feature extraction (backbone loaded, one forward pass
     over the training split, into a FRESH feature cache: HOME points at an empty temporary
@@ -50,6 +50,7 @@ CANDIDATES = [
     "pkg:efficientnet_lite0",
     "pkg:efficientnet_lite1",
     "pkg:efficientnet_lite2",
+    "pkg:mobilenet_v2",
     "random:pkg:efficientnet_lite0",
     "random:timm:resnet18",
 ]

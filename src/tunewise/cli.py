@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", help="feature cache (default: ~/.cache/tunewise/features)")
     t.add_argument("--detector", choices=["faster_rcnn", "fcos"], default="faster_rcnn",
                    help="object detection: two-stage Faster R-CNN or one-stage FCOS (default: %(default)s)")
+    t.add_argument("--metric", help="the validation metric that picks the best epoch and run: accuracy, macro_f1, "
+                        "balanced_accuracy "
+                        "(classification), f1, precision, recall (NER), f1, exact_match (QA), miou, map, ... "
+                        "(default: the task's; classification takes macro_f1 when classes are imbalanced)")
 
     ev = sub.add_parser("evaluate", help="metrics of a fitted model on a data split")
     ev.add_argument("run", help="run folder written by `tunewise fit`")
@@ -202,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="all, or a comma list (linear_probe,full,lora); scratch is the baseline (default: all)")
     se.add_argument("--budget",
                     help="total cost: Nepochs (training-epoch equivalents) or a time: 90s, 30m, 2h (default: "
-                         "what the finals and the scratch baseline need, plus two full runs' worth of exploring)")
+                         "the finals and the scratch baseline, plus every strategy in full at its middle rate and "
+                         "through its grace epochs at its other rates, so every strategy is measured; a smaller "
+                         "budget prints which strategies it cannot measure)")
     se.add_argument("--epochs", type=positive_int, default=10, help="epochs of each run (default: %(default)s)")
     se.add_argument("--rates", type=positive_int, default=3, help="rates tried per strategy (default: %(default)s)")
     se.add_argument("--seeds", type=positive_int, default=3, help="seeds per finalist (default: %(default)s)")
@@ -227,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     se.add_argument("--detector", choices=["faster_rcnn", "fcos"], default="faster_rcnn",
                     help="object detection: two-stage Faster R-CNN or one-stage FCOS (default: %(default)s)")
+    se.add_argument("--no-augment", action="store_true",
+                    help="no random crops or flips in any run (by default the search also re-runs its best "
+                         "arm without them, and keeps whichever measures better)")
+    se.add_argument("--metric", help="the validation metric that picks the best epoch and run: accuracy, macro_f1, "
+                         "balanced_accuracy "
+                         "(classification), f1, precision, recall (NER), f1, exact_match (QA), miou, map, ... "
+                         "(default: the task's; classification takes macro_f1 when classes are imbalanced)")
     _add_data_flags(se)
 
     rk = sub.add_parser("rank", help="which pretrained model: rank candidates from one feature pass each",
@@ -360,7 +373,8 @@ def run_search(args: argparse.Namespace) -> int:
                           scratch_epochs=args.scratch_epochs, workers=args.workers, knobs=args.search_knobs,
                           keep_models=args.keep_models)
     train = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, num_workers=args.num_workers,
-                        device=args.device, detector=args.detector)
+                        device=args.device, detector=args.detector, metric=args.metric,
+                        augment=not args.no_augment)
     if (args.resume or args.worker) and not args.out:
         raise TunewiseError("--resume and --worker need --out RUN_DIR: the search folder.")
     if args.worker:

@@ -63,7 +63,19 @@ def mean_interval(seeds: Sequence[np.ndarray], metric: Metric, replicates: int =
     rows = _draws(rng, len(seeds[0]), replicates)
     values = _replicates(seeds, metric, rows, rng.integers(0, len(seeds), size=(replicates, len(seeds))))
     low, high = np.percentile(values, [2.5, 97.5])
-    return mean, float(low), float(high)
+    floor_low, floor_high = wilson(mean, len(seeds[0]))
+    return mean, float(min(low, floor_low)), float(max(high, floor_high))
+
+
+def wilson(p: float, n: int) -> tuple[float, float]:
+    """The Wilson score 95% interval of a proportion `p` seen on `n` examples (Wilson 1927; Brown,
+    Cai and DasGupta 2001 recommend it for small n). The percentile bootstrap collapses at the
+    metric's edges (every resample of 9 right answers out of 9 is 100%); an arm's interval is never
+    narrower than this one."""
+    z = Z_TWO_SIDED_95
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def difference_interval(a: Sequence[np.ndarray], b: Sequence[np.ndarray], metric: Metric,
@@ -91,12 +103,16 @@ def detectable_difference(stats: np.ndarray, metric: Metric, replicates: int = 5
     power at the 5% level, two independent estimates each with this set's bootstrap standard
     error `se` differ detectably by (z_0.975 + z_0.8) * sqrt(2) * se (a paired comparison on
     the same examples can do better; this is the conservative figure).
+    The standard error is at least a proportion's at one example from the edge, sqrt(q(1 - q)/N)
+    with q = 1/N: a perfect score on few examples claims no precision it does not have.
 
     Shape: stats (N, K) one model's per-example statistics.
     """
     rng = np.random.default_rng(seed)
     values = [metric(stats[rows]) for rows in _draws(rng, len(stats), replicates)]
-    return float((Z_TWO_SIDED_95 + Z_POWER_80) * np.sqrt(2) * np.std(values, ddof=1))
+    edge = 1 / len(stats)
+    se = max(float(np.std(values, ddof=1)), float(np.sqrt(edge * (1 - edge) / len(stats))))
+    return float((Z_TWO_SIDED_95 + Z_POWER_80) * np.sqrt(2) * se)
 
 
 def verdict(mean: float, low: float, high: float, seeds: int) -> tuple[bool, str]:

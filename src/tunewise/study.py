@@ -162,12 +162,15 @@ def reserved_cost(config: SearchConfig) -> float:
     return finals + scratch
 
 
-def default_budget(config: SearchConfig, models: int = 1, cacheable: bool = True) -> str:
-    """The finals and the scratch baseline, plus every strategy once at its middle rate for its
-    whole schedule, on each searched model: every strategy is measured, and what pruning saves
-    pays for the other rates."""
-    explore = sum(_full_cost(s, config, cacheable) for s in config.strategies)
-    return f"{math.ceil(reserved_cost(config) + models * explore - 1e-9):g}epochs"
+def default_budget(config: SearchConfig, models: int = 1, cacheable: bool = True, augments: bool = False) -> str:
+    """The finals and the scratch baseline, plus, on each searched model, every strategy for its
+    whole schedule at its middle rate and through its grace rung at its other rates (where the
+    pruner judges it), plus one run without augmentation where the task augments: every strategy
+    is measured, and every rate is seen."""
+    explore = sum(_full_cost(s, config, cacheable) + (config.rates - 1) * _least_cost(s, config, cacheable)
+                  for s in config.strategies)
+    extra = config.epochs if augments else 0
+    return f"{math.ceil(reserved_cost(config) + models * explore + extra - 1e-9):g}epochs"
 
 
 def unmeasurable(config: SearchConfig, models: int = 1, cacheable: bool = True) -> list[str]:
@@ -233,7 +236,8 @@ def search(
     the_task = get_task(task)  # an unknown task fails here, before anything is written
     searched = min(len(models), config.keep_models)
     if config.budget is None:
-        config = replace(config, budget=default_budget(config, searched, the_task.cacheable))
+        config = replace(config, budget=default_budget(config, searched, the_task.cacheable,
+                                                       getattr(the_task, "augments", False)))
     train = train or TrainConfig()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
@@ -486,7 +490,7 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
     unit, allowance = parse_budget(config.budget)[0], explore_allowance(config)
     cacheable = get_task(settings.get("task", "image_classification")).cacheable
     ran = 0
-    while waiting := sum(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+    while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
         trial = study.ask()
         if "tier" not in trial.user_attrs:  # another worker took the last waiting trial first
             trial.set_user_attr("tier", "none")
@@ -500,22 +504,28 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
                       f"is spent")
             trial.set_user_attr("skipped", reason)
             study.tell(trial, state=TrialState.FAIL)
-            _say(trial, strategy, lr, f"skipped: {reason}")
+            _say(study, trial, strategy, lr, f"skipped: {reason}")
             continue
-        _say(trial, strategy, lr, f"{waiting - 1} more waiting in this stage{_time_left(study, config)}")
+        _say(study, trial, strategy, lr, f"starts{_time_left(study, config)}")
         _run_trial(study, trial, strategy, lr, folder, settings)
         ran += 1
     return ran
 
 
-def _say(trial: optuna.Trial, strategy: str, lr: float, what: str) -> None:
-    """One line per trial above the bars: stage, trial, strategy, rate, seed, and what happens."""
+def _label(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float) -> str:
+    """Stage, trial k of N in it, strategy (knobs, model), rate and seed: what a bar and a line say."""
     attrs = trial.user_attrs
+    stage = [t.number for t in _trials(study, attrs["tier"])]
     knobs = "".join(f" {k}={v}" for k, v in attrs.get("knobs", {}).items())
     flags = " no-augment" if attrs.get("augment") is False else ""
     on = f" on {attrs['model']}" if attrs.get("model") else ""
-    tqdm.write(f"[{attrs['tier']}, trial {trial.number + 1}] {strategy}{knobs}{flags}{on} lr {lr:.3g} seed "
-               f"{attrs.get('seed', 0)}: {what}")
+    return (f"{attrs['tier']} {stage.index(trial.number) + 1}/{len(stage)}: {strategy}{knobs}{flags}{on} "
+            f"lr {lr:.3g} seed {attrs.get('seed', 0)}")
+
+
+def _say(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float, what: str) -> None:
+    """One line per trial above the bars, and what happens to it."""
+    tqdm.write(f"[{_label(study, trial, strategy, lr)}] {what}")
 
 
 def _time_left(study: optuna.Study, config: SearchConfig) -> str:
@@ -524,10 +534,10 @@ def _time_left(study: optuna.Study, config: SearchConfig) -> str:
     done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("compute")]
     compute, seconds = sum(t.user_attrs["compute"] for t in done), sum(t.user_attrs.get("seconds", 0) for t in done)
     if unit == "seconds":
-        return f"; about {max(0.0, amount - seconds) / 60:.0f} min left at most"
+        return f"; the whole search has {max(0.0, amount - seconds) / 60:.0f} min left at most"
     if compute <= 0:
         return ""
-    return f"; about {max(0.0, amount - compute) * seconds / compute / 60:.0f} min left at most"
+    return f"; the whole search has about {max(0.0, amount - compute) * seconds / compute / 60:.0f} min left at most"
 
 
 def serve(run_dir: str | Path, poll_seconds: float = 2.0) -> int:
@@ -613,6 +623,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
         return True
 
     run = {"model": model, "data": settings["data"], "strategy": strategy, "knobs": knobs,
+           "label": _label(study, trial, strategy, lr),
            "train": asdict(train),
            "out": str(out), "task": settings.get("task", "image_classification"), "weights": settings["weights"],
            "resume": out.exists()}
@@ -641,7 +652,7 @@ def _fit_trial(run: dict, should_stop) -> RunRecord:
     strategy = get_strategy(run["strategy"], **run["knobs"])
     return fit(run["model"], DataConfig(**run["data"]), strategy, train=TrainConfig(**run["train"]),
                out=run["out"], task=run["task"], weights=run["weights"], test=False, should_stop=should_stop,
-               resume=run["resume"])
+               resume=run["resume"], label=run.get("label"))
 
 
 # --- data-parallel trials (accelerate launch, torchrun) -----------------------------------------

@@ -76,6 +76,7 @@ def fit(
     resume: bool = False,
     test: bool = True,
     should_stop: Callable[[int, float], bool] | None = None,
+    label: str | None = None,
     **train_overrides,
 ) -> RunRecord:
     """Fine-tune `model` on `data` with `strategy`; keep the best epoch by validation metric.
@@ -94,6 +95,8 @@ def fit(
             for its winner and baselines, and passes False).
         should_stop: called after each epoch with (epoch, validation metric); True stops the
             run there (a search's pruner), recorded as `stopped="pruned"`.
+        label: what the progress bar says (a search names the stage, trial, rate and seed);
+            default: the strategy.
 
     Returns:
         The RunRecord, also written to `out/record.json`.
@@ -152,7 +155,7 @@ def fit(
             write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(), tmp))
 
     stopped = None
-    bar = tqdm(range(progress.epoch, train.epochs), desc=f"{strategy}", unit="epoch",
+    bar = tqdm(range(progress.epoch, train.epochs), desc=label or strategy, unit="epoch",
                initial=progress.epoch, total=train.epochs, disable=None)
     for epoch in bar:
         progress.epoch = epoch

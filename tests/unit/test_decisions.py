@@ -38,9 +38,9 @@ def seeds_of(rate: float, examples: int = 200, seeds: int = 3, seed: int = 0) ->
 # --- intervals ------------------------------------------------------------------------------------
 
 def test_intervals_stay_inside_the_metric_range_and_carry_the_examples_noise():
-    perfect = seeds_of(1.0, examples=30, seeds=1)
+    perfect = seeds_of(1.0, examples=9, seeds=1)
     mean, low, high = mean_interval(perfect, accuracy)
-    assert mean == low == high == 1.0  # nothing to resample: always right
+    assert mean == high == 1.0 and 0.6 < low < 0.75  # every resample is 100%; 9 of 9 is no certainty (Wilson)
     mean, low, high = mean_interval(seeds_of(0.9, examples=30, seeds=2), accuracy)
     assert 0.0 <= low < mean < high <= 1.0
     assert high - low > 0.1  # 30 examples cannot pin an accuracy near 90% to within 10 points
@@ -63,6 +63,8 @@ def test_the_smallest_detectable_difference_shrinks_with_more_examples():
     small = detectable_difference(seeds_of(0.8, examples=50, seeds=1)[0], accuracy)
     large = detectable_difference(seeds_of(0.8, examples=2000, seeds=1)[0], accuracy)
     assert 0.15 < small < 0.4 and large < small / 4  # about 2.8 * sqrt(2) * sqrt(p(1-p)/n)
+    perfect = detectable_difference(seeds_of(1.0, examples=9, seeds=1)[0], accuracy)
+    assert perfect > 0.3  # 9 right answers out of 9 cannot detect a 30-point difference
 
 
 # --- per-example statistics reproduce each task's own metric ----------------------------------------

@@ -17,7 +17,7 @@ class LinearProbe(Strategy):
     """Train only the head. fit() sees the frozen backbone and trains on cached features."""
 
     name: ClassVar[str] = "linear_probe"
-    default_lr: ClassVar[float] = 1e-3
+    default_lr: ClassVar[float] = 3e-3
 
     def prepare(self, model: nn.Module) -> None:
         freeze(model.backbone)

@@ -35,7 +35,7 @@ class LPFT(Strategy):
     """
 
     probe_epochs: int = 10
-    probe_lr: float = 1e-3
+    probe_lr: float = 3e-3
     name: ClassVar[str] = "lp_ft"
     default_lr: ClassVar[float] = 1e-4
     keep_norm_statistics: ClassVar[bool] = True
