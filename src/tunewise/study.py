@@ -7,8 +7,9 @@ for many machines), so a killed search resumes and several workers share it:
 1. explore: every strategy on a small log grid of rates, cheapest first (cached-feature probes
    take seconds); successive halving prunes weak arms after a per-strategy grace period, so
    slow starters are not cut at epoch 1. Stops when its share of the budget is spent.
-2. final: the best strategies re-run over seeds; the pick is by mean validation metric, with a
-   95% interval and the paired difference to the runner-up.
+2. final: the best two strategies re-run over seeds (a pruned one in full, so the finals compare
+   strategies whenever two were measured); intervals resample seeds and validation examples
+   (tunewise.stats), and the pick is the cheapest arm that cannot be told apart from the best.
 3. scratch: the same architecture from random weights, with its own rates and a longer
    schedule: the answer to "is pretraining worth it here?".
 
@@ -423,7 +424,8 @@ def _enqueue_no_augment(study: optuna.Study, config: SearchConfig, settings: dic
                and not (t.params["strategy"] == "linear_probe" and get_task(settings["task"]).cacheable)]
     if trained and TrainConfig(**settings["train"]).augment:
         best = max(trained, key=lambda t: t.value)
-        study.enqueue_trial(dict(best.params), user_attrs={**best.user_attrs, "augment": False, "of": best.number})
+        attrs = {k: best.user_attrs[k] for k in ("tier", "seed", "epochs", "knobs", "model") if k in best.user_attrs}
+        study.enqueue_trial(dict(best.params), user_attrs={**attrs, "augment": False, "of": best.number})
 
 
 def _finalists(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:

@@ -26,8 +26,8 @@ def test_a_search_under_torchrun_trains_each_trial_on_two_shards(image_folder, t
     assert done.stdout.count("search folder:") == 1  # rank 1 prints nothing
 
     board = Leaderboard.load(out / "leaderboard.json")
-    ran = [(t.tier, t.strategy, t.seed) for t in board.trials if t.state == "complete"]
-    assert len(ran) == 4 and len(set(ran)) == 4  # each trial once, though two processes trained it
+    ran = [(t.tier, t.strategy, t.seed, t.augment) for t in board.trials if t.state == "complete"]
+    assert len(ran) == 5 and len(set(ran)) == 5  # each trial once (full also without augmentation), on 2 processes
     train_images = len(load_data(DataConfig(data=str(image_folder))).train)
     for trial in board.trials:
         folder = Path(trial.run_dir)
