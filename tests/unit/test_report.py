@@ -155,10 +155,13 @@ def test_the_three_answers_come_first_in_markdown_and_name_what_was_not_measured
                             "(validation accuracy 80.7% [75.0, 86.0])")
     assert scratch == ("Pretraining beat training from scratch: lora vs scratch, +25.7 points [+20.0, +31.0] of "
                        "validation accuracy (significant at 95%, 3 and 3 seeds).")
-    assert unmeasured == "Not measured: adapter (the budget ran out before it)."
+    assert unmeasured == "Not measured: adapter \u2014 the budget ran out before it."
+    board = _board()
+    board.unmeasured = {"adapter": "budget spent", "l2sp": "budget spent", "lp_ft": "loss became NaN"}
+    assert answer(board)[2] == "Not measured: adapter and l2sp \u2014 budget spent; lp_ft \u2014 loss became NaN."
     assert paragraphs[4] == "- **Warning:** scratch never predicts the class bag on validation"
     reading = paragraphs[5]
-    assert "Metric: accuracy, because the classes are balanced" in reading
+    assert "Selected on validation accuracy, because the classes are balanced." in reading
     assert "cannot tell apart differences smaller than about 6.1 points" in reading
     assert BOOTSTRAP in reading and "Always answering 'shirt' (the majority class) scores 33.3%" in reading
     assert not any(p.startswith("|") for p in paragraphs[:6])  # no table before the answer and its reading

@@ -183,7 +183,8 @@ def scratch_sentence(board: Leaderboard) -> str:
 
 def unmeasured_sentence(board: Leaderboard) -> str:
     if board.unmeasured:
-        return "Not measured: " + "; ".join(f"{name} ({why})" for name, why in board.unmeasured.items()) + "."
+        reasons = {why: [n for n, w in board.unmeasured.items() if w == why] for why in board.unmeasured.values()}
+        return "Not measured: " + "; ".join(f"{_names(names)} \u2014 {why}" for why, names in reasons.items()) + "."
     if not board.interval_method:  # a leaderboard from before unmeasured strategies were recorded
         return "This older leaderboard does not record unmeasured strategies; the trials table shows each one's state."
     return "Every strategy asked for was measured."
@@ -192,8 +193,7 @@ def unmeasured_sentence(board: Leaderboard) -> str:
 def notes(board: Leaderboard) -> list[str]:
     """How to read the numbers: the metric and why, the majority-class line, what this validation set can
     detect, how the intervals were made."""
-    found = [f"Metric: {board.metric_reason or board.metric} (validation; values in percent, differences "
-             "in points)."]
+    found = [f"Selected on validation {board.metric_reason or board.metric}."]
     if board.baseline and board.metric in board.baseline:
         found.append(f"Always answering {board.baseline['predicts']!r} (the majority class) scores "
                      f"{pct(board.baseline[board.metric])}: the line to beat.")

@@ -275,7 +275,7 @@ def _leaderboard_figure(board: Leaderboard, colours: dict) -> Figure:
     _percent(ax.xaxis)
     baseline = _baseline_line(ax, board, vertical=True)
     if baseline:
-        ax.legend(handles=baseline, fontsize=9, loc="lower left", framealpha=0.9)
+        ax.legend(handles=baseline, fontsize=9, loc="best", framealpha=0.9)
     ax.grid(axis="x", alpha=0.3)
     if not board.arms:
         _empty(ax, "no arm completed")
@@ -448,9 +448,9 @@ def _blocks(board: Leaderboard, plots: set[str]) -> list[tuple]:
     blocks += [("warnings", board.warnings)] if board.warnings else []
     blocks += [("list", notes(board)), ("h2", "Search"), ("list", _details(board)),
                ("h2", "Arms"),
-               ("p", f"Best first. Validation {board.metric}: the mean over seeds with its 95% interval. Test: the "
-                     "seed-0 run of each arm tested (the winner, the next pretrained arm, scratch and linear_probe), "
-                     "evaluated once after the decision, never used to choose."),
+               ("p", f"Best first, in percent. Validation {board.metric}: the mean over seeds with its 95% interval. "
+                     "Test: the seed-0 run of each arm tested (the winner, the next pretrained arm, scratch and "
+                     "linear_probe), evaluated once after the decision, never used to choose."),
                _arms_table(board), *_probe_note(board)]
     differences = _differences(board)
     blocks += [("h2", "Differences"), ("list", differences)] if differences else []
