@@ -20,8 +20,7 @@ def write_ranking_report(ranking: Ranking, folder: str | Path) -> list[Path]:
     if len(verified) >= 2:
         written.append(_save_figure(_verify_figure(ranking), folder / "verify.png"))
     blocks = _blocks(ranking, has_plot=bool(written))
-    for name, render in (("report.md", _markdown), ("report.html", _html)):
-        text = render(blocks)
+    for name, text in (("report.md", _markdown(blocks)), ("report.html", _html(blocks, folder))):
         write_atomic(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
         written.append(folder / name)
     return written
