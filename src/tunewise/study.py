@@ -641,11 +641,20 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("compute", record.compute)
     trial.set_user_attr("seconds", record.seconds)
-    (out / "checkpoint.pt").unlink(missing_ok=True)  # only an interrupted run resumes from it
+    _drop_run_state(out)
     if record.stopped == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, record.val_score)
+
+
+def _drop_run_state(folder: Path) -> None:
+    """A finished trial (and LP-FT's probe inside it) keeps no resume state: only an interrupted run
+    resumes from checkpoint.pt, and best.pt repeats the exported weights where the export was written."""
+    for run in (folder, folder / "probe"):
+        (run / "checkpoint.pt").unlink(missing_ok=True)
+        if (run / "model.safetensors").is_file():
+            (run / "best.pt").unlink(missing_ok=True)
 
 
 def _fit_trial(run: dict, should_stop) -> RunRecord:
@@ -788,10 +797,12 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
 
 def _pick(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tuple[Arm, dict]:
     """The arm handed back, by a stated rule: of the pretrained arms that cannot be told apart from
-    the best by mean, the cheapest to train (then the fewest trainable parameters); scratch only when
-    it beat the best pretrained arm significantly (or nothing pretrained completed)."""
-    rule = ("the cheapest arm (training compute, then trainable parameters) among those that cannot be told "
-            "apart from the best by mean")
+    the best by mean, the one that costs least to train; at equal compute the best by mean (fewer
+    trainable parameters is no reason to give up a better mean: the export is a whole model either
+    way). Scratch only when it beat the best pretrained arm significantly (or nothing pretrained
+    completed)."""
+    rule = ("the arm with the least training compute among those that cannot be told apart from the best by "
+            "mean; at equal compute, the best by mean")
     if not pretrained:
         return scratch, {"rule": "no pretrained arm completed", "best_by_mean": scratch.name, "tied": [],
                          "picked": scratch.name}
@@ -800,7 +811,7 @@ def _pick(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tuple[Arm
         return scratch, {"rule": "scratch beat the best pretrained arm significantly", "best_by_mean": scratch.name,
                          "tied": [], "picked": scratch.name}
     tied = [a for a in pretrained[1:] if not judge.difference(best, a)["significant"]]
-    picked = min([best, *tied], key=lambda a: (a.cost, a.trainable_params, -a.mean))
+    picked = min([best, *tied], key=lambda a: (round(a.cost, 3), -a.mean))
     return picked, {"rule": rule, "best_by_mean": best.name, "tied": [a.name for a in tied], "picked": picked.name}
 
 

@@ -164,6 +164,8 @@ def test_the_pick_takes_the_cheapest_arm_that_cannot_be_told_from_the_best(tmp_p
     best.scores, best.mean = [s + 0.01 for s in best.scores], best.mean + 0.01
     picked, pick = study_module._pick([best, cheap], None, judge)
     assert picked is cheap and pick["tied"] == ["linear_probe"] and pick["best_by_mean"] == "full"
+    same_cost = _arm(tmp_path, "bitfit", 0.80, cost=4, seed=5)
+    assert study_module._pick([best, same_cost], None, judge)[0] is best  # not cheaper: the better mean stays
     clear = _arm(tmp_path, "lora", 0.95, cost=4, seed=5)
     picked, pick = study_module._pick([clear, cheap], None, judge)
     assert picked is clear and pick["tied"] == []
