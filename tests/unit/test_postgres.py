@@ -65,9 +65,9 @@ def test_a_search_and_a_second_worker_share_one_postgres_study(image_folder, tin
     assert worker.returncode == 0, worker_err[-2000:]
 
     board = Leaderboard.load(folder / "leaderboard.json")
-    ran = [(t.tier, t.strategy, t.lr, t.seed) for t in board.trials if t.state in ("complete", "pruned")]
+    ran = [(t.tier, t.strategy, t.lr, t.seed, t.augment) for t in board.trials if t.state in ("complete", "pruned")]
     assert len(ran) == len(set(ran))  # no trial ran twice
-    assert {(s, lr) for tier, s, lr, _ in ran if tier == "explore" and s == "linear_probe"} == {
+    assert {(s, lr) for tier, s, lr, _, _ in ran if tier == "explore" and s == "linear_probe"} == {
         ("linear_probe", lr) for lr in _rates("linear_probe", 3)}
     assert int(worker_out.split("ran ")[1].split()[0]) >= 1  # the second machine's own count agrees
     assert board.winner is not None
