@@ -695,16 +695,17 @@ def follow() -> Leaderboard:
 
 # --- deciding ----------------------------------------------------------------------------------
 
-def interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its 95% t-interval over seeds, kept inside [0, 1] (every selection metric is a
-    fraction): the fallback for tasks whose metric is not a sum over examples (detection's mAP)."""
+def interval(values: list[float], bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval over seeds, kept inside `bounds` (every selection metric is a
+    fraction; a difference of two lies in [-1, 1]): the fallback for tasks whose metric is not a
+    sum over examples (detection's mAP)."""
     from scipy import stats
 
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, mean, mean
     half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
+    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
 
 
 BOOTSTRAP = ("pigeonhole bootstrap over seeds and validation examples (Owen 2007), 95%; differences paired "
@@ -738,8 +739,7 @@ class Judge:
         else:
             common = sorted(set(a.seeds) & set(b.seeds))
             diffs = [a.scores[a.seeds.index(x)] - b.scores[b.seeds.index(x)] for x in common]
-            mean, low, high = interval(diffs) if diffs else (a.mean - b.mean, math.nan, math.nan)
-            low, high = max(-1.0, low), min(1.0, high)
+            mean, low, high = interval(diffs, (-1.0, 1.0)) if diffs else (a.mean - b.mean, math.nan, math.nan)
         significant, words = verdict(mean, low, high, min(len(a.seeds), len(b.seeds)))
         return {"versus": b.name, "of": a.name, "seeds": [len(a.seeds), len(b.seeds)], "mean": mean,
                 "ci_low": low, "ci_high": high, "significant": significant, "verdict": words}

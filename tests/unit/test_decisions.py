@@ -231,3 +231,15 @@ def test_imbalanced_classes_select_on_macro_f1(tmp_path, tiny_weights):
     with pytest.raises(ConfigError, match="--metric 'f1' is not a metric of image_classification"):
         tunewise.fit("timm:test_resnet", _data(folder), "linear_probe", train=FAST, weights=tiny_weights,
                      out=tmp_path / "bad", metric="f1")
+
+
+def test_a_seed_only_difference_may_be_negative(tmp_path):
+    """Detection has no per-example statistics: its differences are t-intervals over seeds, which
+    must not be clipped to a metric's [0, 1] (a real loss would read as an interval of no width)."""
+    judge = study_module.Judge(get_task("object_detection"), "map")
+    worse = Arm(strategy="full", lr=1e-3, seeds=[0, 1, 2], scores=[0.40, 0.42, 0.41], mean=0.41, ci_low=0,
+                ci_high=1, run_dirs=[])
+    better = Arm(strategy="linear_probe", lr=1e-3, seeds=[0, 1, 2], scores=[0.50, 0.51, 0.53], mean=0.513,
+                 ci_low=0, ci_high=1, run_dirs=[])
+    diff = judge.difference(worse, better)
+    assert diff["ci_low"] < diff["ci_high"] < 0 and diff["significant"]
