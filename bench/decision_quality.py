@@ -2,7 +2,7 @@
 
 On each data set, at one small epoch count (3):
 
-- GRID: every strategy the search compares by default (tunewise.study.ORDER) x 3 rates (exactly
+- GRID: every strategy the search compares by default (tunewise.strategies.default_strategies()) x 3 rates (exactly
   `_rates(strategy, 3, task)`, so the search's rates are grid cells) x seeds 0, 1, 2, each a
   `tunewise.fit(..., patience=None, test=True)`; plus scratch at `_rates("scratch", 3)` with twice the
   epochs (what the search gives scratch), 3 seeds. No --metric: every run selects on the task's

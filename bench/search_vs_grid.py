@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from tunewise import DataConfig, TrainConfig, fit
-from tunewise.study import ORDER, SearchConfig, _rates, search
+from tunewise.strategies import default_strategies
+from tunewise.study import SearchConfig, _rates, search
 
 
 def run_grid(model: str, data: DataConfig, train: TrainConfig, strategies: list[str], rates: int, out: Path):
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128, help="0: the backbone's own size")
     parser.add_argument("--max-train-per-class", type=int, default=100, help="0: all images")
     parser.add_argument("--budget", default="10epochs", help="the search's budget")
-    parser.add_argument("--strategies", default=",".join(ORDER))
+    parser.add_argument("--strategies", default=",".join(default_strategies()))
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 

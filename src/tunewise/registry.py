@@ -39,6 +39,10 @@ class Registry(Generic[T]):
 
         return bind
 
+    def add(self, obj: T) -> T:
+        """Decorator that registers `obj` under its own `name` attribute, so the name is written once."""
+        return self.register(obj.name)(obj)  # type: ignore[attr-defined]
+
     def get(self, name: str) -> T:
         """The entry for `name`.
 

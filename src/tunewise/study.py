@@ -28,7 +28,7 @@ import secrets
 import shutil
 import socket
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,47 +49,25 @@ from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
 from tunewise.stats import detectable_difference, difference_interval, mean_interval, verdict
-from tunewise.strategies import STRATEGIES, get_strategy
+from tunewise.strategies import STRATEGIES, baseline_name, default_strategies, get_strategy, in_search_order
 from tunewise.tasks import get_task
 from tunewise.train import EXAMPLE_STATS, selection_metric
 
 log = logging.getLogger("tunewise")
 
-# Rate ranges per strategy: heads and adapters take larger rates than full fine-tuning.
-RATE_RANGES: dict[str, tuple[float, float]] = {
-    "linear_probe": (1e-3, 3e-2), "bitfit": (3e-4, 1e-2), "norm_only": (3e-4, 1e-2), "lora": (3e-4, 1e-2),
-    "partial": (1e-4, 3e-3), "llrd": (1e-4, 3e-3), "gradual_unfreeze": (1e-4, 3e-3), "full": (3e-5, 1e-3),
-    "l2sp": (3e-5, 1e-3), "lp_ft": (1e-5, 3e-4), "scratch": (3e-4, 3e-3),
-}
-# Detection and segmentation: a frozen backbone's "head" is a whole neck and detector or decoder
-# trained from scratch, not one linear layer: rates like a network's. (bench/detection.py: 1e-3 reached
-# test mAP 0.51 in 6 epochs; the demo's linear-head middle rate, 5.5e-3, stayed at val mAP 0.006.)
-DEEP_HEAD_RATES: dict[str, tuple[float, float]] = {"linear_probe": (3e-4, 3e-3)}
-# Cheapest first, so a tight budget still sees every kind of arm.
-ORDER = ["linear_probe", "bitfit", "norm_only", "lora", "partial", "llrd", "gradual_unfreeze", "full",
-         "l2sp", "lp_ft"]
-# Epochs before the pruner may judge an arm: slow starters get longer.
-GRACE = {"full": 2, "l2sp": 2, "llrd": 2, "lp_ft": 2, "gradual_unfreeze": 3, "scratch": 3}
 TIME_EXPLORE_SHARE = 0.6
 """With a time budget, the share the explore tier may spend; finals and scratch use the rest.
 With an epoch budget, the explore tier gets what the finals and the scratch baseline leave."""
 CHEAP_TIER_COST = 1 / 3
-# With --search-knobs: each strategy's knobs on a small grid around its default (the middle value).
-KNOB_GRID: dict[str, list[dict]] = {
-    "partial": [{"k": 2}, {"k": 1}, {"k": 4}],
-    "gradual_unfreeze": [{"epochs_per_stage": 1}, {"epochs_per_stage": 2}],
-    "llrd": [{"decay": 0.75}, {"decay": 0.5}, {"decay": 0.9}],
-    "lp_ft": [{"probe_epochs": 10}, {"probe_epochs": 5}],
-    "lora": [{"r": 8}, {"r": 4}, {"r": 16}],
-    "l2sp": [{"alpha": 0.01}, {"alpha": 0.001}, {"alpha": 0.1}],
-}
+BASELINE_TIER = "scratch"
+"""The tier of the from-scratch baseline's runs (named after what it trains)."""
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """What a search compares and how much it may spend."""
 
-    strategies: tuple[str, ...] = tuple(ORDER)
+    strategies: tuple[str, ...] = field(default_factory=default_strategies)
     """Candidate strategies (the scratch baseline is separate: `scratch`)."""
     budget: str | None = None
     """Total cost: `Nepochs` (training-epoch equivalents) or a time (`90s`, `30m`, `2h`); None:
@@ -112,7 +90,7 @@ class SearchConfig:
     keep_models: int = 2
     """With several models: how many of the ranking's best go on to fine-tuning."""
     knobs: bool = False
-    """Also search each strategy's knobs (LoRA rank, llrd decay, partial's k, ...) on KNOB_GRID;
+    """Also search each strategy's knobs (LoRA rank, llrd decay, partial's k, ...) on its `knob_grid`;
     off: every strategy at its default knobs."""
 
 
@@ -130,8 +108,8 @@ def parse_budget(text: str) -> tuple[str, float]:
 def validate_search(config: SearchConfig) -> list[str]:
     problems = []
     for name in config.strategies:
-        if name not in STRATEGIES or name == "scratch":
-            allowed = [s for s in STRATEGIES.names() if s != "scratch"]
+        if name not in STRATEGIES or not STRATEGIES.get(name).pretrained:
+            allowed = [s for s in STRATEGIES.names() if STRATEGIES.get(s).pretrained]
             problems.append(f"--strategies has unknown {name!r}.{did_you_mean(name, allowed)} "
                             f"Allowed: all, or some of {', '.join(allowed)}")
     if not config.strategies:
@@ -181,7 +159,7 @@ def unmeasurable(config: SearchConfig, models: int = 1, cacheable: bool = True) 
     if unit != "epochs":
         return []
     left, dropped = explore_allowance(config), []
-    for strategy in [s for s in ORDER if s in config.strategies]:
+    for strategy in in_search_order(config.strategies):
         need = models * _least_cost(strategy, config, cacheable)
         if need > left + 1e-9:
             dropped.append(strategy)
@@ -281,10 +259,10 @@ def search(
         drain(run_dir, study, config.workers)
     if not _trials(study, "final"):
         _enqueue_finals(study, config)
-    if config.scratch and not _trials(study, "scratch"):
+    if config.scratch and not _trials(study, BASELINE_TIER):
         _enqueue_scratch(study, config, seeds=False)
     drain(run_dir, study, config.workers)
-    if config.scratch and not _trials(study, "scratch", seeds=True):
+    if config.scratch and not _trials(study, BASELINE_TIER, seeds=True):
         _enqueue_scratch(study, config, seeds=True)
         drain(run_dir, study, config.workers)
 
@@ -337,7 +315,7 @@ def _kept_models(run_dir: Path, models: list[str], data: DataConfig, task: str, 
 
 
 def _strategy_list(text: str) -> tuple[str, ...]:
-    return tuple(ORDER) if text == "all" else tuple(s.strip() for s in text.split(",") if s.strip())
+    return default_strategies() if text == "all" else tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 # --- the study -----------------------------------------------------------------------------------
@@ -375,7 +353,7 @@ class GracePruner(optuna.pruners.BasePruner):
         step = trial.last_step
         if trial.user_attrs.get("tier") != "explore" or step is None:
             return False
-        if step + 1 < GRACE.get(trial.params.get("strategy", ""), 1):
+        if step + 1 < _grace(trial.params.get("strategy", "")):
             return False
         return self.base.prune(study, trial)
 
@@ -387,18 +365,28 @@ def _trials(study: optuna.Study, tier: str, seeds: bool | None = None) -> list[o
     return found
 
 
+def strategy_choices() -> list[str]:
+    """Every strategy a trial may run (its Optuna categorical): the registered ones, by name."""
+    return STRATEGIES.names()
+
+
+def _head_only(strategy: str) -> bool:
+    return strategy in STRATEGIES and STRATEGIES.get(strategy).head_only
+
+
+def _grace(strategy: str) -> int:
+    return STRATEGIES.get(strategy).grace_epochs if strategy in STRATEGIES else 1
+
+
 def _rates(strategy: str, count: int, task: str = "image_classification") -> list[float]:
     """`count` rates log-spaced over the strategy's range, the middle one first."""
-    low, high = (DEEP_HEAD_RATES if task in DENSE_TASKS else {}).get(strategy, RATE_RANGES[strategy])
-    grid = np.geomspace(low, high, count).tolist() if count > 1 else [math.sqrt(low * high)]
-    middle = len(grid) // 2
-    return [float(f"{r:.3g}") for r in [grid[middle], *grid[:middle], *grid[middle + 1:]]]
+    return STRATEGIES.get(strategy).rates(count, deep_head=task in DENSE_TASKS)
 
 
 def _enqueue_explore(study: optuna.Study, config: SearchConfig, models: list[str], task: str) -> None:
-    ordered = [s for s in ORDER if s in config.strategies]
+    ordered = in_search_order(config.strategies)
     grid = {s: _rates(s, config.rates, task) for s in ordered}
-    variants = {s: KNOB_GRID.get(s, [{}]) if config.knobs else [{}] for s in ordered}
+    variants = {s: list(STRATEGIES.get(s).knob_grid or [{}]) if config.knobs else [{}] for s in ordered}
     for index in range(config.rates):  # every strategy at its first rate before any second rate
         for strategy in ordered:
             for knobs in variants[strategy]:
@@ -421,7 +409,7 @@ def _enqueue_no_augment(study: optuna.Study, config: SearchConfig, settings: dic
     """The best explore run that trained its backbone, once more without augmentation: flips and
     crops can destroy labels (mirrored digits, text in images), and only a measurement tells."""
     trained = [t for t in _trials(study, "explore") if t.state == TrialState.COMPLETE
-               and not (t.params["strategy"] == "linear_probe" and get_task(settings["task"]).cacheable)]
+               and not (_head_only(t.params["strategy"]) and get_task(settings["task"]).cacheable)]
     if trained and TrainConfig(**settings["train"]).augment:
         best = max(trained, key=lambda t: t.value)
         attrs = {k: best.user_attrs[k] for k in ("tier", "seed", "epochs", "knobs", "model") if k in best.user_attrs}
@@ -457,15 +445,15 @@ def _best_seen(trial: optuna.trial.FrozenTrial) -> float:
 def _enqueue_scratch(study: optuna.Study, config: SearchConfig, seeds: bool) -> None:
     epochs = config.scratch_epochs or 2 * config.epochs
     if not seeds:
-        for lr in _rates("scratch", 2):
-            study.enqueue_trial({"strategy": "scratch", "lr": lr},
-                                user_attrs={"tier": "scratch", "seed": 0, "epochs": epochs, "seeded": False})
+        for lr in _rates(baseline_name(), 2):
+            study.enqueue_trial({"strategy": baseline_name(), "lr": lr},
+                                user_attrs={"tier": BASELINE_TIER, "seed": 0, "epochs": epochs, "seeded": False})
         return
-    done = [t for t in _trials(study, "scratch", seeds=False) if t.state == TrialState.COMPLETE]
+    done = [t for t in _trials(study, BASELINE_TIER, seeds=False) if t.state == TrialState.COMPLETE]
     if done:
         best = max(done, key=lambda t: t.value)
         for seed in range(1, config.seeds):
-            study.enqueue_trial(dict(best.params), user_attrs={"tier": "scratch", "seed": seed, "epochs": epochs,
+            study.enqueue_trial(dict(best.params), user_attrs={"tier": BASELINE_TIER, "seed": seed, "epochs": epochs,
                                                                "seeded": True, "of": best.number})
 
 
@@ -498,7 +486,7 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
             trial.set_user_attr("tier", "none")
             study.tell(trial, state=TrialState.FAIL)
             break
-        strategy = trial.suggest_categorical("strategy", [*ORDER, "scratch"])
+        strategy = trial.suggest_categorical("strategy", strategy_choices())
         lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
         least = _least_cost(strategy, config, cacheable) if unit == "epochs" else 0.0
         if trial.user_attrs["tier"] == "explore" and _spent(study, unit) + least > allowance + 1e-9:
@@ -571,16 +559,16 @@ def requeue_interrupted(study: optuna.Study) -> int:
 def _full_cost(strategy: str, config: SearchConfig, cacheable: bool = True) -> float:
     """What a whole explore run of `strategy` costs in epochs; a linear probe is cheap only where
     its features are cached (not QA, detection, segmentation)."""
-    return CHEAP_TIER_COST if strategy == "linear_probe" and cacheable else float(config.epochs)
+    return CHEAP_TIER_COST if _head_only(strategy) and cacheable else float(config.epochs)
 
 
 def _least_cost(strategy: str, config: SearchConfig, cacheable: bool = True) -> float:
     """What an explore run costs at least: through its grace rung, where the pruner may stop it.
     A trial is admitted when this fits; it is charged the epochs it actually runs, and stopped
     when the explore tier's budget is spent."""
-    if strategy == "linear_probe" and cacheable:
+    if _head_only(strategy) and cacheable:
         return CHEAP_TIER_COST
-    return float(min(config.epochs, GRACE.get(strategy, 1)))
+    return float(min(config.epochs, _grace(strategy)))
 
 
 def _spent(study: optuna.Study, unit: str) -> float:
@@ -603,7 +591,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
 
     config = SearchConfig(**settings["search"])
     unit = parse_budget(config.budget)[0]
-    cached = strategy == "linear_probe" and get_task(settings.get("task", "image_classification")).cacheable
+    cached = _head_only(strategy) and get_task(settings.get("task", "image_classification")).cacheable
     started = time.perf_counter()
 
     def should_stop(epoch: int, score: float) -> bool:
@@ -758,10 +746,10 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     for best in _finalists(study, config.finalists):
         runs = [best, *[t for t in _trials(study, "final") if t.user_attrs.get("of") == best.number]]
         arms.append(_arm(best.params["strategy"], best.params["lr"], runs))
-    scratch_runs = [t for t in _trials(study, "scratch") if t.state == TrialState.COMPLETE]
+    scratch_runs = [t for t in _trials(study, BASELINE_TIER) if t.state == TrialState.COMPLETE]
     if scratch_runs:
         best = max((t for t in scratch_runs if not t.user_attrs.get("seeded")), key=lambda t: t.value)
-        arms.append(_arm("scratch", best.params["lr"], [best, *[t for t in scratch_runs if
+        arms.append(_arm(baseline_name(), best.params["lr"], [best, *[t for t in scratch_runs if
                                                                  t.user_attrs.get("of") == best.number]]))
     arms = [a for a in arms if a.seeds]
     if not arms:
@@ -770,10 +758,10 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     for arm in arms:
         judge.arm(arm)
     arms.sort(key=lambda a: -a.mean)
-    scratch = next((a for a in arms if a.strategy == "scratch"), None)
-    winner, pick = _pick([a for a in arms if a.strategy != "scratch"], scratch, judge)
-    others = [a for a in arms if a is not winner and a.strategy != "scratch"]
-    probe_arm = next((a for a in arms if a.strategy == "linear_probe"), None)
+    scratch = next((a for a in arms if a.strategy == baseline_name()), None)
+    winner, pick = _pick([a for a in arms if a is not scratch], scratch, judge)
+    others = [a for a in arms if a is not winner and a is not scratch]
+    probe_arm = next((a for a in arms if _head_only(a.strategy)), None)
     for arm in {id(a): a for a in (winner, *others[:1], scratch, probe_arm) if a is not None}.values():
         if has_test:
             arm.test = evaluate(arm.run_dirs[0], data, split="test")

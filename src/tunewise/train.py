@@ -137,9 +137,10 @@ def fit(
         loaders = {name: the_task.loader(data, preprocess, train, training=name == "train")
                    for name, data in splits.named().items()}
         trained = net
-    from_probe = bool(getattr(the_strategy, "probe_epochs", 0))
-    if from_probe:  # LP-FT: fine-tune from a probed head
-        net.head.load_state_dict(_probe_head(model, data_config, task, train, the_strategy, run_dir, weights))
+    def probe(strategy: Strategy, epochs: int, lr: float) -> dict:
+        return _probe_head(model, data_config, task, replace(train, epochs=epochs, lr=lr), strategy, run_dir, weights)
+
+    from_probe = the_strategy.warm_start(net, probe)  # LP-FT: fine-tune from a probed head
     optimizer = _optimizer(the_strategy.param_groups(net, lr), train)
     if accelerator.num_processes > 1:  # each process trains on its shard; evaluation is not sharded
         loaders["train"] = accelerator.prepare_data_loader(loaders["train"])
@@ -459,13 +460,12 @@ def _restore(run_dir: Path, model, optimizer) -> Progress:
     return Progress(**state["progress"])
 
 
-def _probe_head(model, data_config, task, train, strategy, run_dir: Path, weights) -> dict:
-    """Run (or finish) the linear probe of LP-FT in run_dir/probe; its best head's weights."""
+def _probe_head(model, data_config, task, train, strategy: Strategy, run_dir: Path, weights) -> dict:
+    """Run (or finish) `strategy` in run_dir/probe (LP-FT's probe); its best head's weights."""
     probe_dir = run_dir / "probe"
     if not (probe_dir / "record.json").is_file():
-        fit(model, data_config, "linear_probe", task=task, out=probe_dir, weights=weights,
-            resume=(probe_dir / "settings.json").is_file(),
-            train=replace(train, epochs=strategy.probe_epochs, lr=strategy.probe_lr))
+        fit(model, data_config, strategy, task=task, out=probe_dir, weights=weights,
+            resume=(probe_dir / "settings.json").is_file(), train=train)
     state = torch.load(probe_dir / "best.pt", weights_only=True)
     if any(k.startswith("head.") for k in state):  # not cached (QA, detection): the whole model was saved
         state = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}

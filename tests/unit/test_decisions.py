@@ -17,7 +17,7 @@ from tunewise import DataConfig, TrainConfig
 from tunewise.errors import ConfigError
 from tunewise.records import Arm
 from tunewise.stats import detectable_difference, difference_interval, mean_interval, verdict
-from tunewise.strategies import get_strategy
+from tunewise.strategies import default_strategies, get_strategy
 from tunewise.study import SearchConfig, default_budget, unmeasurable
 from tunewise.tasks import get_task
 
@@ -114,7 +114,7 @@ def test_the_default_budget_measures_every_strategy_and_a_small_one_says_what_it
     assert unmeasurable(config) == []
     tight = SearchConfig(epochs=4, seeds=3, budget=f"{study_module.reserved_cost(config) + 3:g}epochs")
     dropped = unmeasurable(tight)
-    assert "linear_probe" not in dropped and dropped == [s for s in study_module.ORDER if s in dropped]
+    assert "linear_probe" not in dropped and dropped == [s for s in default_strategies() if s in dropped]
     assert len(dropped) >= 7  # 3 epochs after the finals and scratch: the probe, bitfit and one more at most
 
 
@@ -124,7 +124,7 @@ def _explore(strategy: str, state: TrialState, value: float, number_attrs: dict 
     return create_trial(
         state=state, value=value if state == TrialState.COMPLETE else None,
         params={"strategy": strategy, "lr": 1e-3},
-        distributions={"strategy": CategoricalDistribution([*study_module.ORDER, "scratch"]),
+        distributions={"strategy": CategoricalDistribution(study_module.strategy_choices()),
                        "lr": FloatDistribution(1e-12, 1e6, log=True)},
         user_attrs={"tier": "explore", "seed": 0, "epochs": 4, **(number_attrs or {})},
         intermediate_values={0: value * 0.9, 1: value})

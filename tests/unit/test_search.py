@@ -19,6 +19,7 @@ import tunewise.study as search_module
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.errors import TunewiseError
 from tunewise.records import Leaderboard
+from tunewise.strategies import STRATEGIES
 from tunewise.study import SearchConfig, search
 
 TRAIN = TrainConfig(batch_size=8, num_workers=0)
@@ -46,9 +47,9 @@ def board(data, weights, tmp_path_factory) -> Leaderboard:
     home = tmp_path_factory.mktemp("home")
     patch = pytest.MonkeyPatch()
     patch.setenv("HOME", str(home))
-    patch.setitem(search_module.RATE_RANGES, "full", (1e-9, 1e-9))
-    patch.setitem(search_module.RATE_RANGES, "bitfit", (1e30, 1e30))
-    patch.setitem(search_module.RATE_RANGES, "linear_probe", (0.05, 0.05))
+    patch.setattr(STRATEGIES.get("full"), "rate_range", (1e-9, 1e-9))
+    patch.setattr(STRATEGIES.get("bitfit"), "rate_range", (1e30, 1e30))
+    patch.setattr(STRATEGIES.get("linear_probe"), "rate_range", (0.05, 0.05))
     try:
         config = SearchConfig(strategies=("linear_probe", "full", "bitfit"), epochs=3, rates=1, seeds=2,
                               budget="40epochs", scratch=False)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import math
+import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,7 +17,7 @@ from tunewise.errors import ConfigError
 from tunewise.registry import Registry
 from tunewise.strategies.freezing import trainable_parameters
 
-STRATEGIES: Registry = Registry("strategy")
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,42 @@ class Strategy:
     """Peak learning rate when the user gives none."""
     keep_norm_statistics: ClassVar[bool] = False
     """Whether BatchNorm keeps its pretrained running statistics while the backbone trains."""
+    head_only: ClassVar[bool] = False
+    """Trains the head alone on a frozen backbone: its features are cached where the task allows,
+    so a search charges it a third of an epoch."""
+
+    # What a search needs: the rates it tries, how long before it may prune, which knobs it varies.
+    rate_range: ClassVar[tuple[float, float]] = (1e-4, 3e-3)
+    """The search's rates are log-spaced over this range (the middle one first)."""
+    deep_head_rate_range: ClassVar[tuple[float, float] | None] = None
+    """The range on tasks whose head is a whole network (detection, segmentation), when it differs."""
+    grace_epochs: ClassVar[int] = 1
+    """Epochs before the search's pruner may judge a run: slow starters get longer."""
+    knob_grid: ClassVar[tuple[dict, ...]] = ()
+    """With `--search-knobs`: knob settings around the default (the default first)."""
+    search_order: ClassVar[int | None] = None
+    """Place in the default search, cheapest first (a tight budget still sees every kind of arm);
+    None: not searched unless named in `--strategies`."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError for a bad knob: runs when the strategy is made, before any data is read."""
+
+    @classmethod
+    def rates(cls, count: int, deep_head: bool = False) -> list[float]:
+        """`count` rates log-spaced over the range, the middle one first."""
+        low, high = (deep_head and cls.deep_head_rate_range) or cls.rate_range
+        grid = np.geomspace(low, high, count).tolist() if count > 1 else [math.sqrt(low * high)]
+        middle = len(grid) // 2
+        return [float(f"{r:.3g}") for r in [grid[middle], *grid[:middle], *grid[middle + 1:]]]
+
+    def warm_start(self, model: nn.Module, probe: Callable[[Strategy, int, float], dict]) -> bool:
+        """Set the model's starting state before the first epoch; True makes that state a candidate
+        for the best epoch. `probe(strategy, epochs, lr)` runs `strategy` in the run folder's
+        `probe/` and returns its best head's weights (LP-FT)."""
+        return False
 
     def knobs(self) -> dict:
         """The knobs as plain values (JSON-ready), to record and to rebuild the strategy."""
@@ -76,17 +117,26 @@ def get_strategy(name: str, **knobs) -> Strategy:
     return cls(**knobs)
 
 
-# Registration happens on import: every strategy file binds its name here.
-from tunewise.strategies import (  # noqa: E402, F401
-    bitfit,
-    full,
-    gradual_unfreeze,
-    l2sp,
-    linear_probe,
-    llrd,
-    lora,
-    lp_ft,
-    norm_only,
-    partial,
-    scratch,
-)
+def default_strategies() -> tuple[str, ...]:
+    """What a search compares when `--strategies` is not given, cheapest first."""
+    ranked = [cls for cls in map(STRATEGIES.get, STRATEGIES.names()) if cls.search_order is not None and cls.pretrained]
+    return tuple(cls.name for cls in sorted(ranked, key=lambda cls: (cls.search_order, cls.name)))
+
+
+def in_search_order(names) -> list[str]:
+    """`names` in the order a search runs them: cheapest first, then any others by name."""
+    def rank(name: str) -> tuple:
+        order = STRATEGIES.get(name).search_order
+        return (order is None, order or 0, name)
+    return sorted(names, key=rank)
+
+
+def baseline_name() -> str:
+    """The strategy a search trains as its from-scratch baseline (the one that is not pretrained)."""
+    return next(name for name in STRATEGIES.names() if not STRATEGIES.get(name).pretrained)
+
+
+# Registration happens on import: every module in this package registers its strategy, so a new
+# strategy is one new file here.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

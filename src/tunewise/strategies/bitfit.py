@@ -16,11 +16,13 @@ from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import freeze, is_frozen
 
 
-@STRATEGIES.register("bitfit")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class BitFit(Strategy):
     name: ClassVar[str] = "bitfit"
     default_lr: ClassVar[float] = 1e-3
+    rate_range: ClassVar[tuple[float, float]] = (3e-4, 1e-2)
+    search_order: ClassVar[int | None] = 1
 
     def prepare(self, model: nn.Module) -> None:
         freeze(model.backbone)

@@ -20,7 +20,7 @@ from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import backbone_groups, unfreeze
 
 
-@STRATEGIES.register("gradual_unfreeze")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class GradualUnfreeze(Strategy):
     """Args:
@@ -30,10 +30,15 @@ class GradualUnfreeze(Strategy):
     epochs_per_stage: int = 1
     name: ClassVar[str] = "gradual_unfreeze"
     default_lr: ClassVar[float] = 3e-4
+    grace_epochs: ClassVar[int] = 3
+    knob_grid: ClassVar[tuple[dict, ...]] = ({"epochs_per_stage": 1}, {"epochs_per_stage": 2})
+    search_order: ClassVar[int | None] = 6
 
-    def prepare(self, model: nn.Module) -> None:
+    def check(self) -> None:
         if not isinstance(self.epochs_per_stage, int) or self.epochs_per_stage < 1:
             raise ConfigError(f"epochs_per_stage must be a positive integer, got {self.epochs_per_stage!r}.")
+
+    def prepare(self, model: nn.Module) -> None:
         unfreeze(model)
 
     def param_groups(self, model: nn.Module, lr: float) -> list[dict]:

@@ -18,7 +18,7 @@ from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import trainable_parameters
 
 
-@STRATEGIES.register("l2sp")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class L2SP(Strategy):
     """Args:
@@ -31,10 +31,16 @@ class L2SP(Strategy):
     anchor: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     name: ClassVar[str] = "l2sp"
     default_lr: ClassVar[float] = 3e-4
+    rate_range: ClassVar[tuple[float, float]] = (3e-5, 1e-3)
+    grace_epochs: ClassVar[int] = 2
+    knob_grid: ClassVar[tuple[dict, ...]] = ({"alpha": 0.01}, {"alpha": 0.001}, {"alpha": 0.1})
+    search_order: ClassVar[int | None] = 8
 
-    def prepare(self, model: nn.Module) -> None:
+    def check(self) -> None:
         if self.alpha < 0 or self.beta < 0:
             raise ConfigError(f"alpha and beta must be >= 0, got alpha={self.alpha!r}, beta={self.beta!r}.")
+
+    def prepare(self, model: nn.Module) -> None:
         self.anchor.clear()
         self.anchor.update({n: p.detach().clone() for n, p in model.backbone.named_parameters()})
 

@@ -17,7 +17,7 @@ from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import backbone_groups
 
 
-@STRATEGIES.register("llrd")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class LayerwiseDecay(Strategy):
     """Args:
@@ -27,8 +27,11 @@ class LayerwiseDecay(Strategy):
     decay: float = 0.75
     name: ClassVar[str] = "llrd"
     default_lr: ClassVar[float] = 1e-3
+    grace_epochs: ClassVar[int] = 2
+    knob_grid: ClassVar[tuple[dict, ...]] = ({"decay": 0.75}, {"decay": 0.5}, {"decay": 0.9})
+    search_order: ClassVar[int | None] = 5
 
-    def prepare(self, model: nn.Module) -> None:
+    def check(self) -> None:
         if not 0 < self.decay <= 1:
             raise ConfigError(f"decay must be in (0, 1], got {self.decay!r}.")
 

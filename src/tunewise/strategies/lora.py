@@ -18,7 +18,7 @@ from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
 
 
-@STRATEGIES.register("lora")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class LoRA(Strategy):
     """Args:
@@ -34,15 +34,20 @@ class LoRA(Strategy):
     target_modules: tuple[str, ...] | None = None
     name: ClassVar[str] = "lora"
     default_lr: ClassVar[float] = 1e-3
+    rate_range: ClassVar[tuple[float, float]] = (3e-4, 1e-2)
+    knob_grid: ClassVar[tuple[dict, ...]] = ({"r": 8}, {"r": 4}, {"r": 16})
+    search_order: ClassVar[int | None] = 3
 
-    def prepare(self, model: nn.Module) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
-
+    def check(self) -> None:
         if not isinstance(self.r, int) or self.r < 1:
             raise ConfigError(f"LoRA rank r must be a positive integer, got {self.r!r}.")
         if not 0 <= self.dropout < 1 or not self.alpha > 0:
             raise ConfigError(f"LoRA dropout must be in [0, 1) and alpha positive, got dropout={self.dropout!r}, "
                               f"alpha={self.alpha!r}.")
+
+    def prepare(self, model: nn.Module) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
         targets = self._targets(model.backbone)
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(targets))
         inject_adapter_in_model(config, model.backbone)  # only the lora_ parameters train

@@ -17,6 +17,7 @@ showed. LayerNorm (text models) has no running statistics, which is why text nev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,9 +25,10 @@ from torch import nn
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
+from tunewise.strategies.linear_probe import LinearProbe
 
 
-@STRATEGIES.register("lp_ft")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class LPFT(Strategy):
     """Args:
@@ -39,9 +41,17 @@ class LPFT(Strategy):
     name: ClassVar[str] = "lp_ft"
     default_lr: ClassVar[float] = 1e-4
     keep_norm_statistics: ClassVar[bool] = True
+    rate_range: ClassVar[tuple[float, float]] = (1e-5, 3e-4)
+    grace_epochs: ClassVar[int] = 2
+    knob_grid: ClassVar[tuple[dict, ...]] = ({"probe_epochs": 10}, {"probe_epochs": 5})
+    search_order: ClassVar[int | None] = 9
 
-    def prepare(self, model: nn.Module) -> None:
+    def check(self) -> None:
         if not isinstance(self.probe_epochs, int) or self.probe_epochs < 1:
             raise ConfigError(f"probe_epochs must be a positive integer, got {self.probe_epochs!r}.")
         if not self.probe_lr > 0:
             raise ConfigError(f"probe_lr must be positive, got {self.probe_lr!r}.")
+
+    def warm_start(self, model: nn.Module, probe: Callable[[Strategy, int, float], dict]) -> bool:
+        model.head.load_state_dict(probe(LinearProbe(), self.probe_epochs, self.probe_lr))
+        return True

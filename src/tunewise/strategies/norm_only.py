@@ -16,11 +16,13 @@ from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import NORM_TYPES, freeze, is_frozen, unfreeze
 
 
-@STRATEGIES.register("norm_only")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class NormOnly(Strategy):
     name: ClassVar[str] = "norm_only"
     default_lr: ClassVar[float] = 1e-3
+    rate_range: ClassVar[tuple[float, float]] = (3e-4, 1e-2)
+    search_order: ClassVar[int | None] = 2
 
     def prepare(self, model: nn.Module) -> None:
         freeze(model.backbone)

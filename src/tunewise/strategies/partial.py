@@ -11,7 +11,7 @@ from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import check_group_count, unfreeze_last_groups
 
 
-@STRATEGIES.register("partial")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class Partial(Strategy):
     """Fine-tune the top of the network; the early, generic layers stay as pretrained.
@@ -23,6 +23,8 @@ class Partial(Strategy):
     k: int = 2
     name: ClassVar[str] = "partial"
     default_lr: ClassVar[float] = 3e-4
+    knob_grid: ClassVar[tuple[dict, ...]] = ({"k": 2}, {"k": 1}, {"k": 4})
+    search_order: ClassVar[int | None] = 4
 
     def prepare(self, model: nn.Module) -> None:
         check_group_count("k", self.k, model)

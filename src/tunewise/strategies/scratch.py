@@ -8,7 +8,7 @@ from typing import ClassVar
 from tunewise.strategies import STRATEGIES, Strategy
 
 
-@STRATEGIES.register("scratch")
+@STRATEGIES.add
 @dataclass(frozen=True)
 class Scratch(Strategy):
     """Train everything from random weights: answers "is pretraining worth it here?"."""
@@ -16,3 +16,5 @@ class Scratch(Strategy):
     name: ClassVar[str] = "scratch"
     pretrained: ClassVar[bool] = False
     default_lr: ClassVar[float] = 1e-3
+    rate_range: ClassVar[tuple[float, float]] = (3e-4, 3e-3)
+    grace_epochs: ClassVar[int] = 3
