@@ -21,7 +21,7 @@ _PUBLIC = {
     "RunRecord": "tunewise.records",
     "Leaderboard": "tunewise.records",
     "Ranking": "tunewise.records",
-    "rank": "tunewise.ranking.ranker",
+    "rank": "tunewise.choose",
     "fit": "tunewise.train",
     "resume": "tunewise.train",
     "search": "tunewise.study",

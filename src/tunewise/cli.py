@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from tunewise.config import DataConfig, TrainConfig
+from tunewise.config import DEFAULT_STRATEGY, DEFAULT_TASK, VERIFY_STRATEGY, DataConfig, TrainConfig
 from tunewise.errors import TunewiseError
 
 EXAMPLES = """\
@@ -31,12 +31,21 @@ examples:
   tunewise rank --models pkg:efficientnet_lite0,pkg:efficientnet_lite2,random:pkg:efficientnet_lite0 --verify 2
 """
 
-TASK_NAMES = ["image_classification", "text_classification", "token_classification", "question_answering",
-              "object_detection", "semantic_segmentation"]
-TASK_HELP = ("image_classification, text_classification (sentiment, topics, pairs), token_classification "
-             "(NER), question_answering (extractive, SQuAD v1/v2), object_detection (Faster R-CNN + FPN; COCO "
-             "JSON or VOC XML), semantic_segmentation (semantic FPN; image + mask PNG folders) "
-             "(default: %(default)s)")
+def task_names() -> list[str]:
+    """The registered tasks, without importing them (torch): each task is the module of its name in
+    tunewise/tasks/; helper modules there start with an underscore."""
+    import importlib.util
+    import pkgutil
+
+    folder = importlib.util.find_spec("tunewise.tasks").submodule_search_locations
+    return sorted(m.name for m in pkgutil.iter_modules(folder) if not m.name.startswith("_"))
+
+
+TASK_HELP = "one of: %s (default: %%(default)s); the README says what data each reads"
+
+
+def _task_help() -> str:
+    return TASK_HELP % ", ".join(task_names())
 
 
 def _checked(kind: type, ok, allowed: str):
@@ -139,14 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="timm:NAME, torchvision:NAME, pkg:efficientnet_lite0|1|2 (images); hf:HUB_ID_OR_FOLDER, "
                           "pkg:minilm, pkg:mpnet (text); or an exported model file (default: %(default)s)")
     fit.add_argument("--weights", help="local weights (.safetensors or .pth) for --model's architecture")
-    fit.add_argument("--strategy", default="linear_probe",
+    fit.add_argument("--strategy", default=DEFAULT_STRATEGY,
                      help="linear_probe (frozen backbone, features computed once), full, partial, "
                           "gradual_unfreeze, llrd, lp_ft, bitfit, norm_only, lora, l2sp, scratch; "
                           "cards in docs/strategies/ (default: %(default)s)")
     fit.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                      help="a strategy knob, repeatable: --knob k=3 (partial), --knob r=16 (lora), "
                           "--knob target_modules=qkv,proj")
-    fit.add_argument("--task", default="image_classification", choices=TASK_NAMES, metavar="TASK", help=TASK_HELP)
+    fit.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK", help=_task_help())
     fit.add_argument("--out", help="run folder (default: runs/TIME-MODEL-STRATEGY)")
     fit.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a killed run from its last finished epoch, with its settings")
@@ -200,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "rate; replaces --model")
     se.add_argument("--keep-models", type=positive_int, default=2,
                     help="with --models: how many of the ranking's best are fine-tuned (default: %(default)s)")
-    se.add_argument("--task", default="image_classification", choices=TASK_NAMES, metavar="TASK", help=TASK_HELP)
+    se.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK", help=_task_help())
     se.add_argument("--weights", help="local weights for --model's architecture")
     se.add_argument("--strategies", default="all",
                     help="all, or a comma list (linear_probe,full,lora); scratch is the baseline (default: all)")
@@ -249,12 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--models", required=True,
                     help="comma list of candidates: pkg:efficientnet_lite0,pkg:efficientnet_lite1,timm:resnet50; "
                          "random:SOURCE:NAME gives random weights (a weak reference)")
-    rk.add_argument("--task", default="image_classification", choices=TASK_NAMES[:3], metavar="TASK",
-                    help="image_classification, text_classification or token_classification (default: %(default)s)")
+    rk.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK",
+                    help=_task_help() + "; one label per example or token (classification, NER)")
     rk.add_argument("--verify", type=int, default=0, metavar="K",
                     help="fine-tune the top K candidates and the last one, and report Kendall's tau between the "
                          "ranking and their results (default: %(default)s, no fine-tuning)")
-    rk.add_argument("--verify-strategy", default="lp_ft",
+    rk.add_argument("--verify-strategy", default=VERIFY_STRATEGY,
                     help="lp_ft: a cached linear probe, then full fine-tuning from its head; steadier than full "
                          "from a random head in a few epochs (default: %(default)s)")
     rk.add_argument("--verify-epochs", type=positive_int, default=3, help="(default: %(default)s)")
@@ -274,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "reviews, generated NER sentences or QA passages): the strategies, successive "
                                       "halving, seeds for the finalists, and training from scratch for comparison.")
     demo.add_argument("--out", help="run folder (default: runs/demo-TASK-TIME)")
-    demo.add_argument("--task", default="image_classification", choices=TASK_NAMES, metavar="TASK",
+    demo.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK",
                       help="image_classification (EfficientNet-Lite0, textile images); text_classification "
                            "(MiniLM, Rotten Tomatoes reviews), token_classification (MiniLM, generated NER), "
                            "question_answering (MiniLM, generated passages) (default: %(default)s)")
@@ -332,11 +341,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tunewise.export import DENSE_TASKS, model_info
+    from tunewise.export import model_info
     from tunewise.inference import predict
     from tunewise.report import print_predictions
+    from tunewise.tasks import get_task
 
-    if model_info(args.run)[1]["task"] in DENSE_TASKS:  # boxes and masks: files in a folder
+    if get_task(model_info(args.run)[1]["task"]).dense:  # boxes and masks: files in a folder
         rows = predict(args.run, args.inputs, out=args.output)
         print_predictions(rows)
         if args.output:
@@ -391,7 +401,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
-    from tunewise.ranking.ranker import rank
+    from tunewise.choose import rank
     from tunewise.report import print_ranking
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]

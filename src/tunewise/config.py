@@ -11,6 +11,19 @@ from tunewise.errors import ConfigError
 Optimizer = Literal["adam", "adamw", "sgd"]
 
 
+# The defaults that name a registered task or strategy live here, once: the registries' own
+# modules are the only other place their names are written.
+DEFAULT_TASK = "image_classification"
+DEFAULT_STRATEGY = "linear_probe"
+"""What `fit` trains when no strategy is given: the cheapest useful one."""
+VERIFY_STRATEGY = "lp_ft"
+"""What `rank --verify` fine-tunes each kept candidate with."""
+BASELINE_STRATEGY = "scratch"
+"""The strategy that trains from random weights: a search's baseline, as records and reports name it."""
+PROBE_STRATEGY = "linear_probe"
+"""The head-only strategy whose test figure a leaderboard keeps (`linear_probe_test`)."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data is and how it is split."""

@@ -15,6 +15,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from tunewise.data.base import open_image
 from tunewise.io import write_atomic
+from tunewise.tasks.object_detection import ObjectDetection
 
 MIN_SCORE = 0.3
 """Boxes below this score are left out of the printed rows and the drawings (COCO JSON keeps all)."""
@@ -34,7 +35,7 @@ def _predict_one(model, image: Image.Image, info: dict):
     """One image's detections (boxes in its own pixels, labels 1..C, scores) or class mask (H, W)."""
     device = next(model.parameters()).device
     tensor = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)
-    if info["task"] == "object_detection":
+    if _boxes(info):
         return {k: v.cpu() for k, v in model({"images": [tensor.to(device)]})[0].items()}
     return _segment(model, tensor, info["preprocess"], device)
 
@@ -49,7 +50,7 @@ def _segment(model, image: torch.Tensor, preprocess, device) -> torch.Tensor:
 
 def _row(path: Path, result, info: dict) -> dict:
     classes = info["classes"]
-    if info["task"] == "object_detection":
+    if _boxes(info):
         keep = result["scores"] >= MIN_SCORE
         return {"path": str(path), "objects": [
             {"label": classes[int(c) - 1], "score": round(float(s), 4), "box": [round(float(v), 1) for v in b]}
@@ -63,7 +64,7 @@ def write_outputs(out: Path, files: list[Path], results: list, info: dict) -> No
     out/drawn/<name>.png; segmentation: out/masks/<name>.png (palette PNGs of class indices)
     and out/drawn/<name>.png (the mask over the image)."""
     (out / "drawn").mkdir(parents=True, exist_ok=True)
-    if info["task"] == "object_detection":
+    if _boxes(info):
         write_atomic(out / "predictions.json", lambda tmp: Path(tmp).write_text(
             json.dumps(coco_results(files, results, info["classes"]), indent=1) + "\n"))
     else:
@@ -71,7 +72,7 @@ def write_outputs(out: Path, files: list[Path], results: list, info: dict) -> No
     for index, (path, result) in enumerate(zip(files, results, strict=True)):
         name = f"{index:04d}-{path.stem}.png"
         image = open_image(path)
-        if info["task"] == "object_detection":
+        if _boxes(info):
             drawn = draw_detections(image, result, info["classes"])
         else:
             write_atomic(out / "masks" / name, lambda tmp, r=result: palette_mask(r.numpy()).save(tmp, format="PNG"))
@@ -158,7 +159,7 @@ def draw_examples(model_dir: Path, data, out: Path, count: int = 8) -> Path:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     shown = held_out.subset(range(min(count, len(held_out)))).with_transform(None)
-    detection = info["task"] == "object_detection"
+    detection = _boxes(info)
     rows = 1 if detection else 2
     figure, axes = plt.subplots(rows, len(shown), figsize=(2.2 * len(shown), 2.4 * rows), squeeze=False)
     for column in range(len(shown)):
@@ -181,3 +182,8 @@ def draw_examples(model_dir: Path, data, out: Path, count: int = 8) -> Path:
     write_atomic(out, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     plt.close(figure)
     return out
+
+
+def _boxes(info: dict) -> bool:
+    """Whether the exported model detects boxes (else it segments)."""
+    return info["task"] == ObjectDetection.name

@@ -25,7 +25,7 @@ from tunewise.backbones import Backbone, Preprocess, load_backbone
 from tunewise.backbones.hf import Tokenize
 from tunewise.errors import TunewiseError
 from tunewise.io import write_atomic, write_json
-from tunewise.tasks import TaskModel, get_task
+from tunewise.tasks import Task, TaskModel, get_task, task_for
 
 log = logging.getLogger("tunewise")
 
@@ -39,8 +39,8 @@ def native_state_dict(model: TaskModel, head_key: str) -> dict[str, torch.Tensor
     return renamed
 
 
-def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
-                 classes: list[str], folder: Path, detector: str = "faster_rcnn") -> None:
+def export_model(model: TaskModel, backbone: Backbone, preprocess, task: Task,
+                 classes: list[str], folder: Path) -> None:
     """Write model.safetensors and model.json into `folder`, each atomically."""
     if isinstance(preprocess, Tokenize):
         try:
@@ -49,11 +49,11 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
             log.warning("%s", err)
             return
         write_json(folder / "model.json", {
-            "format": "transformers", "source": backbone.name, "task": task, "classes": classes,
+            "format": "transformers", "source": backbone.name, "task": task.name, "classes": classes,
             "max_length": preprocess.max_length, "doc_stride": preprocess.doc_stride})
         return
-    if task in DENSE_TASKS:
-        export_dense(model, backbone, preprocess, task, classes, folder, detector)
+    if task.dense:
+        export_dense(model, backbone, preprocess, task, classes, folder)
         return
     state = native_state_dict(model, backbone.head_key)
     metadata = {"tunewise.arch": backbone.arch, "tunewise.head_key": backbone.head_key,
@@ -61,36 +61,24 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess, task: str,
     write_atomic(folder / "model.safetensors", lambda tmp: save_file(state, tmp, metadata=metadata))
     write_json(folder / "model.json", {
         "arch": backbone.arch, "source": backbone.name, "head_key": backbone.head_key,
-        "task": task, "classes": classes, "preprocess": asdict(preprocess),
+        "task": task.name, "classes": classes, "preprocess": asdict(preprocess),
     })
 
 
-DENSE_TASKS = ("object_detection", "semantic_segmentation")
-
-
-def export_dense(model, backbone: Backbone, preprocess, task: str, classes: list[str], folder: Path,
-                 detector: str) -> None:
+def export_dense(model, backbone: Backbone, preprocess, task: Task, classes: list[str], folder: Path) -> None:
     """Detection and segmentation: the whole model's state dict (`backbone.` = the pretrained
     network's own names under `body.`, `head.` = torchvision's detector or the decoder);
     `tunewise.load_model(folder)` rebuilds it, and the safetensors file reads anywhere."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"tunewise.arch": backbone.arch, "tunewise.task": task, "tunewise.num_classes": str(len(classes))}
+    metadata = {"tunewise.arch": backbone.arch, "tunewise.task": task.name, "tunewise.num_classes": str(len(classes))}
     write_atomic(folder / "model.safetensors", lambda tmp: save_file(state, tmp, metadata=metadata))
     write_json(folder / "model.json", {"format": "tunewise", "arch": backbone.arch, "source": backbone.name,
-                                       "task": task, "classes": classes, "preprocess": asdict(preprocess),
+                                       "task": task.name, "classes": classes, "preprocess": asdict(preprocess),
                                        "pretrained": backbone.pretrained,  # BatchNorm frozen, or not
-                                       **({"detector": detector} if task == "object_detection" else {})})
+                                       **task.knobs()})
 
 
-# task -> (transformers auto class, the attribute of its head)
-TRANSFORMERS_HEADS = {
-    "text_classification": ("AutoModelForSequenceClassification", "classifier"),
-    "token_classification": ("AutoModelForTokenClassification", "classifier"),
-    "question_answering": ("AutoModelForQuestionAnswering", "qa_outputs"),
-}
-
-
-def export_transformers(model: TaskModel, preprocess: Tokenize, task: str, classes: list[str], folder: Path) -> None:
+def export_transformers(model: TaskModel, preprocess: Tokenize, task: Task, classes: list[str], folder: Path) -> None:
     """Save encoder + head as transformers' own task model (and the tokenizer) into `folder`.
 
     The head must sit where the task class expects it and give the same outputs: checked on a
@@ -99,10 +87,13 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: str, class
     """
     import transformers
 
-    auto_name, head_name = TRANSFORMERS_HEADS[task]
+    if task.transformers_head is None:
+        raise TunewiseError(f"{task.name} has no transformers task class to export to. The run's best.pt holds "
+                            "the weights.")
+    auto_name, head_name = task.transformers_head
     encoder = model.backbone.model
     config = copy.deepcopy(encoder.config)
-    if task != "question_answering":
+    if task.labelled:
         config.num_labels = len(classes)
         config.id2label = dict(enumerate(classes))
         config.label2id = {c: i for i, c in enumerate(classes)}
@@ -111,7 +102,7 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: str, class
     state |= {f"{head_name}.{k}": v for k, v in model.head.state_dict().items()}
     missing, unexpected = exported.load_state_dict(state, strict=False)
     if missing or unexpected or not _same_outputs(model, exported, preprocess):
-        raise TunewiseError(f"cannot export a {config.model_type} {task} model in transformers' format: its "
+        raise TunewiseError(f"cannot export a {config.model_type} {task.name} model in transformers' format: its "
                             f"{auto_name} head differs from tunewise's linear head ({len(missing)} missing, "
                             f"{len(unexpected)} unexpected tensors). The run's best.pt holds the weights.")
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:  # each file lands whole
@@ -141,10 +132,11 @@ def load_transformers(folder: Path, info: dict) -> tuple[TaskModel, Tokenize]:
 
     from tunewise.backbones.hf import TextEncoder
 
-    auto_name, head_name = TRANSFORMERS_HEADS[info["task"]]
+    task = get_task(info["task"])
+    auto_name, head_name = task.transformers_head
     exported = getattr(transformers, auto_name).from_pretrained(folder)
     encoder = TextEncoder(exported.base_model)
-    encoder.tokens = info["task"] != "text_classification"
+    encoder.tokens = task.per_token
     tokenize = Tokenize(transformers.AutoTokenizer.from_pretrained(folder), name=str(folder),
                         max_length=info["max_length"], doc_stride=info["doc_stride"])
     return TaskModel(encoder, getattr(exported, head_name), []), tokenize
@@ -177,8 +169,7 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
     preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["preprocess"].items()})
     backbone = replace(load_backbone(info["arch"], pretrained=False), preprocess=preprocess,
                        pretrained=info.get("pretrained", True))  # dense models: the same BatchNorm layers
-    task = get_task(info["task"])
-    task.detector = info.get("detector", "faster_rcnn")
+    task = task_for(info["task"], **info)  # its knobs (detector) as exported
     model = task.build_model(backbone, info["classes"])
     state = load_file(str(folder / "model.safetensors"))
     info["preprocess"] = preprocess

@@ -12,9 +12,9 @@ from tunewise.data import ImageSet, load_data
 from tunewise.data.image_folder import IMAGE_SUFFIXES
 from tunewise.data.text import QAExample, QASet
 from tunewise.errors import DataError, TunewiseError
-from tunewise.export import DENSE_TASKS, load_model, model_info
+from tunewise.export import load_model, model_info
 from tunewise.features import to_cpu, to_device
-from tunewise.tasks import get_task
+from tunewise.tasks import Task, get_task, task_for
 
 
 def evaluate(run: str | Path, data: str | DataConfig, split: str = "test", batch_size: int = 64) -> dict:
@@ -31,8 +31,7 @@ def evaluate(run: str | Path, data: str | DataConfig, split: str = "test", batch
     if splits.classes != info["classes"]:
         raise TunewiseError(f"the data's classes {splits.classes} differ from the model's "
                             f"{info['classes']}. Evaluate on data with the same classes.")
-    task = get_task(info["task"])
-    task.classes = info["classes"]  # NER metrics name the tags
+    task = task_for(info["task"], **info)  # made as exported: its classes (NER's tags), its detector
     loader = task.loader(named[split], info["preprocess"], TrainConfig(batch_size=batch_size, num_workers=0),
                          training=False)
     outputs, targets = _run(model, loader, task)
@@ -52,14 +51,18 @@ def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64,
         One dict per image: path, label, probability, and every class's probability.
     """
     _, info = model_info(run)
-    if info["task"] in DENSE_TASKS:
+    task = get_task(info["task"])
+    own = task.predict(run, inputs, batch_size)
+    if own is not None:  # a task that reads its own kind of input
+        return own
+    if task.dense:
         from tunewise.dense_predict import predict_dense
 
         model, info = load_model(run)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return predict_dense(model.to(device), info, image_files(inputs), out)
-    if info["task"] != "image_classification":  # the text paths load the model their own way
-        return predict_text(run, [str(x) for x in inputs], info["task"])
+    if task.modality == "text":  # the text paths load the model their own way
+        return predict_text(run, [str(x) for x in inputs], task)
     model, info = load_model(run)
     files = image_files(inputs)
     images = ImageSet(items=files, labels=[0] * len(files), classes=info["classes"], source="predict",
@@ -90,7 +93,7 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
-def predict_text(run: str | Path, inputs: list[str], task: str) -> list[dict]:
+def predict_text(run: str | Path, inputs: list[str], task: Task) -> list[dict]:
     """Run an exported text model through transformers' own pipeline (the export's proof).
 
     Inputs are texts, or .txt files of one text per line; question answering takes lines of
@@ -105,12 +108,12 @@ def predict_text(run: str | Path, inputs: list[str], task: str) -> list[dict]:
     if not texts:
         raise DataError("no texts given. Pass texts, or .txt files with one text per line.")
     device = 0 if torch.cuda.is_available() else -1
-    if task == "question_answering":  # transformers 5 has no QA pipeline: decode as evaluate does
+    if task.pipeline is None:  # question answering: transformers 5 has no QA pipeline; decode as evaluate does
         return answer_questions(run, [_question_and_context(t) for t in texts])
-    if task == "token_classification":
-        tag = pipeline("token-classification", model=str(run), aggregation_strategy="first", device=device)
+    if task.per_token:
+        tag = pipeline(task.pipeline, model=str(run), aggregation_strategy="first", device=device)
         return [{"text": t, "entities": [{**e, "score": float(e["score"])} for e in tag(t)]} for t in texts]
-    classify = pipeline("text-classification", model=str(run), top_k=None, device=device)
+    classify = pipeline(task.pipeline, model=str(run), top_k=None, device=device)
     rows = []
     for text, scores in zip(texts, classify(texts), strict=True):
         best = max(scores, key=lambda s: s["score"])
@@ -123,7 +126,7 @@ def answer_questions(run: str | Path, pairs: list[tuple[str, str]]) -> list[dict
     """The best answer span of each (question, context), read from the exported model."""
     model, info = load_model(run)
     examples = [QAExample(id=str(i), question=q, context=c) for i, (q, c) in enumerate(pairs)]
-    task = get_task("question_answering")
+    task = get_task(info["task"])
     loader = task.loader(QASet(examples, source="predict"), info["preprocess"], TrainConfig(num_workers=0),
                          training=False)
     outputs, _ = _run(model, loader)

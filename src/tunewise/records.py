@@ -9,6 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from tunewise.config import BASELINE_STRATEGY
 from tunewise.io import write_json
 
 
@@ -51,6 +52,8 @@ class RunRecord:
     """The majority class of training always predicted, scored on validation (classification)."""
     start_val: float | None = None
     """The selection metric before the first epoch, for runs that start from a trained head (LP-FT)."""
+    second_metric: str | None = None
+    """The metric the task shows beside `metric` (reports)."""
 
     @property
     def val_score(self) -> float:
@@ -125,7 +128,8 @@ class Arm:
     @property
     def name(self) -> str:
         """The strategy, and the model when a search compared several: what the winner is called."""
-        name = f"{self.strategy} on {self.model}" if self.model and self.strategy != "scratch" else self.strategy
+        on_model = self.model and self.strategy != BASELINE_STRATEGY
+        name = f"{self.strategy} on {self.model}" if on_model else self.strategy
         return name if self.augment else f"{name} (no augmentation)"
 
 

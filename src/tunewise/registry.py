@@ -43,6 +43,10 @@ class Registry(Generic[T]):
         """Decorator that registers `obj` under its own `name` attribute, so the name is written once."""
         return self.register(obj.name)(obj)  # type: ignore[attr-defined]
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` (a plugin's or a test's registration)."""
+        self._entries.pop(name, None)
+
     def get(self, name: str) -> T:
         """The entry for `name`.
 
@@ -60,6 +64,15 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self._entries[name]) for name in self.names()]
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -38,18 +38,25 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from tunewise.backbones import load_backbone
-from tunewise.config import DataConfig, TrainConfig, raise_if_problems, to_dict, validate_data, validate_train
+from tunewise.config import (
+    BASELINE_STRATEGY,
+    DEFAULT_TASK,
+    DataConfig,
+    TrainConfig,
+    raise_if_problems,
+    to_dict,
+    validate_data,
+    validate_train,
+)
 from tunewise.data import load_data
 from tunewise.errors import ConfigError, TunewiseError
-from tunewise.export import DENSE_TASKS
 from tunewise.inference import evaluate
 from tunewise.io import default_run_dir, file_safe, write_atomic, write_json
-from tunewise.ranking.ranker import UNRANKED_TASKS
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.registry import did_you_mean
 from tunewise.report.search_report import write_report
 from tunewise.stats import detectable_difference, difference_interval, mean_interval, verdict
-from tunewise.strategies import STRATEGIES, baseline_name, default_strategies, get_strategy, in_search_order
+from tunewise.strategies import STRATEGIES, default_strategies, get_strategy, in_search_order
 from tunewise.tasks import get_task
 from tunewise.train import EXAMPLE_STATS, selection_metric
 
@@ -59,7 +66,7 @@ TIME_EXPLORE_SHARE = 0.6
 """With a time budget, the share the explore tier may spend; finals and scratch use the rest.
 With an epoch budget, the explore tier gets what the finals and the scratch baseline leave."""
 CHEAP_TIER_COST = 1 / 3
-BASELINE_TIER = "scratch"
+BASELINE_TIER = BASELINE_STRATEGY
 """The tier of the from-scratch baseline's runs (named after what it trains)."""
 
 
@@ -184,7 +191,7 @@ def search(
     storage: str | None = None,
     resume: bool = False,
     weights: str | None = None,
-    task: str = "image_classification",
+    task: str = DEFAULT_TASK,
     **overrides,
 ) -> Leaderboard:
     """Search strategy x learning rate on the validation set under a budget; pick over seeds.
@@ -216,11 +223,11 @@ def search(
     searched = min(len(models), config.keep_models)
     if config.budget is None:
         config = replace(config, budget=default_budget(config, searched, the_task.cacheable,
-                                                       getattr(the_task, "augments", False)))
+                                                       the_task.augments))
     train = train or TrainConfig()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
-    if len(models) > 1 and task in UNRANKED_TASKS:  # refused before the run folder exists
+    if len(models) > 1 and not the_task.rankable:  # refused before the run folder exists
         raise ConfigError(f"--models ranks the candidates first, and ranking scores classification only, not "
                           f"{task}. Search one --model at a time and compare the leaderboards.")
     splits = load_data(data_config, task)  # fail on bad data, model or storage first
@@ -254,7 +261,7 @@ def search(
     if not _trials(study, "explore"):
         _enqueue_explore(study, config, kept, task)
     drain(run_dir, study, config.workers)
-    if getattr(the_task, "augments", False) and not any("augment" in t.user_attrs for t in _trials(study, "explore")):
+    if the_task.augments and not any("augment" in t.user_attrs for t in _trials(study, "explore")):
         _enqueue_no_augment(study, config, json.loads((run_dir / "settings.json").read_text()))
         drain(run_dir, study, config.workers)
     if not _trials(study, "final"):
@@ -270,7 +277,7 @@ def search(
                    get_task(task), metric, metric_reason)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
-    if task in DENSE_TASKS:  # boxes and masks are judged by eye too: the report shows the winner's
+    if the_task.dense:  # boxes and masks are judged by eye too: the report shows the winner's
         from tunewise.dense_predict import draw_examples
 
         draw_examples(run_dir / "model", data_config, run_dir / "predictions.png")
@@ -305,7 +312,7 @@ def _kept_models(run_dir: Path, models: list[str], data: DataConfig, task: str, 
         return settings["kept"]
     kept = models
     if len(models) > 1:
-        from tunewise.ranking.ranker import rank
+        from tunewise.choose import rank
 
         ranking = rank(models, data, task=task, out=run_dir / "ranking", train=train)
         kept = [c.model for c in ranking.candidates if c.error is None][:config.keep_models]
@@ -378,9 +385,9 @@ def _grace(strategy: str) -> int:
     return STRATEGIES.get(strategy).grace_epochs if strategy in STRATEGIES else 1
 
 
-def _rates(strategy: str, count: int, task: str = "image_classification") -> list[float]:
+def _rates(strategy: str, count: int, task: str = DEFAULT_TASK) -> list[float]:
     """`count` rates log-spaced over the strategy's range, the middle one first."""
-    return STRATEGIES.get(strategy).rates(count, deep_head=task in DENSE_TASKS)
+    return STRATEGIES.get(strategy).rates(count, deep_head=get_task(task).dense)
 
 
 def _enqueue_explore(study: optuna.Study, config: SearchConfig, models: list[str], task: str) -> None:
@@ -445,8 +452,8 @@ def _best_seen(trial: optuna.trial.FrozenTrial) -> float:
 def _enqueue_scratch(study: optuna.Study, config: SearchConfig, seeds: bool) -> None:
     epochs = config.scratch_epochs or 2 * config.epochs
     if not seeds:
-        for lr in _rates(baseline_name(), 2):
-            study.enqueue_trial({"strategy": baseline_name(), "lr": lr},
+        for lr in _rates(BASELINE_STRATEGY, 2):
+            study.enqueue_trial({"strategy": BASELINE_STRATEGY, "lr": lr},
                                 user_attrs={"tier": BASELINE_TIER, "seed": 0, "epochs": epochs, "seeded": False})
         return
     done = [t for t in _trials(study, BASELINE_TIER, seeds=False) if t.state == TrialState.COMPLETE]
@@ -478,7 +485,7 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
     study = study or open_study(folder)
     config = SearchConfig(**settings["search"])
     unit, allowance = parse_budget(config.budget)[0], explore_allowance(config)
-    cacheable = get_task(settings.get("task", "image_classification")).cacheable
+    cacheable = get_task(settings.get("task", DEFAULT_TASK)).cacheable
     ran = 0
     while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
         trial = study.ask()
@@ -591,7 +598,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
 
     config = SearchConfig(**settings["search"])
     unit = parse_budget(config.budget)[0]
-    cached = _head_only(strategy) and get_task(settings.get("task", "image_classification")).cacheable
+    cached = _head_only(strategy) and get_task(settings.get("task", DEFAULT_TASK)).cacheable
     started = time.perf_counter()
 
     def should_stop(epoch: int, score: float) -> bool:
@@ -615,7 +622,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: floa
     run = {"model": model, "data": settings["data"], "strategy": strategy, "knobs": knobs,
            "label": _label(study, trial, strategy, lr),
            "train": asdict(train),
-           "out": str(out), "task": settings.get("task", "image_classification"), "weights": settings["weights"],
+           "out": str(out), "task": settings.get("task", DEFAULT_TASK), "weights": settings["weights"],
            "resume": out.exists()}
     if data_parallel():
         _broadcast(run)  # the other ranks train the same trial, data-parallel
@@ -749,7 +756,7 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     scratch_runs = [t for t in _trials(study, BASELINE_TIER) if t.state == TrialState.COMPLETE]
     if scratch_runs:
         best = max((t for t in scratch_runs if not t.user_attrs.get("seeded")), key=lambda t: t.value)
-        arms.append(_arm(baseline_name(), best.params["lr"], [best, *[t for t in scratch_runs if
+        arms.append(_arm(BASELINE_STRATEGY, best.params["lr"], [best, *[t for t in scratch_runs if
                                                                  t.user_attrs.get("of") == best.number]]))
     arms = [a for a in arms if a.seeds]
     if not arms:
@@ -758,7 +765,7 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     for arm in arms:
         judge.arm(arm)
     arms.sort(key=lambda a: -a.mean)
-    scratch = next((a for a in arms if a.strategy == baseline_name()), None)
+    scratch = next((a for a in arms if a.strategy == BASELINE_STRATEGY), None)
     winner, pick = _pick([a for a in arms if a is not scratch], scratch, judge)
     others = [a for a in arms if a is not winner and a is not scratch]
     probe_arm = next((a for a in arms if _head_only(a.strategy)), None)
@@ -892,7 +899,7 @@ def _export_winner(winner: Arm, run_dir: Path) -> None:
             shutil.copyfile(file, run_dir / "model" / file.name)
     settings = json.loads((source / "settings.json").read_text())
     best = {"model": settings["model"], "weights": settings["weights"],
-            "task": settings.get("task", "image_classification"),
+            "task": settings.get("task", DEFAULT_TASK),
             "strategy": settings["strategy"],
             "knobs": settings["knobs"], "data": settings["data"], "train": settings["train"]}
     text = f"# Reproduce the search's winner: tunewise fit --config {run_dir / 'best.yaml'}\n" + yaml.safe_dump(best)

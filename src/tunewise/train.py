@@ -18,9 +18,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from tunewise.assemble import check_backbone_fits, configured_preprocess
 from tunewise.backbones import load_backbone
-from tunewise.backbones.hf import Tokenize
 from tunewise.config import (
+    DEFAULT_STRATEGY,
+    DEFAULT_TASK,
     DataConfig,
     TrainConfig,
     default_cache_dir,
@@ -38,8 +40,7 @@ from tunewise.records import RunRecord
 from tunewise.registry import did_you_mean
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
-from tunewise.tasks import get_task
-from tunewise.tasks.question_answering import QA_MAX_LENGTH
+from tunewise.tasks import task_for
 
 log = logging.getLogger("tunewise")
 
@@ -67,9 +68,9 @@ class Progress:
 def fit(
     model: str,
     data: str | DataConfig = "textile",
-    strategy: str | Strategy = "linear_probe",
+    strategy: str | Strategy = DEFAULT_STRATEGY,
     *,
-    task: str = "image_classification",
+    task: str = DEFAULT_TASK,
     train: TrainConfig | None = None,
     out: str | Path | None = None,
     weights: str | Path | None = None,
@@ -108,17 +109,16 @@ def fit(
     train = replace(train or TrainConfig(), **train_overrides)
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_train(train) + validate_data(data_config))
-    the_task = get_task(task)
+    the_task = task_for(task, detector=train.detector)  # the detector's architecture: a knob of its task
     the_strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
     strategy, knobs = the_strategy.name, the_strategy.knobs()
-    splits = load_data(data_config, task)
+    splits = load_data(data_config, the_task)
     metric, metric_reason = selection_metric(the_task, splits, train.metric)
     torch.manual_seed(train.seed)  # before any random draw: a scratch backbone is initialised as it loads
     backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
-    check_backbone_fits(backbone, task, model)
-    preprocess = configured_preprocess(backbone.preprocess, data_config, task)
+    check_backbone_fits(backbone, the_task, model)
+    preprocess = configured_preprocess(backbone.preprocess, data_config, the_task)
     backbone = replace(backbone, preprocess=preprocess)  # detectors size their anchors by it
-    the_task.detector = train.detector  # object detection's architecture; other tasks ignore it
     net = the_task.build_model(backbone, splits.classes)
     the_strategy.prepare(net)
     lr = train.lr or the_strategy.default_lr
@@ -204,11 +204,12 @@ def fit(
     trainable, total = count_parameters(net)  # before finalize: merged adapters no longer train
     the_strategy.finalize(net)
     if main:
-        export_model(net, backbone, preprocess, task, splits.classes, run_dir, detector=train.detector)
+        export_model(net, backbone, preprocess, the_task, splits.classes, run_dir)
     record = RunRecord(
         run_dir=str(run_dir), model=model, arch=backbone.arch, strategy=strategy, task=task,
         data=data_config.data, classes=splits.classes, metric=metric, metric_reason=metric_reason,
         baseline=the_task.baseline(splits) if hasattr(the_task, "baseline") else None, start_val=progress.start,
+        second_metric=the_task.second_metric(metric),
         best_epoch=progress.best_epoch, epochs_run=progress.epoch, val=val, test=test_metrics,
         seconds=round(time.perf_counter() - started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(train), data_config=to_dict(data_config),
@@ -249,7 +250,7 @@ def _fit_arguments(s: dict) -> tuple[tuple, dict]:
     """fit()'s arguments from a settings record: a run's settings.json or a search's best.yaml."""
     strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
     return (s["model"], DataConfig(**s["data"]), strategy), {
-        "task": s.get("task", "image_classification"), "train": TrainConfig(**s["train"]),
+        "task": s.get("task", DEFAULT_TASK), "train": TrainConfig(**s["train"]),
         "weights": s.get("weights")}
 
 
@@ -300,26 +301,6 @@ def predict_loader(model: nn.Module, loader: DataLoader, task, accelerator: Acce
 def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Accelerator) -> dict:
     """The task's metrics of `model` over every batch of `loader`."""
     return task.metrics(*predict_loader(model, loader, task, accelerator), loader.dataset)
-
-
-TEXT_TASKS = ("text_classification", "token_classification", "question_answering")
-
-
-def check_backbone_fits(backbone, task: str, model: str) -> None:
-    reads_text = isinstance(backbone.preprocess, Tokenize)
-    if reads_text != (task in TEXT_TASKS):
-        kind, example = ("a text", "pkg:minilm or hf:bert-base-uncased") if not reads_text else \
-            ("an image", "pkg:efficientnet_lite0 or timm:resnet50")
-        raise TunewiseError(f"--task {task} needs {kind} model, and {model!r} is not one. Pass a model such as "
-                            f"{example}.")
-
-
-def configured_preprocess(preprocess, data: DataConfig, task: str):
-    """The backbone's preprocessing at the size (images) or length (text) the data settings ask."""
-    if isinstance(preprocess, Tokenize):
-        default = QA_MAX_LENGTH if task == "question_answering" else preprocess.max_length
-        return preprocess.configured(data.max_length or default, data.doc_stride, asked=data.max_length is not None)
-    return preprocess.at_size(data.image_size) if data.image_size else preprocess
 
 
 def _train_one_epoch(net, model, loader, optimizer, factors, task, strategy, accelerator) -> float:

@@ -35,8 +35,8 @@ def build(task_name: str, model_name: str, strategy):
         for module in backbone.model.modules():  # which would block every gradient inside the block
             if isinstance(module, NORM_TYPES) and getattr(module, "weight", None) is not None:
                 module.weight.uniform_(0.5, 1.5)
-    task = get_task(task_name.split("/")[0])
-    task.detector = task_name.partition("/")[2] or "faster_rcnn"
+    name, _, detector = task_name.partition("/")
+    task = get_task(name, **({"detector": detector} if detector else {}))
     net = task.build_model(backbone, CLASSES)
     strategy.prepare(net)
     return net

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tunewise.ranking import NEEDS_SOURCE_HEAD, SCORERS, combined_rank, hscore, leep, logme, nce
+from tunewise.ranking import SCORERS, combined_rank, hscore, leep, logme, nce
 from tunewise.ranking.hscore import ledoit_wolf_shrinkage
 from tunewise.ranking.nce import negative_conditional_entropy
 
@@ -44,7 +44,7 @@ def source_head(labels: np.ndarray, informative: bool, seed: int = 2) -> np.ndar
 @pytest.mark.parametrize("name", sorted(SCORERS))
 def test_separable_features_outscore_random_ones(name, labels):
     score = SCORERS[name]
-    needs_head = name in NEEDS_SOURCE_HEAD
+    needs_head = score.needs_source_head
     good = score(separable(labels), labels, source_head(labels, True) if needs_head else None)
     bad = score(random_features(labels), labels, source_head(labels, False) if needs_head else None)
     assert math.isfinite(good) and math.isfinite(bad)
@@ -227,7 +227,7 @@ def test_combined_rank_gives_nan_to_a_model_nobody_placed():
     ],
 )
 def test_bad_inputs_raise_value_error(name, features, labels, message):
-    probs = np.full((len(labels), 2), 0.5) if name in NEEDS_SOURCE_HEAD else None
+    probs = np.full((len(labels), 2), 0.5) if SCORERS[name].needs_source_head else None
     with pytest.raises(ValueError, match=message):
         SCORERS[name](features, labels, probs)
 

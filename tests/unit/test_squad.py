@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tunewise.data.text import QAExample
-from tunewise.tasks.squad import best_answers, encode_windows, exact_match, f1, normalize_answer, squad_metrics
+from tunewise.tasks._squad import best_answers, encode_windows, exact_match, f1, normalize_answer, squad_metrics
 
 CONTEXT = (
     "Marie Curie was a physicist and chemist who conducted pioneering research on radioactivity. "

@@ -5,6 +5,8 @@ Every source returns the same `Backbone`, so tasks and strategies never ask wher
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 from tunewise.backbones.base import Backbone, Preprocess
@@ -30,7 +32,10 @@ def load_backbone(name: str, pretrained: bool = True, weights: str | Path | None
     Raises:
         BackboneError: unknown source or model, weights that do not fit, or no network.
     """
-    from tunewise.backbones import hf, local, pkg, random_init, timm_source, torchvision_source  # noqa: F401
+    from tunewise.backbones import local
+
+    for module in pkgutil.iter_modules(__path__):  # each source module registers itself: one file per source
+        importlib.import_module(f"{__name__}.{module.name}")
 
     source, sep, model = name.partition(":")
     if sep and model and source in SOURCES:  # before paths: `hf:./my_bert` is a folder for hf

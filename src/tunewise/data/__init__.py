@@ -3,41 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tunewise.config import DataConfig
+from tunewise.config import DEFAULT_TASK, DataConfig
 from tunewise.data.base import DataSplits, ImageSet, split_stratified
-from tunewise.data.dense import DetectionSet, SegmentationSet
-from tunewise.data.text import QASet, TextSet, TokenSet
 from tunewise.errors import DataError
 from tunewise.registry import Registry, did_you_mean
+
+if TYPE_CHECKING:
+    from tunewise.tasks import Task
 
 DATASETS: Registry = Registry("data set")
 
 __all__ = ["DATASETS", "DataSplits", "ImageSet", "load_data", "split_stratified"]
 
 
-# what each task reads, and how to say it
-KINDS = {
-    "image_classification": (ImageSet, "images with one class each"),
-    "text_classification": (TextSet, "texts (or text pairs) with one class each"),
-    "token_classification": (TokenSet, "sentences of words with one tag each"),
-    "question_answering": (QASet, "SQuAD-style questions over contexts"),
-    "object_detection": (DetectionSet, "images with boxes"),
-    "semantic_segmentation": (SegmentationSet, "images with masks"),
-}
-
-# what to pass as a path, for tasks where an image folder would be the wrong advice
-PATHS = {
-    "image_classification": "an image folder (one subfolder per class, or train/ val/ [test/] of those)",
-    "object_detection": "a COCO JSON file, a folder of COCO split files, or a Pascal VOC folder",
-    "semantic_segmentation": "a folder of images/ and masks/ (or train/ val/ [test/] of those, or VOC's layout)",
-}
-
-
-def load_data(config: DataConfig, task: str = "image_classification") -> DataSplits:
-    """Read and validate the data named by `config.data` for `task`: a registered name, an image
-    folder (image classification), detection data (COCO JSON, a VOC folder), segmentation data (images/
-    and masks/, VOC), or a text file or folder (text tasks).
+def load_data(config: DataConfig, task: Task | str = DEFAULT_TASK) -> DataSplits:
+    """Read and validate the data named by `config.data` for `task` (a task or its name): a
+    registered name, or a local path that the task reads (`Task.read_path`: an image folder, COCO
+    JSON or a VOC folder, images/ and masks/, a text file or folder).
 
     Raises:
         DataError: the path does not exist, holds no usable examples, has fewer than 2 classes,
@@ -45,21 +29,16 @@ def load_data(config: DataConfig, task: str = "image_classification") -> DataSpl
     """
     from tunewise.data import dense_demo, dense_files, image_folder, text_demo, text_files, torchvision_sets  # noqa: F401
 
+    task = _task(task)
     if config.data in DATASETS:
         splits = DATASETS.get(config.data)(config)
-    elif Path(config.data).exists() and task == "image_classification":
-        splits = image_folder.read_splits(Path(config.data), config)
-    elif Path(config.data).exists() and task == "object_detection":
-        splits = dense_files.read_detection_data(Path(config.data), config)
-    elif Path(config.data).exists() and task == "semantic_segmentation":
-        splits = dense_files.read_segmentation_data(Path(config.data), config)
     elif Path(config.data).exists():
-        splits = text_files.read_text_data(Path(config.data), config, task)
+        splits = task.read_path(Path(config.data), config)
     else:
         hint = did_you_mean(config.data, DATASETS.names())
         raise DataError(
             f"data {config.data!r} is neither an existing folder nor a known data set.{hint} "
-            f"Pass {PATHS.get(task, PATHS['image_classification'])} or one of: {', '.join(DATASETS.names())}."
+            f"Pass {task.path_help} or one of: {', '.join(DATASETS.names())}."
         )
     _check_kind(splits, config.data, task)
     if len(splits.val) == 0:
@@ -68,10 +47,20 @@ def load_data(config: DataConfig, task: str = "image_classification") -> DataSpl
     return splits.limited(config.max_train_per_class, config.seed)
 
 
-def _check_kind(splits: DataSplits, data: str, task: str) -> None:
-    kind, wanted = KINDS.get(task, (None, ""))
-    if kind is None or isinstance(splits.train, kind):
+def _task(task: Task | str) -> Task:
+    if not isinstance(task, str):
+        return task
+    from tunewise.tasks import get_task  # a name: the caller did not make the task
+
+    return get_task(task)
+
+
+def _check_kind(splits: DataSplits, data: str, task: Task) -> None:
+    if task.data_kind is None or isinstance(splits.train, task.data_kind):
         return
-    holds = next((name for name, (k, _) in KINDS.items() if isinstance(splits.train, k)), "another task")
-    raise DataError(f"data {data!r} holds data for {holds}, but --task {task} reads {wanted}. "
-                    f"Pass --task {holds}, or data made for {task}.")
+    from tunewise.tasks import all_tasks
+
+    holds = next((t.name for t in all_tasks() if t.data_kind and isinstance(splits.train, t.data_kind)),
+                 "another task")
+    raise DataError(f"data {data!r} holds data for {holds}, but --task {task.name} reads {task.reads}. "
+                    f"Pass --task {holds}, or data made for {task.name}.")

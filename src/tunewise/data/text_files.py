@@ -17,7 +17,7 @@ from tunewise.data.base import DataSplits, split_stratified
 from tunewise.data.text import QAExample, QASet, TextSet, TokenSet
 from tunewise.errors import DataError
 
-TEXT, TOKENS, QA = "text_classification", "token_classification", "question_answering"
+TEXT, TOKENS, QA = TextSet, TokenSet, QASet  # what each reader builds: the reading task's data_kind
 CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio")
 SUFFIXES = {
     TEXT: (".csv", ".tsv", ".jsonl", ".json", ".parquet"),
@@ -53,7 +53,7 @@ class _Table:
         return f"{self.unit} {self.numbers[i]} of {self.source!r}"
 
 
-def read_text_data(path: Path, config: DataConfig, task: str) -> DataSplits:
+def read_text_data(path: Path, config: DataConfig, task) -> DataSplits:
     """Read text data for `task` from a file, a folder of split files, or a saved Hugging Face dataset.
 
     A single file (or a single saved Dataset) is split with `config.seed` into train, val and test;
@@ -61,15 +61,15 @@ def read_text_data(path: Path, config: DataConfig, task: str) -> DataSplits:
     off train when missing).
 
     Args:
-        task: text_classification, token_classification or question_answering.
+        task: the reading task; its `data_kind` (TextSet, TokenSet or QASet) says what to build.
 
     Raises:
         DataError: the path, format, columns or contents are not usable for the task.
     """
-    if task not in SUFFIXES:
-        raise DataError(f"task {task!r} has no text reader; use one of: {', '.join(SUFFIXES)}.")
+    if task.data_kind not in SUFFIXES:
+        raise DataError(f"task {task.name!r} has no text reader.")
     path = Path(path)
-    builder = {TEXT: _text_set, TOKENS: _token_set, QA: _qa_set}[task]
+    builder = {TEXT: _text_set, TOKENS: _token_set, QA: _qa_set}[task.data_kind]
     return _splits(_read_tables(path, config, task), config, lambda table, classes: builder(table, config, classes))
 
 
@@ -96,7 +96,7 @@ def _strata(data) -> list[int]:
 # ---- finding and reading inputs -------------------------------------------------------------------------
 
 
-def _read_tables(path: Path, config: DataConfig, task: str) -> dict[str, _Table]:
+def _read_tables(path: Path, config: DataConfig, task) -> dict[str, _Table]:
     if not path.exists():
         raise DataError(f"data {str(path)!r} does not exist. {_supported(task)}")
     if path.is_file():
@@ -106,17 +106,17 @@ def _read_tables(path: Path, config: DataConfig, task: str) -> dict[str, _Table]
     return {key: _read_file(file, config, task) for key, file in _split_files(path, task).items()}
 
 
-def _supported(task: str) -> str:
-    return (f"For {task} pass {FORMATS[task]}; a folder of train.* and validation.* (or val.*, dev.*) "
+def _supported(task) -> str:
+    return (f"For {task.name} pass {FORMATS[task.data_kind]}; a folder of train.* and validation.* (or val.*, dev.*) "
             "[and test.*] files in such a format; or a Hugging Face dataset saved with save_to_disk.")
 
 
-def _split_files(folder: Path, task: str) -> dict[str, Path]:
+def _split_files(folder: Path, task) -> dict[str, Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     found = {}
     for key, stems in SPLIT_STEMS.items():
         named = [p for p in files if p.stem.lower() in stems]
-        usable = [p for p in named if p.suffix.lower() in SUFFIXES[task]]
+        usable = [p for p in named if p.suffix.lower() in SUFFIXES[task.data_kind]]
         if len(usable) > 1:
             raise DataError(f"{str(folder)!r} has more than one {key} file: {', '.join(p.name for p in usable)}. "
                             "Keep one of them.")
@@ -129,9 +129,9 @@ def _split_files(folder: Path, task: str) -> dict[str, Path]:
     return found
 
 
-def _read_file(path: Path, config: DataConfig, task: str) -> _Table:
+def _read_file(path: Path, config: DataConfig, task) -> _Table:
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES[task]:
+    if suffix not in SUFFIXES[task.data_kind]:
         raise DataError(f"cannot read {str(path)!r}: {suffix or 'no suffix'} is not a supported format. "
                         f"{_supported(task)}")
     if suffix in (".csv", ".tsv"):
@@ -147,7 +147,7 @@ def _read_file(path: Path, config: DataConfig, task: str) -> _Table:
     return table
 
 
-def _empty(path: Path, task: str) -> DataError:
+def _empty(path: Path, task) -> DataError:
     return DataError(f"{str(path)!r} holds no examples. {_supported(task)}")
 
 
@@ -159,7 +159,7 @@ def _pandas():
     return pandas
 
 
-def _read_csv(path: Path, sep: str, task: str) -> _Table:
+def _read_csv(path: Path, sep: str, task) -> _Table:
     pd = _pandas()
     try:
         # Strings throughout, and no NA guessing: "NA" or "null" are real words in text data.
@@ -197,7 +197,7 @@ def _plain(value):
     return value
 
 
-def _read_json(path: Path, task: str) -> _Table:
+def _read_json(path: Path, task) -> _Table:
     # The json module, not pandas: exact line numbers in errors, and values keep their types.
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -242,9 +242,9 @@ def _records_table(records: list, path: Path, numbers: list[int], unit: str) -> 
     return _Table(records, str(path.resolve()), numbers, unit, columns)
 
 
-def _squad_table(document: dict, path: Path, task: str) -> _Table:
-    if task != QA:
-        raise DataError(f"{str(path)!r} is SQuAD JSON (question answering), not data for {task}. "
+def _squad_table(document: dict, path: Path, task) -> _Table:
+    if task.data_kind is not QA:
+        raise DataError(f"{str(path)!r} is SQuAD JSON (question answering), not data for {task.name}. "
                         f"{_supported(task)}")
     try:
         rows = [

@@ -10,10 +10,10 @@ Higher = the candidate is predicted to transfer better. Scores are comparable be
 candidates on the same data, not between scorers or data sets: `combined_rank` merges scorers
 by rank.
 
-    from tunewise.ranking import SCORERS, NEEDS_SOURCE_HEAD, combined_rank
-    scores = {name: {model: SCORERS[name](feats[model], labels, probs.get(model))
-                     for model in feats if name not in NEEDS_SOURCE_HEAD or model in probs}
-              for name in SCORERS}
+    from tunewise.ranking import SCORERS, combined_rank
+    scores = {name: {model: score(feats[model], labels, probs.get(model))
+                     for model in feats if not score.needs_source_head or model in probs}
+              for name, score in SCORERS.items()}
     print(combined_rank(scores))
 
 Bad inputs raise ValueError (tunewise.errors.DataError) with the reason.
@@ -21,8 +21,9 @@ Bad inputs raise ValueError (tunewise.errors.DataError) with the reason.
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Callable
+import pkgutil
 
 import numpy as np
 
@@ -32,20 +33,14 @@ from tunewise.ranking.leep import leep
 from tunewise.ranking.linear import linear
 from tunewise.ranking.logme import logme
 from tunewise.ranking.nce import nce
+from tunewise.ranking.scorers import SCORERS, scorer
 
-__all__ = ["NEEDS_SOURCE_HEAD", "SCORERS", "combined_rank", "hscore", "knn", "leep", "linear", "logme", "nce"]
+__all__ = ["SCORERS", "combined_rank", "hscore", "knn", "leep", "linear", "logme", "nce", "scorer"]
 
-SCORERS: dict[str, Callable[..., float]] = {
-    "logme": logme,
-    "leep": leep,
-    "nce": nce,
-    "hscore": hscore,
-    "knn": knn,
-    "linear": linear,
-}
-
-# Scorers that raise without source_probs: skip them for candidates that have no source classifier.
-NEEDS_SOURCE_HEAD = {"leep"}
+# A new scorer is one module in this package that registers itself with @scorer: import them all.
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name != "ranker":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def combined_rank(scores: dict[str, dict[str, float]]) -> dict[str, float]:

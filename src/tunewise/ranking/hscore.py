@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from tunewise.ranking._checks import check_inputs
+from tunewise.ranking.scorers import scorer
 
 
+@scorer("hscore")
 def hscore(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None = None,
            *, shrinkage: float | None = None) -> float:
     """tr(cov(f)^-1 cov(E[f | y])) with a shrunk cov(f); higher = transfers better, in [0, C - 1].

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from tunewise.ranking._checks import check_inputs
+from tunewise.ranking.scorers import scorer
 
 NEIGHBOURS = 5
 CHUNK = 2048  # rows of the similarity matrix held at once: 2048 x N float64
 
 
+@scorer("knn")
 def knn(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None = None) -> float:
     """Leave-one-out 5-NN accuracy with cosine similarity; higher = transfers better, in [0, 1].
 

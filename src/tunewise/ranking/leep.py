@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from tunewise.ranking._checks import check_inputs, check_source_probs
+from tunewise.ranking.scorers import scorer
 
 
+@scorer("leep", needs_source_head=True)
 def leep(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None = None) -> float:
     """Log expected empirical prediction; higher = transfers better (always <= 0, in nats).
 

@@ -6,10 +6,12 @@ import numpy as np
 
 from tunewise.errors import DataError
 from tunewise.ranking._checks import check_inputs
+from tunewise.ranking.scorers import scorer
 
 ALPHAS = tuple(np.logspace(-2, 4, 7))  # ridge penalties tried; the best leave-one-out accuracy counts
 
 
+@scorer("linear")
 def linear(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None = None) -> float:
     """Leave-one-out accuracy of a linear probe; higher = transfers better, in [0, 1].
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tunewise.ranking._checks import check_inputs
+from tunewise.ranking.scorers import scorer
 
 EPSILON = 1e-5  # the official code's guard in the alpha and beta denominators
 MAX_STEPS = 11  # as the official code: converges in 2-3 steps, 10 at most
@@ -17,6 +18,7 @@ TOLERANCE = 1e-3  # relative change of alpha / beta that stops the iteration
 TINY = np.finfo(np.float64).tiny  # floor for alpha and beta so that log() stays finite
 
 
+@scorer("logme")
 def logme(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None = None) -> float:
     """Mean over classes of the maximum log evidence per example; higher = transfers better.
 

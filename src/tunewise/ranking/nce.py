@@ -9,11 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from tunewise.ranking._checks import check_inputs, check_source_probs
+from tunewise.ranking.scorers import scorer
 
 CLUSTERS_PER_CLASS = 2
 SEED = 0
 
 
+@scorer("nce")
 def nce(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None = None) -> float:
     """-H(Y | Z) in nats; higher = transfers better (0 when Z determines Y, -H(Y) when independent).
 

@@ -1,5 +1,6 @@
-"""rank(): which pretrained model to start from, estimated from one feature pass per candidate,
-and (with `verify`) checked against short real fine-tunes of some candidates.
+"""Which pretrained model to start from, estimated from one feature pass per candidate
+(`score_candidates`), and checked against short real fine-tunes of some (`verify`, given the
+fine-tuning function: ranking sits below training). `tunewise.rank` composes them.
 
 Features come through the same extract-once cache as the linear probe, so a later
 `tunewise fit --strategy linear_probe` (or search) on a ranked candidate extracts nothing.
@@ -10,74 +11,45 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from tunewise.config import DataConfig, TrainConfig, default_cache_dir, raise_if_problems, validate_data
 from tunewise.errors import TunewiseError
-from tunewise.io import default_run_dir, file_safe
-from tunewise.ranking import NEEDS_SOURCE_HEAD, SCORERS, combined_rank
-from tunewise.records import Candidate, Ranking
+from tunewise.io import file_safe
+from tunewise.ranking import SCORERS, combined_rank
+from tunewise.records import Candidate, Ranking, RunRecord
 
 log = logging.getLogger("tunewise")
 
-UNRANKED_TASKS = ("question_answering", "object_detection", "semantic_segmentation")
-"""Tasks with no label per feature row (spans, boxes, masks): nothing to score."""
-
-
-def rank(
-    models: list[str],
-    data: str | DataConfig = "textile",
-    *,
-    task: str = "image_classification",
-    verify: int = 0,
-    verify_strategy: str = "lp_ft",
-    train: TrainConfig | None = None,
-    out: str | Path | None = None,
-    max_examples: int = 3000,
-) -> Ranking:
+def score_candidates(models: list[str], data_config: DataConfig, task, run_dir: Path,
+                     max_examples: int = 3000) -> Ranking:
     """Score every candidate on the training split with every scorer; merge the scorers by rank.
-
-    Args:
-        models: two or more backbone names; one that cannot be loaded is reported, not fatal.
-        data: the data set name, folder or file, or a DataConfig.
-        task: image_classification, text_classification or token_classification.
-        verify: fine-tune the top `verify` candidates (and the last one) with `verify_strategy`
-            and `train` (default 3 epochs), then report Kendall's tau between ranking and result.
-        out: the folder for ranking.json and the report; default runs/rank-<time>.
-        max_examples: score at most this many training examples (a stratified sample).
-
-    Returns:
-        The Ranking, also written to `out/ranking.json` with report.md and report.html.
+    The Ranking's candidates come best first; one that cannot be loaded is reported, not fatal.
 
     Raises:
         TunewiseError: fewer than two candidates, fewer than two usable ones, bad data, or a
-            task no scorer handles (question answering).
+            task no scorer handles (question answering, detection, segmentation).
     """
     from tunewise.data import load_data
-    from tunewise.tasks import get_task
 
     models = list(dict.fromkeys(models))  # a candidate named twice is ranked once
     if len(models) < 2:
         raise TunewiseError(f"there is nothing to rank with {len(models)} candidate ({', '.join(models)}). "
                             "Pass two or more models: --models pkg:efficientnet_lite0,pkg:efficientnet_lite1.")
-    if task in UNRANKED_TASKS:
-        raise TunewiseError(f"ranking scores one label per feature row; {task} has spans, boxes or masks, not "
-                            "labels. Rank candidates on classification data, or compare them with search.")
-    data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
+    if not task.rankable:  # spans, boxes, masks: no label per feature row
+        raise TunewiseError(f"ranking scores one label per feature row; {task.name} has spans, boxes or masks, "
+                            "not labels. Rank candidates on classification data, or compare them with search.")
     raise_if_problems(validate_data(data_config))
-    the_task = get_task(task)
     splits = load_data(data_config, task)
-    run_dir = Path(out) if out is not None else default_run_dir("rank", prefix="rank-")
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     candidates, features, probs, labels = [], {}, {}, None
     for model in models:
         started = time.perf_counter()
         try:
-            f, y, p = candidate_features(model, the_task, splits, data_config)
+            f, y, p = candidate_features(model, task, splits, data_config)
         except TunewiseError as err:  # rank the rest; say which failed and why
             log.warning("cannot rank %s: %s", model, err)
             candidates.append(Candidate(model=model, error=str(err)))
@@ -94,15 +66,8 @@ def rank(
                             f"({failed}).")
     _score(scored, features, labels, probs)
     candidates.sort(key=lambda c: (c.error is not None, -_finite(c.combined)))
-    ranking = Ranking(run_dir=str(run_dir), data=data_config.data, task=task, metric=the_task.metric,
-                      examples=int(len(labels)), candidates=candidates)
-    if verify:
-        _verify(ranking, scored, verify, verify_strategy, data_config, train or TrainConfig(epochs=3))
-    ranking.save(run_dir / "ranking.json")
-    from tunewise.report.ranking_report import write_ranking_report
-
-    write_ranking_report(ranking, run_dir)
-    return ranking
+    return Ranking(run_dir=str(run_dir), data=data_config.data, task=task.name, metric=task.metric,
+                   examples=int(len(labels)), candidates=candidates)
 
 
 def candidate_features(model: str, task, splits, data_config: DataConfig):
@@ -114,13 +79,13 @@ def candidate_features(model: str, task, splits, data_config: DataConfig):
     """
     import torch
 
+    from tunewise.assemble import check_backbone_fits, configured_preprocess
     from tunewise.backbones import load_backbone
     from tunewise.features import cache_key, cached_features, weights_digest
-    from tunewise.train import check_backbone_fits, configured_preprocess
 
     backbone = load_backbone(model)
-    check_backbone_fits(backbone, task.name, model)
-    preprocess = configured_preprocess(backbone.preprocess, data_config, task.name)
+    check_backbone_fits(backbone, task, model)
+    preprocess = configured_preprocess(backbone.preprocess, data_config, task)
     task.build_model(backbone, splits.classes)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone.model.to(device)
@@ -130,7 +95,7 @@ def candidate_features(model: str, task, splits, data_config: DataConfig):
                              desc=f"features {model}")
     features = stored["features"].numpy().astype(np.float64)
     probabilities = None
-    if backbone.source_head is not None and task.name == "image_classification":
+    if backbone.source_head is not None and task.modality == "image" and not task.dense:  # its ImageNet classes
         with torch.no_grad():
             logits = backbone.source_head.to(device)(stored["features"].to(device)).float()
         probabilities = logits.softmax(1).cpu().numpy().astype(np.float64)
@@ -152,7 +117,7 @@ def _score(scored: list[Candidate], features: dict, labels: np.ndarray, probs: d
     for candidate in scored:
         started = time.perf_counter()
         for name, scorer in SCORERS.items():
-            if name in NEEDS_SOURCE_HEAD and candidate.model not in probs:
+            if scorer.needs_source_head and candidate.model not in probs:
                 candidate.scores[name] = math.nan  # no source classifier: the scorer does not apply
                 continue
             try:
@@ -167,19 +132,15 @@ def _score(scored: list[Candidate], features: dict, labels: np.ndarray, probs: d
         candidate.combined = combined.get(candidate.model, math.nan)
 
 
-def _verify(ranking: Ranking, scored: list[Candidate], top: int, strategy: str, data: DataConfig,
-            train: TrainConfig) -> None:
-    """Short fine-tunes of the top `top` candidates and the last one; rank correlations."""
+def verify(ranking: Ranking, top: int, finetune: Callable[[str, Path], RunRecord]) -> None:
+    """Fine-tune the top `top` candidates and the last one with `finetune(model, out)`; Kendall's
+    tau (and weighted tau, and each scorer's tau) between the ranking and the fine-tuned results."""
     from scipy import stats
-
-    from tunewise.train import fit
 
     ordered = [c for c in ranking.candidates if c.error is None]
     chosen = ordered[:top] + ([ordered[-1]] if len(ordered) > top else [])
     for candidate in chosen:
-        record = fit(candidate.model, data, strategy, task=ranking.task, train=replace(train),
-                     out=Path(ranking.run_dir) / "verify" / file_safe(candidate.model),
-                     test=False)
+        record = finetune(candidate.model, Path(ranking.run_dir) / "verify" / file_safe(candidate.model))
         candidate.finetuned, candidate.finetune_seconds, candidate.run_dir = \
             record.val_score, record.seconds, record.run_dir
     if len(chosen) < 2:
@@ -187,7 +148,7 @@ def _verify(ranking: Ranking, scored: list[Candidate], top: int, strategy: str, 
     results = [c.finetuned for c in chosen]
     ranking.kendall_tau = _nan_to_none(stats.kendalltau([c.combined for c in chosen], results).statistic)
     ranking.weighted_tau = _nan_to_none(stats.weightedtau([c.combined for c in chosen], results).statistic)
-    for name in SCORERS:
+    for name in SCORERS.names():
         values = [c.scores.get(name, math.nan) for c in chosen]
         if all(math.isfinite(v) for v in values):
             ranking.scorer_taus[name] = _nan_to_none(stats.kendalltau(values, results).statistic)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from tunewise.config import BASELINE_STRATEGY
 from tunewise.records import Arm, Leaderboard, RunRecord
 
 console = Console()
@@ -19,15 +20,16 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _count(n: int) -> str:
+def count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
-# the column shown beside each task's selection metric
-SECOND_METRIC = {("token_classification", "f1"): "accuracy", ("question_answering", "f1"): "exact_match",
-                 ("object_detection", "map"): "map_50", ("semantic_segmentation", "miou"): "pixel_accuracy"}
 SHORT_NAMES = {"accuracy": "acc", "macro_f1": "F1", "f1": "F1", "exact_match": "EM", "map": "mAP",
                "map_50": "mAP@.5", "miou": "mIoU", "pixel_accuracy": "pixel acc"}
+
+
+def _short(metric: str) -> str:
+    return SHORT_NAMES.get(metric, metric.replace("_", " "))
 
 
 def records_table(records: list[RunRecord], title: str = "results") -> Table:
@@ -35,8 +37,8 @@ def records_table(records: list[RunRecord], title: str = "results") -> Table:
     models = sorted({r.model for r in records})
     caption = "* features computed once, cached" if any(r.cached_features for r in records) else None
     table = Table(title=f"{title} ({', '.join(models)})", caption=caption)
-    second = SECOND_METRIC.get((records[0].task, records[0].metric), "macro_f1")
-    first, other = SHORT_NAMES[records[0].metric], SHORT_NAMES[second]
+    second = records[0].second_metric or "macro_f1"  # the column the task shows beside its metric
+    first, other = _short(records[0].metric), _short(second)
     for column in ("strategy", f"val {first} %", f"val {other} %", f"test {first} %", f"test {other} %",
                    "best/ran", "time s", "trainable"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
@@ -45,7 +47,7 @@ def records_table(records: list[RunRecord], title: str = "results") -> Table:
         table.add_row(r.strategy + (" *" if r.cached_features else ""), _pct(r.val.get(r.metric)),
                       _pct(r.val.get(second)), _pct(test.get(r.metric)),
                       _pct(test.get(second)), f"{r.best_epoch + 1}/{r.epochs_run}",
-                      f"{r.seconds:.1f}", f"{_count(r.trainable_params)}/{_count(r.total_params)}")
+                      f"{r.seconds:.1f}", f"{count(r.trainable_params)}/{count(r.total_params)}")
     return table
 
 
@@ -148,7 +150,7 @@ def winner_sentence(board: Leaderboard) -> str:
         group = [board.pick["best_by_mean"], *board.pick["tied"]]
         cheaper = "cheaper" if len(group) == 2 else "cheapest"
         return f"{_names(group)} cannot be told apart; picked the {cheaper}, {won} ({score})."
-    if arm.strategy == "scratch":
+    if arm.strategy == BASELINE_STRATEGY:
         return f"{won} won ({score}): {board.pick.get('rule', 'training from scratch beat every pretrained arm')}."
     if board.runner_up:
         return (f"{won} won ({score}); over the next, {board.runner_up['versus']}: {in_points(board.runner_up)}, "
@@ -169,8 +171,8 @@ def scratch_sentence(board: Leaderboard) -> str:
             lead = "Pretraining and training from scratch cannot be told apart"
         of = versus.get("of", board.winner)
         return f"{lead}: {of} vs scratch, {in_points(versus)} of validation {board.metric} ({verdict(versus)})."
-    scratch = next((a for a in board.arms if a.strategy == "scratch"), None)
-    pretrained = next((a for a in board.arms if a.strategy != "scratch"), None)
+    scratch = next((a for a in board.arms if a.strategy == BASELINE_STRATEGY), None)
+    pretrained = next((a for a in board.arms if a.strategy != BASELINE_STRATEGY), None)
     if scratch is None:
         return "Pretraining vs training from scratch was not measured: no scratch baseline ran."
     if pretrained is None:
@@ -238,24 +240,25 @@ def print_trials(board: Leaderboard) -> None:
         table.add_row(str(t.number), t.tier, t.strategy + knob_text(t.knobs) + (f" on {t.model}" if t.model else ""),
                       f"{t.lr:.2g}", str(t.seed), t.state,
                       _pct(t.val),
-                      str(t.epochs_run), _count(t.trainable_params) if t.trainable_params else "-",
+                      str(t.epochs_run), count(t.trainable_params) if t.trainable_params else "-",
                       f"{t.seconds:.0f}")
     console.print(table)
 
 
 def print_ranking(ranking) -> None:
     """The candidates best first, every scorer's score, and the check against fine-tuning."""
-    from tunewise.ranking import SCORERS
+    from tunewise.report.ranking_report import scorer_names
 
+    scorers = scorer_names(ranking)
     table = Table(title=f"which model for {ranking.data}? ({ranking.examples} training examples scored)",
                   caption="higher is better in every column; combined: mean rank position, 0 worst .. 1 best")
-    for column in ("model", "combined", *SCORERS, f"fine-tuned {ranking.metric} %"):
+    for column in ("model", "combined", *scorers, f"fine-tuned {ranking.metric} %"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for c in ranking.candidates:
         if c.error:
-            table.add_row(c.model, "failed", *[""] * len(SCORERS), "")
+            table.add_row(c.model, "failed", *[""] * len(scorers), "")
             continue
-        cells = [f"{c.scores[n]:.3f}" if c.scores.get(n) == c.scores.get(n) else "-" for n in SCORERS]
+        cells = [f"{c.scores[n]:.3f}" if c.scores.get(n) == c.scores.get(n) else "-" for n in scorers]
         table.add_row(c.model, f"{c.combined:.2f}", *cells, _pct(c.finetuned))
     console.print(table)
     for c in ranking.candidates:

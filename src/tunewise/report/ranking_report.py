@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 
 from tunewise.io import write_atomic
-from tunewise.ranking import SCORERS
 from tunewise.records import Ranking
-from tunewise.report.search_report import _figure, _html, _markdown, _num, _save_figure
+from tunewise.report.render import html_page, markdown, new_figure, num, save_figure
 
 
 def write_ranking_report(ranking: Ranking, folder: str | Path) -> list[Path]:
@@ -18,34 +17,41 @@ def write_ranking_report(ranking: Ranking, folder: str | Path) -> list[Path]:
     written = []
     verified = [c for c in ranking.candidates if c.finetuned is not None]
     if len(verified) >= 2:
-        written.append(_save_figure(_verify_figure(ranking), folder / "verify.png"))
+        written.append(save_figure(_verify_figure(ranking), folder / "verify.png"))
     blocks = _blocks(ranking, has_plot=bool(written))
-    for name, text in (("report.md", _markdown(blocks)), ("report.html", _html(blocks, folder))):
+    for name, text in (("report.md", markdown(blocks)), ("report.html", html_page(blocks, folder))):
         write_atomic(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
         written.append(folder / name)
     return written
 
 
+def scorer_names(ranking: Ranking) -> list[str]:
+    """The scorers the ranking holds scores of (from the record: reports need no registry)."""
+    return sorted({name for c in ranking.candidates for name in c.scores})
+
+
 def _table(ranking: Ranking) -> tuple:
-    headers = ["#", "model", "combined", *SCORERS, f"fine-tuned {ranking.metric}", "features s", "note"]
+    scorers = scorer_names(ranking)
+    headers = ["#", "model", "combined", *scorers, f"fine-tuned {ranking.metric}", "features s", "note"]
     rows = []
     for place, c in enumerate(ranking.candidates, start=1):
-        scores = [_num(c.scores.get(name), 4) if c.error is None else "" for name in SCORERS]
-        rows.append([str(place) if c.error is None else "-", c.model, _num(c.combined), *scores,
-                     _num(c.finetuned), _num(c.feature_seconds, 1), c.error or ""])
-    right = [True, False, True, *[True] * len(SCORERS), True, True, False]
+        scores = [num(c.scores.get(name), 4) if c.error is None else "" for name in scorers]
+        rows.append([str(place) if c.error is None else "-", c.model, num(c.combined), *scores,
+                     num(c.finetuned), num(c.feature_seconds, 1), c.error or ""])
+    right = [True, False, True, *[True] * len(scorers), True, True, False]
     return "table", headers, rows, right
 
 
 def _verdict(ranking: Ranking) -> str:
     best = next((c for c in ranking.candidates if c.error is None), None)
-    text = f"Start from {best.model}: the best combined score over {len(SCORERS)} scorers." if best else ""
+    scorers = len(scorer_names(ranking))
+    text = f"Start from {best.model}: the best combined score over {scorers} scorers." if best else ""
     if ranking.kendall_tau is None:
         return text + " Not verified: rerun with --verify K to check the ranking against real fine-tunes."
     trust = "agrees with" if ranking.kendall_tau >= 0.6 else "partly agrees with" \
         if ranking.kendall_tau > 0 else "does not agree with"
     return (f"{text} On this data the ranking {trust} short fine-tunes: Kendall's tau {ranking.kendall_tau:+.2f}, "
-            f"weighted tau {_num(ranking.weighted_tau, 2)} (1: same order, 0: unrelated, -1: reversed).")
+            f"weighted tau {num(ranking.weighted_tau, 2)} (1: same order, 0: unrelated, -1: reversed).")
 
 
 def _blocks(ranking: Ranking, has_plot: bool) -> list[tuple]:
@@ -60,7 +66,7 @@ def _blocks(ranking: Ranking, has_plot: bool) -> list[tuple]:
                     "scorers, 0 (worst) to 1 (best). LEEP needs the model's own source classifier."),
               _table(ranking)]
     if ranking.scorer_taus:
-        taus = [f"{name}: {_num(tau, 2)}" for name, tau in ranking.scorer_taus.items()]
+        taus = [f"{name}: {num(tau, 2)}" for name, tau in ranking.scorer_taus.items()]
         blocks += [("p", "Kendall's tau of each scorer alone vs the fine-tuned results: " + ", ".join(taus) + ".")]
     if has_plot:
         blocks += [("image", "verify.png", "Combined score vs the fine-tuned validation metric of the verified "
@@ -71,7 +77,7 @@ def _blocks(ranking: Ranking, has_plot: bool) -> list[tuple]:
 
 
 def _verify_figure(ranking: Ranking):
-    figure, ax = _figure(6.5, 4.6)
+    figure, ax = new_figure(6.5, 4.6)
     verified = [c for c in ranking.candidates if c.finetuned is not None and math.isfinite(c.combined)]
     ax.scatter([c.combined for c in verified], [c.finetuned for c in verified], color="tab:blue", zorder=3)
     for c in verified:

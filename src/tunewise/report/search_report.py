@@ -10,8 +10,6 @@ Plots use matplotlib's object API (`Figure`), never pyplot: no global state, no 
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 import textwrap
 from pathlib import Path
@@ -22,12 +20,13 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.transforms import offset_copy
 
+from tunewise.config import BASELINE_STRATEGY, PROBE_STRATEGY
 from tunewise.io import write_atomic
 from tunewise.records import Arm, Leaderboard
 from tunewise.report import (
-    _count,
     answer,
     arm_score,
+    count,
     in_points,
     knob_text,
     notes,
@@ -36,13 +35,13 @@ from tunewise.report import (
     verdict,
     winner_arm,
 )
+from tunewise.report.render import DPI, html_page, is_missing, markdown, new_figure, num, save_figure
 
 PLOTS = ("curves.png", "pareto.png", "leaderboard.png", "pretrained_vs_scratch.png", "predictions.png")
-SCRATCH = "scratch"
+SCRATCH = BASELINE_STRATEGY
 SCRATCH_COLOUR = "#333333"
 BASELINE_COLOUR = "#b22222"
 MARKERS = {"complete": "o", "pruned": "v", "fail": "X"}
-DPI = 120
 
 
 def rebuild(run_dir: str | Path) -> list[Path]:
@@ -62,10 +61,10 @@ def write_report(board: Leaderboard, folder: str | Path) -> list[Path]:
         plots["pretrained_vs_scratch.png"] = _versus_scratch_figure(board, colours)
     else:
         (folder / "pretrained_vs_scratch.png").unlink(missing_ok=True)  # a stale one from an older board
-    written = [_save_figure(figure, folder / name) for name, figure in plots.items()]
+    written = [save_figure(figure, folder / name) for name, figure in plots.items()]
     drawn = {"predictions.png"} if (folder / "predictions.png").is_file() else set()  # detection, segmentation
     blocks = _blocks(board, set(plots) | drawn)
-    for name, text in (("report.md", _markdown(blocks)), ("report.html", _html(blocks, folder))):
+    for name, text in (("report.md", markdown(blocks)), ("report.html", html_page(blocks, folder))):
         write_atomic(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
         written.append(folder / name)
     return written
@@ -88,16 +87,8 @@ def _versus_arm(board: Leaderboard) -> Arm | None:
     return next((a for a in board.arms if a.name == of), None) or _pretrained_arm(board)
 
 
-def _nan(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _num(value, digits: int = 3) -> str:
-    return "-" if _nan(value) else f"{value:.{digits}f}"
-
-
 def _rate(value) -> str:
-    return "-" if _nan(value) else f"{value:.3g}"
+    return "-" if is_missing(value) else f"{value:.3g}"
 
 
 def _duration(seconds: float) -> str:
@@ -122,11 +113,6 @@ def _strategy_legend(ax, colours: dict, names, extra: list | None = None, **kwar
         ax.legend(handles=handles, fontsize=9, framealpha=0.9, **kwargs)
 
 
-def _figure(width: float = 8.5, height: float = 5.2):
-    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    return figure, figure.subplots()
-
-
 def _empty(ax, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="grey")
 
@@ -145,11 +131,6 @@ def _baseline_line(ax, board: Leaderboard, vertical: bool = False) -> list[Line2
     (ax.axvline if vertical else ax.axhline)(value, color=BASELINE_COLOUR, ls=":", lw=1.6, zorder=1)
     label = f"always {board.baseline['predicts']!r}\n(majority class): {pct(value)}"
     return [Line2D([], [], color=BASELINE_COLOUR, ls=":", lw=1.6, label=label)]
-
-
-def _save_figure(figure: Figure, path: Path) -> Path:
-    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI))
-    return path
 
 
 # --- plots -------------------------------------------------------------------------------------
@@ -217,8 +198,8 @@ def _dodge(points: list[tuple[float, float]], step: float = 8.0) -> list[float]:
 
 def _pareto_figure(board: Leaderboard, colours: dict) -> Figure:
     """Each trial's best validation metric against its compute, with the Pareto front as a step line."""
-    figure, ax = _figure()
-    trials = [t for t in board.trials if not _nan(t.val)]
+    figure, ax = new_figure()
+    trials = [t for t in board.trials if not is_missing(t.val)]
     for t, dx in zip(trials, _dodge([(t.compute, t.val) for t in trials]), strict=True):
         ax.scatter(t.compute, t.val, color=colours[t.strategy], marker=MARKERS.get(t.state, "s"), s=60,
                    alpha=0.85, edgecolors="black", linewidths=0.5, zorder=3,
@@ -249,7 +230,7 @@ def _pareto_figure(board: Leaderboard, colours: dict) -> Figure:
 
 def _value_limits(arms: list[Arm], baseline: float | None) -> tuple[float, float, tuple[float, float] | None]:
     """x-limits around the intervals and the baseline; a metric within [0, 1] keeps its bars inside [0, 1]."""
-    values = [v for a in arms for v in (a.ci_low, a.ci_high, *a.scores) if not _nan(v)] or [0.0, 1.0]
+    values = [v for a in arms for v in (a.ci_low, a.ci_high, *a.scores) if not is_missing(v)] or [0.0, 1.0]
     values += [] if baseline is None else [baseline]
     low, high = min(values), max(values)
     bounds = (0.0, 1.0) if all(0 <= v <= 1 for a in arms for v in a.scores) else None
@@ -261,7 +242,7 @@ def _value_limits(arms: list[Arm], baseline: float | None) -> tuple[float, float
 
 def _leaderboard_figure(board: Leaderboard, colours: dict) -> Figure:
     """Each arm's mean with its 95% interval, best on top; per-seed scores as small dots."""
-    figure, ax = _figure(9, 1.6 + 0.7 * max(len(board.arms), 2))
+    figure, ax = new_figure(9, 1.6 + 0.7 * max(len(board.arms), 2))
     left, right, bounds = _value_limits(board.arms, (board.baseline or {}).get(board.metric))
     clipped = False
     for row, arm in enumerate(board.arms):
@@ -298,7 +279,7 @@ def _leaderboard_row(ax, arm: Arm, y: float, colours: dict, winner: str, bounds:
         ax.axhspan(y - 0.45, y + 0.45, color="#ffe9a8", alpha=0.6, zorder=0)
     ax.scatter(arm.scores, [y] * len(arm.scores), color=colour, alpha=0.35, s=25, zorder=2)
     clipped = False
-    if not (_nan(arm.ci_low) or _nan(arm.ci_high)) and arm.ci_high > arm.ci_low:
+    if not (is_missing(arm.ci_low) or is_missing(arm.ci_high)) and arm.ci_high > arm.ci_low:
         low, high = (max(arm.ci_low, bounds[0]), min(arm.ci_high, bounds[1])) if bounds else (arm.ci_low, arm.ci_high)
         ax.hlines(y, low, high, color=colour, lw=2.5, zorder=3)
         for end, true_end, arrow in ((low, arm.ci_low, "<"), (high, arm.ci_high, ">")):
@@ -316,11 +297,11 @@ def _versus_scratch_figure(board: Leaderboard, colours: dict) -> Figure:
     answer about pretraining in the title. Seeds are not joined: seed k of one arm shares nothing with
     seed k of another."""
     pretrained, scratch = _versus_arm(board), _scratch_arm(board)
-    figure, ax = _figure(7.5, 5.6)
+    figure, ax = new_figure(7.5, 5.6)
     for x, arm in ((0, pretrained), (1, scratch)):
         colour = colours[arm.strategy]
         ax.scatter([x - 0.12] * len(arm.scores), arm.scores, color=colour, s=50, alpha=0.6, zorder=3)
-        if not (_nan(arm.ci_low) or _nan(arm.ci_high)) and arm.ci_high > arm.ci_low:
+        if not (is_missing(arm.ci_low) or is_missing(arm.ci_high)) and arm.ci_high > arm.ci_low:
             ax.vlines(x + 0.08, arm.ci_low, arm.ci_high, color=colour, lw=2.5, zorder=3)
         ax.hlines(arm.mean, x - 0.02, x + 0.18, color=colour, lw=4, zorder=4)
         ax.annotate(arm_score(arm), (x + 0.22, arm.mean), va="center", fontsize=9)
@@ -365,8 +346,8 @@ def _arms_table(board: Leaderboard) -> tuple:
     for arm in board.arms:
         name = arm.name + knob_text(arm.knobs) + _role(arm, board.winner)
         rows.append([name, _rate(arm.lr), ", ".join(map(str, arm.seeds)), arm_score(arm),
-                     pct((arm.test or {}).get(board.metric)), _num(arm.cost, 2) if arm.cost else "-",
-                     _count(arm.trainable_params) if arm.trainable_params else "-"])
+                     pct((arm.test or {}).get(board.metric)), num(arm.cost, 2) if arm.cost else "-",
+                     count(arm.trainable_params) if arm.trainable_params else "-"])
     value = (board.baseline or {}).get(board.metric)
     if value is not None:
         rows.append([f"always {board.baseline['predicts']!r} (majority class)", "-", "-", pct(value), "-", "0", "0"])
@@ -375,7 +356,7 @@ def _arms_table(board: Leaderboard) -> tuple:
 
 def _probe_note(board: Leaderboard) -> list[tuple]:
     """An older leaderboard's test figure for the linear probe, when it came from another run than an arm's."""
-    probe = next((a for a in board.arms if a.strategy == "linear_probe"), None)
+    probe = next((a for a in board.arms if a.strategy == PROBE_STRATEGY), None)
     value = (board.linear_probe_test or {}).get(board.metric)
     if value is None or (probe and probe.test):
         return []
@@ -426,7 +407,7 @@ def _trials_table(board: Leaderboard) -> tuple:
                "compute", "reason"]
     rows = [[str(t.number), t.tier, t.strategy + knob_text(t.knobs) + (f" on {t.model}" if t.model else ""),
              _rate(t.lr), str(t.seed), t.state, pct(t.val),
-             str(t.epochs_run), _num(t.compute, 2), t.reason or ""] for t in board.trials]
+             str(t.epochs_run), num(t.compute, 2), t.reason or ""] for t in board.trials]
     return "table", headers, rows, [True, False, False, True, True, False, True, True, True, False]
 
 
@@ -463,84 +444,3 @@ def _blocks(board: Leaderboard, plots: set[str]) -> list[tuple]:
     return blocks + [("h2", "All trials"), _trials_table(board)]
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _markdown(blocks: list[tuple]) -> str:
-    out = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"{'#' * int(kind[1])} {rest[0]}")
-        elif kind == "p":
-            out.append(rest[0])
-        elif kind == "answer":
-            out.append("\n\n".join(f"**{sentence}**" for sentence in rest[0]))
-        elif kind == "warnings":
-            out.append("\n".join(f"- **Warning:** {item}" for item in rest[0]))
-        elif kind == "list":
-            out.append("\n".join(f"- {item}" for item in rest[0]))
-        elif kind == "image":
-            out.append(f"![{rest[1]}]({rest[0]})\n\n*{rest[1]}*")
-        elif kind == "table":
-            out.append(_markdown_table(*rest))
-    return "\n\n".join(out) + "\n"
-
-
-def _markdown_table(headers: list[str], rows: list[list[str]], right: list[bool]) -> str:
-    lines = ["| " + " | ".join(map(_md_cell, headers)) + " |",
-             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
-    lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1150px; margin: 2em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; } h3 { font-size: 1.05em; }
-.answer { font-size: 1.12em; background: #eef5ee; border-left: 5px solid #3a7d44; padding: 0.2em 1em; }
-.warnings { background: #fff3df; border-left: 5px solid #d98a00; padding: 0.4em 1em 0.4em 2.2em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; vertical-align: top; }
-th { background: #f2f2f2; } tr:nth-child(even) td { background: #fafafa; } td.num { text-align: right; }
-figure { margin: 1.2em 0; } img { max-width: 100%; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.9em; }
-"""
-
-
-def _image_source(name: str, folder: Path | None) -> str:
-    """The image as a data URI when it is in `folder`, so the page needs no file beside it; else its name."""
-    path = Path(folder) / name if folder is not None else None
-    if path is None or not path.is_file():
-        return name
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def _html(blocks: list[tuple], folder: Path | None = None) -> str:
-    """The page; with `folder`, its images are embedded from there (one self-contained file)."""
-    esc = html.escape
-    title = next((rest[0] for kind, *rest in blocks if kind == "h1"), "Search report")
-    body = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3", "p"):
-            body.append(f"<{kind}>{esc(rest[0])}</{kind}>")
-        elif kind == "answer":
-            body.append('<div class="answer">' + "".join(f"<p>{esc(s)}</p>" for s in rest[0]) + "</div>")
-        elif kind in ("list", "warnings"):
-            items = "".join(f"<li>{'<b>Warning:</b> ' * (kind == 'warnings')}{esc(item)}</li>" for item in rest[0])
-            body.append(f'<ul class="{kind}">{items}</ul>')
-        elif kind == "image":
-            body.append(f'<figure><img src="{_image_source(rest[0], folder)}" alt="{esc(rest[1])}">'
-                        f"<figcaption>{esc(rest[1])}</figcaption></figure>")
-        elif kind == "table":
-            body.append(_html_table(*rest))
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(title)}</title>\n'
-            f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
-
-
-def _html_table(headers: list[str], rows: list[list[str]], right: list[bool]) -> str:
-    esc = html.escape
-    head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>"
-    cells = ["<tr>" + "".join(f'<td{" class=num" * r}>{esc(c)}</td>' for c, r in zip(row, right, strict=True))
-             + "</tr>" for row in rows]
-    return "<table>\n" + head + "\n" + "\n".join(cells) + "\n</table>"

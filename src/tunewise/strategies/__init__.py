@@ -131,11 +131,6 @@ def in_search_order(names) -> list[str]:
     return sorted(names, key=rank)
 
 
-def baseline_name() -> str:
-    """The strategy a search trains as its from-scratch baseline (the one that is not pretrained)."""
-    return next(name for name in STRATEGIES.names() if not STRATEGIES.get(name).pretrained)
-
-
 # Registration happens on import: every module in this package registers its strategy, so a new
 # strategy is one new file here.
 for _module in pkgutil.iter_modules(__path__):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from tunewise.config import BASELINE_STRATEGY
 from tunewise.strategies import STRATEGIES, Strategy
 
 
@@ -13,7 +14,7 @@ from tunewise.strategies import STRATEGIES, Strategy
 class Scratch(Strategy):
     """Train everything from random weights: answers "is pretraining worth it here?"."""
 
-    name: ClassVar[str] = "scratch"
+    name: ClassVar[str] = BASELINE_STRATEGY
     pretrained: ClassVar[bool] = False
     default_lr: ClassVar[float] = 1e-3
     rate_range: ClassVar[tuple[float, float]] = (3e-4, 3e-3)

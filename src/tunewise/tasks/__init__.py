@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone
-from tunewise.config import TrainConfig
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.data.base import DataSplits
+from tunewise.errors import DataError
 from tunewise.registry import Registry
 
 
@@ -30,44 +36,106 @@ class TaskModel(nn.Module):
         return self.head(self.backbone(x))
 
 
-class Task(Protocol):
-    """What `fit()` needs of a task.
+class Task:
+    """What `fit()`, the search, export and predict need of a task; each task subclasses this and
+    states its facts as class attributes, so nothing outside its own module names it.
 
     Every loader yields `(inputs, targets)`; inputs are a tensor or a dict of tensors (token
     ids), and `model(inputs)` gives the outputs that `loss` and `metrics` read.
     """
 
-    name: str
-    metric: str
+    name: ClassVar[str] = "base"
+    metric: ClassVar[str] = "accuracy"
     """The validation metric that selects the best epoch (and, later, the best run)."""
-    greater_is_better: bool
-    cacheable: bool
+    metrics_names: ClassVar[tuple[str, ...]] = ()
+    """What `--metric` may select; the first other one is the report's second column."""
+    greater_is_better: ClassVar[bool] = True
+    cacheable: ClassVar[bool] = False
     """Whether a frozen backbone's outputs can be computed once and the head trained on them."""
+    augments: ClassVar[bool] = False
+    """Whether training batches are augmented (the search can then try without)."""
+    modality: ClassVar[str] = "image"
+    """What the backbone reads: "image" or "text" (a tokenizer)."""
+    dense: ClassVar[bool] = False
+    """Predicts per pixel or per box: the whole model is exported, predictions are files."""
+    rankable: ClassVar[bool] = True
+    """Whether `rank` can score backbones for it from their frozen features."""
+    max_length: ClassVar[int | None] = None
+    """Text: tokens per input when `--max-length` is not given (None: the tokenizer's)."""
+    data_kind: ClassVar[type | None] = None
+    """The dataset class of each split this task reads (ImageSet, TextSet, ...)."""
+    reads: ClassVar[str] = ""
+    """What its data are, for errors ("images with one class each")."""
+    path_help: ClassVar[str] = "a folder or file of data for this task"
+    """What to pass as `--data` when it is a path."""
+    transformers_head: ClassVar[tuple[str, str] | None] = None
+    """Text: transformers' auto class for the export and the attribute of its head."""
+    pipeline: ClassVar[str | None] = None
+    """Text: the transformers pipeline that predicts from the export (None: tunewise decodes)."""
+    per_token: ClassVar[bool] = False
+    """Text: the head reads every token's features, not the pooled output."""
+    labelled: ClassVar[bool] = True
+    """Predicts one of its classes (per example, token, box or pixel); False: spans (QA)."""
+
+    def knobs(self) -> dict:
+        """The settings it was made with (`get_task(name, **knobs)`), as plain values for model.json."""
+        return {}
+
+    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
+        """The splits of a local path (a registered data set name never reaches here)."""
+        raise DataError(f"--task {self.name} reads no local path; pass a registered data set.")
+
+    def predict(self, run: Path | str, inputs: list, batch_size: int) -> list[dict] | None:
+        """Predictions of the exported model in `run` for `inputs`, one dict each; None (the default):
+        `tunewise.predict` reads them by modality (image files, texts, or dense outputs as files)."""
+        return None
+
+    def second_metric(self, metric: str) -> str:
+        """The report's column beside `metric`."""
+        return next((m for m in self.metrics_names if m != metric), metric)
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         """The task model: `backbone` plus a new head for `classes` (tags for NER)."""
+        raise NotImplementedError
 
     def loader(self, data, preprocess, train: TrainConfig, training: bool) -> DataLoader:
         """Batches of one split: shuffled (and augmented) when `training`, in order otherwise."""
+        raise NotImplementedError
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+    def loss(self, outputs, targets) -> torch.Tensor:
+        raise NotImplementedError
 
-    def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data) -> dict:
+    def metrics(self, outputs: list, targets: list, data) -> dict:
         """The metrics of a whole split from its batches' outputs and targets, in loader order;
         `data` is the loader's dataset (QA maps windows back to its examples)."""
+        raise NotImplementedError
 
 
-TASKS: Registry = Registry("task")
+TASKS: Registry[type[Task]] = Registry("task")
 
 
-def get_task(name: str) -> Task:
-    from tunewise.tasks import (  # noqa: F401
-        image_classification,
-        object_detection,
-        question_answering,
-        semantic_segmentation,
-        text_classification,
-        token_classification,
-    )
+def _register_all() -> None:
+    """Import every module of this package: each task module registers its task, so a new task is
+    one new file here."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
-    return TASKS.get(name)()
+
+def get_task(name: str, **knobs) -> Task:
+    """The task `name`, with its knobs (`get_task("object_detection", detector="fcos")`)."""
+    _register_all()
+    return TASKS.get(name)(**knobs)
+
+
+def task_for(name: str, **settings) -> Task:
+    """The task `name`, given those of `settings` that it takes as knobs (`detector=` for detection)."""
+    _register_all()
+    cls = TASKS.get(name)
+    accepted = inspect.signature(cls).parameters
+    return cls(**{key: value for key, value in settings.items() if key in accepted})
+
+
+def all_tasks() -> list[Task]:
+    """One of every registered task, by name."""
+    _register_all()
+    return [TASKS.get(name)() for name in TASKS.names()]

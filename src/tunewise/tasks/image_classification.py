@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -9,12 +11,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone, Preprocess
-from tunewise.config import TrainConfig
-from tunewise.data import ImageSet
-from tunewise.tasks import TASKS, TaskModel
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.data.base import DataSplits, ImageSet
+from tunewise.tasks import TASKS, Task, TaskModel
 
 
-class Classification:
+class Classification(Task):
     """One class per example from pooled features: what image and text classification share."""
 
     metric = "accuracy"
@@ -101,11 +103,19 @@ def classification_metrics(predicted: np.ndarray, true: np.ndarray, num_classes:
     return scores
 
 
-@TASKS.register("image_classification")
+@TASKS.add
 class ImageClassification(Classification):
     name = "image_classification"
     augments = True
     """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
+    data_kind = ImageSet
+    reads = "images with one class each"
+    path_help = "an image folder (one subfolder per class, or train/ val/ [test/] of those)"
+
+    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
+        from tunewise.data.image_folder import read_splits
+
+        return read_splits(path, config)
 
     def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         transform = preprocess.train_transform() if training and train.augment else preprocess.eval_transform()

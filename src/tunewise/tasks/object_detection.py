@@ -10,6 +10,7 @@ backbone is frozen (see multiscale.py).
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,9 +19,10 @@ from torchvision.transforms import v2
 
 from tunewise.backbones import Backbone, Preprocess
 from tunewise.backbones.multiscale import Pyramid, pyramid
-from tunewise.config import TrainConfig
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.data.base import DataSplits
 from tunewise.data.dense import DetectionSet
-from tunewise.tasks import TASKS
+from tunewise.tasks import TASKS, Task
 
 LEVELS = 3  # backbone maps at strides 8, 16 and 32 (plus the pyramid's max-pooled level at 64)
 FPN_CHANNELS = 128
@@ -109,16 +111,31 @@ def fcos(body: Pyramid, num_classes: int, preprocess: Preprocess) -> nn.Module:
 DETECTORS = {"faster_rcnn": faster_rcnn, "fcos": fcos}
 
 
-@TASKS.register("object_detection")
-class ObjectDetection:
+@TASKS.add
+class ObjectDetection(Task):
     name = "object_detection"
+    dense = True
+    rankable = False
+    data_kind = DetectionSet
+    reads = "images with boxes"
+    path_help = "a COCO JSON file, a folder of COCO split files, or a Pascal VOC folder"
     augments = True
     """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
     metric = "map"
     greater_is_better = True
     cacheable = False
-    detector = "faster_rcnn"
-    """A key of DETECTORS; fit sets it from TrainConfig.detector, load_model from model.json."""
+
+    def __init__(self, detector: str = "faster_rcnn") -> None:
+        self.detector = detector
+        """A key of DETECTORS; fit makes the task with TrainConfig.detector, load_model with model.json's."""
+
+    def knobs(self) -> dict:
+        return {"detector": self.detector}
+
+    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
+        from tunewise.data.dense_files import read_detection_data
+
+        return read_detection_data(path, config)
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> DetectionModel:
         body, groups = pyramid(backbone, LEVELS)

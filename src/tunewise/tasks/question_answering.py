@@ -8,6 +8,8 @@ them, as fractions.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -16,11 +18,12 @@ from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone
 from tunewise.backbones.hf import Tokenize
-from tunewise.config import TrainConfig
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.data.base import DataSplits
 from tunewise.data.text import QASet
-from tunewise.tasks import TASKS, TaskModel
-from tunewise.tasks.squad import best_answers, encode_windows, exact_match, f1, squad_metrics
-from tunewise.tasks.text_batches import Encoded, encoded_once, text_loader
+from tunewise.tasks import TASKS, Task, TaskModel
+from tunewise.tasks._squad import best_answers, encode_windows, exact_match, f1, squad_metrics
+from tunewise.tasks._text_batches import Encoded, encoded_once, text_loader
 
 MAX_ANSWER_TOKENS = 30
 QA_MAX_LENGTH = 384
@@ -42,12 +45,27 @@ def encode_questions(data: QASet, preprocess: Tokenize, training: bool) -> Encod
                    allow_no_answer=data.has_unanswerable)
 
 
-@TASKS.register("question_answering")
-class QuestionAnswering:
+@TASKS.add
+class QuestionAnswering(Task):
     name = "question_answering"
     metric = "f1"
     greater_is_better = True
     cacheable = False  # a window's features are (T, H) for hundreds of tokens: recompute instead
+    modality = "text"
+    path_help = ("a text file (.csv, .tsv, .jsonl, .json, .parquet, SQuAD JSON) or a folder of "
+                 "train/validation[/test] files")
+    per_token = True
+    labelled = False
+    rankable = False
+    max_length = QA_MAX_LENGTH
+    data_kind = QASet
+    reads = "SQuAD-style questions over contexts"
+    transformers_head = ("AutoModelForQuestionAnswering", "qa_outputs")
+
+    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
+        from tunewise.data.text_files import read_text_data
+
+        return read_text_data(path, config, self)
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         backbone.model.use_tokens()

@@ -9,6 +9,7 @@ a pretrained backbone is frozen (see multiscale.py).
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +20,10 @@ from torchvision.transforms import v2
 
 from tunewise.backbones import Backbone, Preprocess
 from tunewise.backbones.multiscale import pyramid
-from tunewise.config import TrainConfig
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.data.base import DataSplits
 from tunewise.data.dense import IGNORE_INDEX, SegmentationSet
-from tunewise.tasks import TASKS, TaskModel
+from tunewise.tasks import TASKS, Task, TaskModel
 
 LEVELS = 4  # strides 4 to 32
 DECODER_CHANNELS = 64
@@ -60,9 +62,19 @@ class SegmentationModel(TaskModel):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@TASKS.register("semantic_segmentation")
-class SemanticSegmentation:
+@TASKS.add
+class SemanticSegmentation(Task):
     name = "semantic_segmentation"
+    dense = True
+    rankable = False
+    data_kind = SegmentationSet
+    reads = "images with masks"
+    path_help = "a folder of images/ and masks/ (or train/ val/ [test/] of those, or VOC's layout)"
+
+    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
+        from tunewise.data.dense_files import read_segmentation_data
+
+        return read_segmentation_data(path, config)
     augments = True
     """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
     metric = "miou"

@@ -7,6 +7,8 @@ special tokens) are ignored, in training and in scoring alike.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -15,12 +17,13 @@ from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone
 from tunewise.backbones.hf import Tokenize
-from tunewise.config import TrainConfig
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.data.base import DataSplits
 from tunewise.data.text import TokenSet
 from tunewise.errors import BackboneError
 from tunewise.features import IGNORE
-from tunewise.tasks import TASKS, TaskModel
-from tunewise.tasks.text_batches import Encoded, encoded_once, text_loader
+from tunewise.tasks import TASKS, Task, TaskModel
+from tunewise.tasks._text_batches import Encoded, encoded_once, text_loader
 
 
 def align_tags(word_ids: list[int | None], tags: list[int]) -> list[int]:
@@ -52,15 +55,29 @@ def encode_sentences(data: TokenSet, preprocess: Tokenize) -> Encoded:
     return Encoded(columns, columns["targets"])
 
 
-@TASKS.register("token_classification")
-class TokenClassification:
+@TASKS.add
+class TokenClassification(Task):
     name = "token_classification"
     metric = "f1"
     greater_is_better = True
     cacheable = True
+    modality = "text"
+    path_help = ("a text file (.csv, .tsv, .jsonl, .json, .parquet, CoNLL) or a folder of "
+                 "train/validation[/test] files")
+    per_token = True
+    data_kind = TokenSet
+    reads = "sentences of words with one tag each"
+    transformers_head = ("AutoModelForTokenClassification", "classifier")
+    pipeline = "token-classification"
 
-    def __init__(self) -> None:
-        self.classes: list[str] = []
+    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
+        from tunewise.data.text_files import read_text_data
+
+        return read_text_data(path, config, self)
+
+    def __init__(self, classes: list[str] | tuple[str, ...] = ()) -> None:
+        self.classes: list[str] = list(classes)
+        """The tag names its metrics read: given when made (evaluate), or set by build_model (fit)."""
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         self.classes = list(classes)  # metrics name the tags
@@ -74,7 +91,7 @@ class TokenClassification:
         """Shape: outputs (B, T, C) logits, targets (B, T) tag indices or IGNORE -> scalar."""
         return F.cross_entropy(outputs.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
-    metrics_names = ("f1", "precision", "recall", "accuracy")
+    metrics_names = ("f1", "accuracy", "precision", "recall")
 
     def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data) -> dict:
         """Entity-level precision/recall/F1 (seqeval, CoNLL rules), token accuracy and loss."""
