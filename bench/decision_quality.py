@@ -3,8 +3,8 @@
 On each data set, at one small epoch count (3):
 
 - GRID: every strategy the search compares by default (tunewise.strategies.default_strategies()) x 3 rates (exactly
-  `_rates(strategy, 3, task)`, so the search's rates are grid cells) x seeds 0, 1, 2, each a
-  `tunewise.fit(..., patience=None, test=True)`; plus scratch at `_rates("scratch", 3)` with twice the
+  `rates(strategy, 3, task)`, so the search's rates are grid cells) x seeds 0, 1, 2, each a
+  `tunewise.fit(..., patience=None, test=True)`; plus scratch at `rates("scratch", 3)` with twice the
   epochs (what the search gives scratch), 3 seeds. No --metric: every run selects on the task's
   choice (`record.metric`; macro-F1 when the classes are imbalanced), as the search does. Each run
   has its own folder; a run whose record.json exists is read back, not rerun (resumable). After a
@@ -55,7 +55,8 @@ from tunewise.export import load_model
 from tunewise.inference import _run
 from tunewise.io import write_json
 from tunewise.stats import difference_interval, verdict
-from tunewise.study import SearchConfig, _rates, search
+from tunewise.study import SearchConfig, search
+from tunewise.study.tiers import rates
 from tunewise.tasks import get_task
 
 EPOCHS = 3
@@ -191,9 +192,9 @@ def drop_weights(run_dir: Path) -> None:
 
 def grid_runs(spec: Spec, strategies: list[str]) -> list[tuple[str, float, int, int]]:
     """(strategy, lr, seed, epochs) of every grid run, seed by seed."""
-    cells = [(s, lr, EPOCHS) for s in strategies for lr in sorted(_rates(s, RATES, spec.task))]
+    cells = [(s, lr, EPOCHS) for s in strategies for lr in sorted(rates(s, RATES, spec.task))]
     cells += [("scratch", lr, SCRATCH_EPOCHS)
-              for lr in sorted(_rates("scratch", RATES, spec.task))]
+              for lr in sorted(rates("scratch", RATES, spec.task))]
     return [(s, lr, seed, epochs) for seed in SEEDS for s, lr, epochs in cells]
 
 

@@ -19,13 +19,14 @@ from pathlib import Path
 
 from tunewise import DataConfig, TrainConfig, fit
 from tunewise.strategies import default_strategies
-from tunewise.study import SearchConfig, _rates, search
+from tunewise.study import SearchConfig, search
+from tunewise.study.tiers import rates as search_rates
 
 
 def run_grid(model: str, data: DataConfig, train: TrainConfig, strategies: list[str], rates: int, out: Path):
     rows = []
     for strategy in strategies:
-        for lr in _rates(strategy, rates):
+        for lr in search_rates(strategy, rates):
             record = fit(model, data, strategy, train=TrainConfig(**{**vars(train), "lr": lr}), test=False,
                          out=out / f"{strategy}-{lr:.3g}")
             rows.append({"strategy": strategy, "lr": lr, "val": record.val_score, "compute": record.compute,

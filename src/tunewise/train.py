@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tunewise.assemble import check_backbone_fits, configured_preprocess
-from tunewise.backbones import load_backbone
+from tunewise.backbones import Backbone, load_backbone
 from tunewise.config import (
     DEFAULT_STRATEGY,
     DEFAULT_TASK,
@@ -31,7 +31,7 @@ from tunewise.config import (
     validate_data,
     validate_train,
 )
-from tunewise.data import load_data
+from tunewise.data import DataSplits, load_data
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.export import export_model
 from tunewise.features import cache_key, cached_features, feature_loader, to_cpu, to_device, weights_digest
@@ -40,7 +40,7 @@ from tunewise.records import RunRecord
 from tunewise.registry import did_you_mean
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
-from tunewise.tasks import task_for
+from tunewise.tasks import Task, task_for
 
 log = logging.getLogger("tunewise")
 
@@ -105,13 +105,47 @@ def fit(
     Raises:
         TunewiseError: bad settings, data or model, before anything is written.
     """
+    run = _assemble(model, data, strategy, task, replace(train or TrainConfig(), **train_overrides), out, weights,
+                    resume)
+    stopped = _train(run, should_stop, label)
+    return _finish(run, stopped, test)
+
+
+@dataclass
+class _Run:
+    """What fit() assembled from names: the parts the loop trains and the finish reads."""
+
+    model: str
+    task_name: str
+    task: Task
+    strategy: Strategy
+    data: DataConfig
+    train: TrainConfig
+    splits: DataSplits
+    metric: str
+    metric_reason: str
+    backbone: Backbone
+    net: nn.Module
+    accelerator: Accelerator
+    run_dir: Path
+    loaders: dict[str, DataLoader]
+    trained: nn.Module
+    """The module the optimizer steps: the whole net, or the head alone on cached features."""
+    cached: bool
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosine
+    progress: Progress
+    started: float
+
+
+def _assemble(model, data, strategy, task, train, out, weights, resume) -> _Run:
+    """Check the settings, read the data, load the backbone, build the task model and the strategy's
+    optimizer, open (or reopen) the run folder: everything before the first epoch."""
     started = time.perf_counter()
-    train = replace(train or TrainConfig(), **train_overrides)
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_train(train) + validate_data(data_config))
     the_task = task_for(task, detector=train.detector)  # the detector's architecture: a knob of its task
     the_strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    strategy, knobs = the_strategy.name, the_strategy.knobs()
     splits = load_data(data_config, the_task)
     metric, metric_reason = selection_metric(the_task, splits, train.metric)
     torch.manual_seed(train.seed)  # before any random draw: a scratch backbone is initialised as it loads
@@ -121,13 +155,11 @@ def fit(
     backbone = replace(backbone, preprocess=preprocess)  # detectors size their anchors by it
     net = the_task.build_model(backbone, splits.classes)
     the_strategy.prepare(net)
-    lr = train.lr or the_strategy.default_lr
 
-    settings = {"model": model, "weights": str(weights) if weights else None, "strategy": strategy,
-                "knobs": knobs, "task": task, "train": to_dict(train), "data": to_dict(data_config)}
+    settings = {"model": model, "weights": str(weights) if weights else None, "strategy": the_strategy.name,
+                "knobs": the_strategy.knobs(), "task": task, "train": to_dict(train), "data": to_dict(data_config)}
     accelerator = _accelerator(train.device)
-    main = accelerator.is_main_process  # under DDP (accelerate launch, torchrun) only rank 0 writes
-    run_dir = _shared(accelerator, lambda: _open_run_dir(out, model, strategy, settings, resume))
+    run_dir = _shared(accelerator, lambda: _open_run_dir(out, model, the_strategy.name, settings, resume))
     cached = is_frozen(net.backbone) and the_task.cacheable
     if cached:  # the backbone is a fixed function: run it once, train the head on its output
         with accelerator.main_process_first():  # rank 0 fills the cache, the others read it
@@ -137,11 +169,12 @@ def fit(
         loaders = {name: the_task.loader(data, preprocess, train, training=name == "train")
                    for name, data in splits.named().items()}
         trained = net
+
     def probe(strategy: Strategy, epochs: int, lr: float) -> dict:
         return _probe_head(model, data_config, task, replace(train, epochs=epochs, lr=lr), strategy, run_dir, weights)
 
     from_probe = the_strategy.warm_start(net, probe)  # LP-FT: fine-tune from a probed head
-    optimizer = _optimizer(the_strategy.param_groups(net, lr), train)
+    optimizer = _optimizer(the_strategy.param_groups(net, train.lr or the_strategy.default_lr), train)
     if accelerator.num_processes > 1:  # each process trains on its shard; evaluation is not sharded
         loaders["train"] = accelerator.prepare_data_loader(loaders["train"])
     steps = len(loaders["train"])
@@ -152,35 +185,43 @@ def fit(
     if from_probe and not resumable:  # the probe's state is the first candidate for the best epoch
         progress.start = evaluate_loader(trained, loaders["val"], the_task, accelerator)[metric]
         progress.best = progress.start
-        if main:
+        if accelerator.is_main_process:
             write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(), tmp))
+    return _Run(model, task, the_task, the_strategy, data_config, train, splits, metric, metric_reason, backbone, net,
+                accelerator, run_dir, loaders, trained, cached, optimizer, schedule, progress, started)
 
-    stopped = None
-    bar = tqdm(range(progress.epoch, train.epochs), desc=label or strategy, unit="epoch",
+
+def _train(run: _Run, should_stop: Callable[[int, float], bool] | None, label: str | None) -> str | None:
+    """The epochs from where the run stands: train, validate, keep the best, checkpoint. Returns why
+    it stopped early ("patience", "pruned") or None."""
+    train, progress, accelerator, metric = run.train, run.progress, run.accelerator, run.metric
+    main = accelerator.is_main_process  # under DDP (accelerate launch, torchrun) only rank 0 writes
+    bar = tqdm(range(progress.epoch, train.epochs), desc=label or run.strategy.name, unit="epoch",
                initial=progress.epoch, total=train.epochs, disable=None)
+    stopped = None
     for epoch in bar:
         progress.epoch = epoch
         torch.manual_seed(train.seed + epoch)  # shuffling and augmentation depend on the epoch alone
-        the_strategy.on_epoch_start(net, optimizer, epoch)
+        run.strategy.on_epoch_start(run.net, run.optimizer, epoch)
         epoch_start = time.perf_counter()
-        train_loss = _train_one_epoch(net, trained, loaders["train"], optimizer, schedule.at_epoch(epoch),
-                                      the_task, the_strategy, accelerator)
-        val = evaluate_loader(trained, loaders["val"], the_task, accelerator)
-        improved = progress.improved_by(val[metric], the_task.greater_is_better)
+        train_loss = _train_one_epoch(run.net, run.trained, run.loaders["train"], run.optimizer,
+                                      run.schedule.at_epoch(epoch), run.task, run.strategy, accelerator)
+        val = evaluate_loader(run.trained, run.loaders["val"], run.task, accelerator)
+        improved = progress.improved_by(val[metric], run.task.greater_is_better)
         progress.epoch = epoch + 1
         if main:
             if improved:
-                write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(),
-                                                                         tmp))
-            append_jsonl(run_dir / "metrics.jsonl", {
-                "epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"], "steps": steps,
-                "seconds": round(time.perf_counter() - epoch_start, 3),
+                write_atomic(run.run_dir / "best.pt",
+                             lambda tmp: torch.save(_unwrap(accelerator, run.trained).state_dict(), tmp))
+            append_jsonl(run.run_dir / "metrics.jsonl", {
+                "epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],
+                "steps": len(run.loaders["train"]), "seconds": round(time.perf_counter() - epoch_start, 3),
                 **{f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)},
             })
-            _save_checkpoint(run_dir, accelerator, trained, optimizer, progress)
+            _save_checkpoint(run.run_dir, accelerator, run.trained, run.optimizer, progress)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{metric: f"{val[metric]:.3f}"})
         if bar.disable:  # no terminal: one log line per epoch instead of a bar
-            log.info("%s epoch %d/%d: train loss %.4f, val %s %.4f", strategy, epoch + 1, train.epochs,
+            log.info("%s epoch %d/%d: train loss %.4f, val %s %.4f", run.strategy.name, epoch + 1, train.epochs,
                      train_loss, metric, val[metric])
         if train.patience and progress.bad_epochs >= train.patience:
             stopped = "patience"
@@ -190,32 +231,39 @@ def fit(
             stopped = "pruned"
             break
     bar.close()
+    return stopped
 
+
+def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
+    """The best epoch's weights back in the model: its validation statistics, the test split (when
+    asked), the export and the record."""
+    accelerator, task, metric, run_dir = run.accelerator, run.task, run.metric, run.run_dir
+    main = accelerator.is_main_process
     accelerator.wait_for_everyone()  # best.pt is written
-    _unwrap(accelerator, trained).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
-    outputs, targets = predict_loader(trained, loaders["val"], the_task, accelerator)
-    val = the_task.metrics(outputs, targets, loaders["val"].dataset)
-    if main and hasattr(the_task, "example_stats"):  # what a search's intervals resample
-        stats = the_task.example_stats(outputs, targets, loaders["val"].dataset)
+    _unwrap(accelerator, run.trained).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    outputs, targets = predict_loader(run.trained, run.loaders["val"], task, accelerator)
+    val = task.metrics(outputs, targets, run.loaders["val"].dataset)
+    if main and hasattr(task, "example_stats"):  # what a search's intervals resample
+        stats = task.example_stats(outputs, targets, run.loaders["val"].dataset)
         write_atomic(run_dir / EXAMPLE_STATS, lambda tmp: Path(tmp).write_bytes(_npy(stats)))
     test_metrics = None
-    if test and "test" in loaders:
-        test_metrics = evaluate_loader(trained, loaders["test"], the_task, accelerator)
-    trainable, total = count_parameters(net)  # before finalize: merged adapters no longer train
-    the_strategy.finalize(net)
+    if test and "test" in run.loaders:
+        test_metrics = evaluate_loader(run.trained, run.loaders["test"], task, accelerator)
+    trainable, total = count_parameters(run.net)  # before finalize: merged adapters no longer train
+    run.strategy.finalize(run.net)
     if main:
-        export_model(net, backbone, preprocess, the_task, splits.classes, run_dir)
+        export_model(run.net, run.backbone, run.backbone.preprocess, task, run.splits.classes, run_dir)
     record = RunRecord(
-        run_dir=str(run_dir), model=model, arch=backbone.arch, strategy=strategy, task=task,
-        data=data_config.data, classes=splits.classes, metric=metric, metric_reason=metric_reason,
-        baseline=the_task.baseline(splits) if hasattr(the_task, "baseline") else None, start_val=progress.start,
-        second_metric=the_task.second_metric(metric),
-        best_epoch=progress.best_epoch, epochs_run=progress.epoch, val=val, test=test_metrics,
-        seconds=round(time.perf_counter() - started, 2), trainable_params=trainable,
-        total_params=total, train_config=to_dict(train), data_config=to_dict(data_config),
-        strategy_knobs=knobs, cached_features=cached, stopped=stopped,
+        run_dir=str(run_dir), model=run.model, arch=run.backbone.arch, strategy=run.strategy.name,
+        task=run.task_name, data=run.data.data, classes=run.splits.classes, metric=metric,
+        metric_reason=run.metric_reason, second_metric=task.second_metric(metric),
+        baseline=task.baseline(run.splits) if hasattr(task, "baseline") else None, start_val=run.progress.start,
+        best_epoch=run.progress.best_epoch, epochs_run=run.progress.epoch, val=val, test=test_metrics,
+        seconds=round(time.perf_counter() - run.started, 2), trainable_params=trainable,
+        total_params=total, train_config=to_dict(run.train), data_config=to_dict(run.data),
+        strategy_knobs=run.strategy.knobs(), cached_features=run.cached, stopped=stopped,
         curve=_curve(run_dir, metric),
-        compute=round(progress.epoch if not cached else 1 / 3, 3), processes=accelerator.num_processes,
+        compute=round(run.progress.epoch if not run.cached else 1 / 3, 3), processes=accelerator.num_processes,
     )
     if main:
         record.save(run_dir / "record.json")

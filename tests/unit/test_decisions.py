@@ -18,7 +18,7 @@ from tunewise.errors import ConfigError
 from tunewise.records import Arm
 from tunewise.stats import detectable_difference, difference_interval, mean_interval, verdict
 from tunewise.strategies import default_strategies, get_strategy
-from tunewise.study import SearchConfig, default_budget, unmeasurable
+from tunewise.study import SearchConfig, decision, default_budget, tiers, unmeasurable
 from tunewise.tasks import get_task
 
 CLASSIFICATION = get_task("image_classification")
@@ -124,7 +124,7 @@ def _explore(strategy: str, state: TrialState, value: float, number_attrs: dict 
     return create_trial(
         state=state, value=value if state == TrialState.COMPLETE else None,
         params={"strategy": strategy, "lr": 1e-3},
-        distributions={"strategy": CategoricalDistribution(study_module.strategy_choices()),
+        distributions={"strategy": CategoricalDistribution(tiers.strategy_choices()),
                        "lr": FloatDistribution(1e-12, 1e6, log=True)},
         user_attrs={"tier": "explore", "seed": 0, "epochs": 4, **(number_attrs or {})},
         intermediate_values={0: value * 0.9, 1: value})
@@ -136,9 +136,9 @@ def test_finalists_are_two_strategies_even_when_only_one_completed():
     study.add_trial(_explore("linear_probe", TrialState.COMPLETE, 0.6))
     study.add_trial(_explore("full", TrialState.PRUNED, 0.5))
     study.add_trial(_explore("lora", TrialState.PRUNED, 0.65))
-    finalists = study_module._finalists(study, 2)
+    finalists = tiers.finalists(study, 2)
     assert [t.params["strategy"] for t in finalists] == ["linear_probe", "lora"]
-    study_module._enqueue_finals(study, SearchConfig(seeds=3, epochs=4))
+    tiers.enqueue_finals(study, SearchConfig(seeds=3, epochs=4))
     waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
     # the probe's explore run is its seed 0; the pruned lora run is re-run in full on every seed
     assert sorted((t.system_attrs["fixed_params"]["strategy"], t.user_attrs["seed"]) for t in waiting) == [
@@ -158,16 +158,16 @@ def _arm(tmp_path, name: str, rate: float, cost: float, seed: int) -> Arm:
 
 
 def test_the_pick_takes_the_cheapest_arm_that_cannot_be_told_from_the_best(tmp_path):
-    judge = study_module.Judge(CLASSIFICATION, "accuracy")
+    judge = decision.Judge(CLASSIFICATION, "accuracy")
     # the same examples (seed 5) and the same skill: only the seeds' noise separates them
     best, cheap = _arm(tmp_path, "full", 0.80, cost=4, seed=5), _arm(tmp_path, "linear_probe", 0.80, 0.33, seed=5)
     best.scores, best.mean = [s + 0.01 for s in best.scores], best.mean + 0.01
-    picked, pick = study_module._pick([best, cheap], None, judge)
+    picked, pick = decision.pick_winner([best, cheap], None, judge)
     assert picked is cheap and pick["tied"] == ["linear_probe"] and pick["best_by_mean"] == "full"
     same_cost = _arm(tmp_path, "bitfit", 0.80, cost=4, seed=5)
-    assert study_module._pick([best, same_cost], None, judge)[0] is best  # not cheaper: the better mean stays
+    assert decision.pick_winner([best, same_cost], None, judge)[0] is best  # not cheaper: the better mean stays
     clear = _arm(tmp_path, "lora", 0.95, cost=4, seed=5)
-    picked, pick = study_module._pick([clear, cheap], None, judge)
+    picked, pick = decision.pick_winner([clear, cheap], None, judge)
     assert picked is clear and pick["tied"] == []
 
 
@@ -236,7 +236,7 @@ def test_imbalanced_classes_select_on_macro_f1(tmp_path, tiny_weights):
 def test_a_seed_only_difference_may_be_negative(tmp_path):
     """Detection has no per-example statistics: its differences are t-intervals over seeds, which
     must not be clipped to a metric's [0, 1] (a real loss would read as an interval of no width)."""
-    judge = study_module.Judge(get_task("object_detection"), "map")
+    judge = decision.Judge(get_task("object_detection"), "map")
     worse = Arm(strategy="full", lr=1e-3, seeds=[0, 1, 2], scores=[0.40, 0.42, 0.41], mean=0.41, ci_low=0,
                 ci_high=1, run_dirs=[])
     better = Arm(strategy="linear_probe", lr=1e-3, seeds=[0, 1, 2], scores=[0.50, 0.51, 0.53], mean=0.513,

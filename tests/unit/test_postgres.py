@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tunewise.records import Leaderboard
-from tunewise.study import _rates
+from tunewise.study.tiers import rates
 
 URL = os.environ.get("TUNEWISE_TEST_POSTGRES")
 pytestmark = [pytest.mark.postgres,
@@ -68,6 +68,6 @@ def test_a_search_and_a_second_worker_share_one_postgres_study(image_folder, tin
     ran = [(t.tier, t.strategy, t.lr, t.seed, t.augment) for t in board.trials if t.state in ("complete", "pruned")]
     assert len(ran) == len(set(ran))  # no trial ran twice
     assert {(s, lr) for tier, s, lr, _, _ in ran if tier == "explore" and s == "linear_probe"} == {
-        ("linear_probe", lr) for lr in _rates("linear_probe", 3)}
+        ("linear_probe", lr) for lr in rates("linear_probe", 3)}
     assert int(worker_out.split("ran ")[1].split()[0]) >= 1  # the second machine's own count agrees
     assert board.winner is not None

@@ -15,12 +15,12 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import tunewise.study as search_module
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.errors import TunewiseError
 from tunewise.records import Leaderboard
 from tunewise.strategies import STRATEGIES
 from tunewise.study import SearchConfig, search
+from tunewise.study.tiers import rates
 
 TRAIN = TrainConfig(batch_size=8, num_workers=0)
 
@@ -155,7 +155,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(data, weights,
     runs = [value[:5] for value in after.values()]
     assert len(runs) == len(set(runs))  # nothing ran twice
     assert {(s, lr) for tier, s, lr, _, augment in runs if tier == "explore" and augment} == {
-        (s, lr) for s in ("linear_probe", "full") for lr in search_module._rates(s, 2)}
+        (s, lr) for s in ("linear_probe", "full") for lr in rates(s, 2)}
     assert [s for tier, s, _, _, augment in runs if not augment] == ["full"]  # the best that trains, once more
 
 

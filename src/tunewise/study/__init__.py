@@ -1,0 +1,235 @@
+"""search(): which strategy and learning rate, and is pretraining worth it here, measured on the
+validation set under a budget.
+
+Three tiers on one Optuna study, stored in the run folder (a journal file, or a shared database
+for many machines), so a killed search resumes and several workers share it:
+
+1. explore: every strategy on a small log grid of rates, cheapest first (cached-feature probes
+   take seconds); successive halving prunes weak arms after a per-strategy grace period, so
+   slow starters are not cut at epoch 1. Stops when its share of the budget is spent.
+2. final: the best two strategies re-run over seeds (a pruned one in full, so the finals compare
+   strategies whenever two were measured); intervals resample seeds and validation examples
+   (tunewise.stats), and the pick is the cheapest arm that cannot be told apart from the best.
+3. scratch: the same architecture from random weights, with its own rates and a longer
+   schedule: the answer to "is pretraining worth it here?".
+
+The test split is evaluated once, for the chosen model and the baselines, never to choose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from tunewise.backbones import load_backbone
+from tunewise.config import (
+    DEFAULT_TASK,
+    DataConfig,
+    TrainConfig,
+    raise_if_problems,
+    to_dict,
+    validate_data,
+    validate_train,
+)
+from tunewise.data import load_data
+from tunewise.errors import ConfigError, TunewiseError
+from tunewise.io import default_run_dir, write_atomic, write_json
+from tunewise.records import Leaderboard
+from tunewise.report.search_report import write_report
+from tunewise.study.budget import default_budget, reserved_cost, unmeasurable, validate_search
+from tunewise.study.config import SearchConfig, strategy_list
+from tunewise.study.decision import decide
+from tunewise.study.tiers import (
+    BASELINE_TIER,
+    enqueue_explore,
+    enqueue_finals,
+    enqueue_no_augment,
+    enqueue_scratch,
+    trials_of,
+)
+from tunewise.study.workers import (
+    broadcast,
+    connect,
+    data_parallel,
+    drain,
+    follow,
+    open_study,
+    requeue_interrupted,
+    serve,
+    work,
+)
+from tunewise.tasks import get_task
+from tunewise.train import selection_metric
+
+__all__ = ["SearchConfig", "default_budget", "reserved_cost", "search", "serve", "unmeasurable", "work"]
+
+log = logging.getLogger("tunewise")
+
+
+def search(
+    model: str | list[str],
+    data: str | DataConfig = "textile",
+    config: SearchConfig | None = None,
+    *,
+    train: TrainConfig | None = None,
+    out: str | Path | None = None,
+    storage: str | None = None,
+    resume: bool = False,
+    weights: str | None = None,
+    task: str = DEFAULT_TASK,
+    **overrides,
+) -> Leaderboard:
+    """Search strategy x learning rate on the validation set under a budget; pick over seeds.
+
+    Args:
+        model: the backbone (`pkg:efficientnet_lite0`, `timm:resnet50`), or several: they are
+            ranked first from their cached features (the cheapest tier), and the best
+            `config.keep_models` are searched model x strategy x rate.
+        data: a data set name or image folder, or a DataConfig.
+        config: what to compare and the budget; keyword arguments override fields (`seeds=1`).
+        train: settings every run shares (batch size, optimizer, ...); rate, seed and epochs
+            are the search's.
+        out: the run folder; default runs/search-<time>-<model>.
+        storage: an Optuna storage URL shared by workers on many machines
+            (postgresql://user:pw@host/db); default: a journal file in the run folder.
+        resume: continue the search in `out` with its own settings (model and data must be the
+            same); finished trials are kept, none is repeated.
+        task: a registered task (`text_classification`, ...); its metric selects.
+
+    Returns:
+        The Leaderboard, also written to `out/leaderboard.json` (and .csv).
+    """
+    config = replace(config or SearchConfig(), **overrides)
+    if isinstance(config.strategies, str):
+        config = replace(config, strategies=strategy_list(config.strategies))
+    models = [model] if isinstance(model, str) else list(dict.fromkeys(model))
+    model = models[0]
+    the_task = get_task(task)  # an unknown task fails here, before anything is written
+    searched = min(len(models), config.keep_models)
+    if config.budget is None:
+        config = replace(config, budget=default_budget(config, searched, the_task.cacheable,
+                                                       the_task.augments))
+    train = train or TrainConfig()
+    data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
+    raise_if_problems(validate_search(config) + validate_train(train) + validate_data(data_config))
+    if len(models) > 1 and not the_task.rankable:  # refused before the run folder exists
+        raise ConfigError(f"--models ranks the candidates first, and ranking scores classification only, not "
+                          f"{task}. Search one --model at a time and compare the leaderboards.")
+    splits = load_data(data_config, task)  # fail on bad data, model or storage first
+    has_test = splits.test is not None
+    metric, metric_reason = selection_metric(the_task, splits, train.metric)
+    train = replace(train, metric=metric)  # every trial selects on the same metric
+    _warn_before(config, searched, the_task.cacheable, metric_reason)
+    if len(models) == 1:  # several are loaded by the ranking, which reports the ones that fail
+        load_backbone(model, weights=weights)
+    elif weights:
+        raise ConfigError("--weights belongs to one model; with several models, pass each as a file path instead.")
+    if storage:
+        connect(storage)
+    if data_parallel():
+        if config.workers > 1:
+            raise ConfigError("--workers runs its own processes; under accelerate launch or torchrun each trial "
+                              "is already data-parallel. Pass --workers 1.")
+        if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
+            return follow()
+    settings = {"model": model, "models": models, "weights": weights, "task": task, "data": to_dict(data_config),
+                "train": to_dict(train), "search": asdict(config), "storage": storage}
+    run_dir = _open_search_dir(out, model, settings, resume)
+    study = open_study(run_dir)
+    if resume:  # the search goes on as it was started
+        saved = json.loads((run_dir / "settings.json").read_text())
+        config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
+        requeue_interrupted(study)
+    started = time.perf_counter()
+    kept = _kept_models(run_dir, models, data_config, task, config, train)
+
+    if not trials_of(study, "explore"):
+        enqueue_explore(study, config, kept, task)
+    drain(run_dir, study, config.workers)
+    if the_task.augments and not any("augment" in t.user_attrs for t in trials_of(study, "explore")):
+        enqueue_no_augment(study, config, json.loads((run_dir / "settings.json").read_text()))
+        drain(run_dir, study, config.workers)
+    if not trials_of(study, "final"):
+        enqueue_finals(study, config)
+    if config.scratch and not trials_of(study, BASELINE_TIER):
+        enqueue_scratch(study, config, seeds=False)
+    drain(run_dir, study, config.workers)
+    if config.scratch and not trials_of(study, BASELINE_TIER, seeds=True):
+        enqueue_scratch(study, config, seeds=True)
+        drain(run_dir, study, config.workers)
+
+    board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test,
+                   get_task(task), metric, metric_reason)
+    board.save(run_dir / "leaderboard.json")
+    write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
+    if the_task.dense:  # boxes and masks are judged by eye too: the report shows the winner's
+        from tunewise.dense_predict import draw_examples
+
+        draw_examples(run_dir / "model", data_config, run_dir / "predictions.png")
+    write_report(board, run_dir)
+    if data_parallel():
+        broadcast({"done": str(run_dir)})
+    return board
+
+
+def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reason: str) -> None:
+    """What the user should know before the search spends anything."""
+    log.info("selecting on %s", metric_reason)
+    if config.seeds < 3:
+        log.warning("--seeds %d: the finals measure the variation between seeds with %s; intervals will be wide "
+                    "and a single seed is never called significant. 3 is the default.", config.seeds,
+                    "one seed, so not at all" if config.seeds == 1 else "two seeds, barely")
+    dropped = unmeasurable(config, models, cacheable)
+    if dropped:
+        log.warning("--budget %s leaves no room to measure %s (even through the grace epochs at the middle rate); "
+                    "they will be reported as not measured. Without --budget every strategy is measured.",
+                    config.budget, ", ".join(dropped))
+
+
+def _kept_models(run_dir: Path, models: list[str], data: DataConfig, task: str, config: SearchConfig,
+                 train: TrainConfig) -> list[str]:
+    """The models the search fine-tunes: the one given, or the best `keep_models` of a ranking
+    of several (the cheapest tier: one feature pass each). Recorded in settings.json, so a
+    resumed search and every worker fine-tune the same ones; the scratch baseline takes the
+    first one's architecture."""
+    settings = json.loads((run_dir / "settings.json").read_text())
+    if "kept" in settings:
+        return settings["kept"]
+    kept = models
+    if len(models) > 1:
+        from tunewise.choose import rank
+
+        ranking = rank(models, data, task=task, out=run_dir / "ranking", train=train)
+        kept = [c.model for c in ranking.candidates if c.error is None][:config.keep_models]
+        log.info("ranking kept %s for fine-tuning (of %s)", ", ".join(kept), ", ".join(models))
+    write_json(run_dir / "settings.json", {**settings, "kept": kept})
+    return kept
+
+
+def _open_search_dir(out, model: str, settings: dict, resume: bool) -> Path:
+    run_dir = Path(out) if out is not None else default_run_dir(model, prefix="search-")
+    saved_path = run_dir / "settings.json"
+    if resume:
+        if not saved_path.is_file():
+            raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Start a new search "
+                                "without --resume.")
+        saved = json.loads(saved_path.read_text())
+        saved.setdefault("models", [saved.get("model")])  # a search from before --models
+        differ = [k for k in ("models", "weights", "data") if saved.get(k) != settings[k]]
+        if differ:
+            detail = "; ".join(f"{k}: {saved.get(k)!r} there, {settings[k]!r} given" for k in differ)
+            raise TunewiseError(f"cannot resume {str(run_dir)!r} with another {', '.join(differ)} ({detail}). "
+                                "Resume with the same model and data, or start a new search.")
+        return run_dir
+    if saved_path.exists():
+        raise TunewiseError(f"{str(run_dir)!r} already holds a search. Pass --resume to continue it, or another "
+                            "--out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # unique in a shared database, where many searches (and old ones) keep their studies
+    write_json(saved_path, {**settings, "study": f"{run_dir.name}-{secrets.token_hex(4)}"})
+    return run_dir

@@ -1,0 +1,114 @@
+"""The budget: what each tier may spend, what a trial costs, and what has been spent."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import optuna
+
+from tunewise.errors import ConfigError
+from tunewise.registry import did_you_mean
+from tunewise.strategies import STRATEGIES, in_search_order
+from tunewise.study.config import SearchConfig
+from tunewise.study.tiers import grace, head_only
+
+log = logging.getLogger("tunewise")
+
+
+TIME_EXPLORE_SHARE = 0.6
+
+
+"""With a time budget, the share the explore tier may spend; finals and scratch use the rest.
+With an epoch budget, the explore tier gets what the finals and the scratch baseline leave."""
+
+
+CHEAP_TIER_COST = 1 / 3
+
+
+def reserved_cost(config: SearchConfig) -> float:
+    """Epochs the final and scratch tiers will train, at most: kept aside from an epoch budget."""
+    finals = config.finalists * (config.seeds - 1) * config.epochs
+    scratch_epochs = config.scratch_epochs or 2 * config.epochs
+    scratch = (2 + config.seeds - 1) * scratch_epochs if config.scratch else 0
+    return finals + scratch
+
+
+def default_budget(config: SearchConfig, models: int = 1, cacheable: bool = True, augments: bool = False) -> str:
+    """The finals and the scratch baseline, plus, on each searched model, every strategy for its
+    whole schedule at its middle rate and through its grace rung at its other rates (where the
+    pruner judges it), plus one run without augmentation where the task augments: every strategy
+    is measured, and every rate is seen."""
+    explore = sum(full_cost(s, config, cacheable) + (config.rates - 1) * least_cost(s, config, cacheable)
+                  for s in config.strategies)
+    extra = config.epochs if augments else 0
+    return f"{math.ceil(reserved_cost(config) + models * explore + extra - 1e-9):g}epochs"
+
+
+def unmeasurable(config: SearchConfig, models: int = 1, cacheable: bool = True) -> list[str]:
+    """The strategies an epoch budget cannot take even through their grace rung at their middle
+    rate, cheapest first, after the finals and the scratch baseline have their share."""
+    if config.limit.unit != "epochs":
+        return []
+    left, dropped = explore_allowance(config), []
+    for strategy in in_search_order(config.strategies):
+        need = models * least_cost(strategy, config, cacheable)
+        if need > left + 1e-9:
+            dropped.append(strategy)
+        else:
+            left -= need
+    return dropped
+
+
+def explore_allowance(config: SearchConfig) -> float:
+    """What the explore tier may spend, in the budget's unit."""
+    unit, amount = config.limit.unit, config.limit.amount
+    return amount - reserved_cost(config) if unit == "epochs" else TIME_EXPLORE_SHARE * amount
+
+
+def full_cost(strategy: str, config: SearchConfig, cacheable: bool = True) -> float:
+    """What a whole explore run of `strategy` costs in epochs; a linear probe is cheap only where
+    its features are cached (not QA, detection, segmentation)."""
+    return CHEAP_TIER_COST if head_only(strategy) and cacheable else float(config.epochs)
+
+
+def least_cost(strategy: str, config: SearchConfig, cacheable: bool = True) -> float:
+    """What an explore run costs at least: through its grace rung, where the pruner may stop it.
+    A trial is admitted when this fits; it is charged the epochs it actually runs, and stopped
+    when the explore tier's budget is spent."""
+    if head_only(strategy) and cacheable:
+        return CHEAP_TIER_COST
+    return float(min(config.epochs, grace(strategy)))
+
+
+def spent(study: optuna.Study, unit: str) -> float:
+    key = "compute" if unit == "epochs" else "seconds"
+    return sum(t.user_attrs.get(key, 0.0) for t in study.get_trials(deepcopy=False))
+
+
+def validate_search(config: SearchConfig) -> list[str]:
+    problems = []
+    for name in config.strategies:
+        if name not in STRATEGIES or not STRATEGIES.get(name).pretrained:
+            allowed = [s for s in STRATEGIES.names() if STRATEGIES.get(s).pretrained]
+            problems.append(f"--strategies has unknown {name!r}.{did_you_mean(name, allowed)} "
+                            f"Allowed: all, or some of {', '.join(allowed)}")
+    if not config.strategies:
+        problems.append("--strategies names no strategy")
+    for name in ("epochs", "rates", "seeds", "finalists", "workers", "keep_models"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            problems.append(f"--{name} must be a positive integer, got {value!r}")
+    try:
+        unit = config.limit.unit
+    except ConfigError as err:
+        return [*problems, str(err).rstrip(".")]
+    if problems:
+        return problems
+    if unit == "epochs" and explore_allowance(config) < CHEAP_TIER_COST - 1e-9:
+        reserved = reserved_cost(config)
+        problems.append(f"--budget {config.budget} cannot pay even the cheap tier (one feature pass over the data "
+                        f"and a few head epochs) once the finals and the scratch baseline have their "
+                        f"{reserved:g} epochs; give at least {reserved + 1:g}epochs, or fewer --seeds or "
+                        "--finalists, or --no-scratch")
+    return problems

@@ -1,0 +1,255 @@
+"""Running trials: the Optuna storage, workers that drain the queue, one trial as a fit, data-parallel trials."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from tunewise.config import (
+    DEFAULT_TASK,
+    DataConfig,
+    TrainConfig,
+)
+from tunewise.errors import TunewiseError
+from tunewise.io import file_safe
+from tunewise.records import Leaderboard, RunRecord
+from tunewise.strategies import get_strategy
+from tunewise.study.budget import CHEAP_TIER_COST, explore_allowance, least_cost, spent
+from tunewise.study.config import SearchConfig
+from tunewise.study.tiers import GracePruner, head_only, strategy_choices, trials_of
+from tunewise.tasks import get_task
+
+log = logging.getLogger("tunewise")
+
+
+def open_study(run_dir: Path) -> optuna.Study:
+    """The search's study: in the database its settings name, or in run_dir/study.journal."""
+    settings = json.loads((run_dir / "settings.json").read_text())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=settings["study"], storage=connect(settings["storage"], run_dir),
+                               direction="maximize", load_if_exists=True, pruner=GracePruner())
+
+
+def connect(storage: str | None, run_dir: Path | None = None) -> optuna.storages.BaseStorage:
+    """A database storage (checked by connecting), or the journal file in `run_dir`."""
+    if storage:
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+        except Exception as err:  # the driver's own error types vary: report any, start nothing
+            raise TunewiseError(f"cannot reach the study storage {storage!r}: {err}. Check the URL, that the "
+                                "server runs and that its driver is installed (PostgreSQL: pip install "
+                                "'tunewise[postgres]').") from None
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+
+
+def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
+    """Run every waiting trial, in this process and `workers - 1` more sharing the study."""
+    context = multiprocessing.get_context("spawn")
+    helpers = [context.Process(target=work, args=(str(run_dir),)) for _ in range(workers - 1)]
+    for helper in helpers:
+        helper.start()
+    work(str(run_dir), study)
+    for helper in helpers:
+        helper.join()
+
+
+def work(run_dir: str, study: optuna.Study | None = None) -> int:
+    """Take waiting trials one at a time until none is left; past the explore tier's share of
+    the budget, its waiting trials are closed as failed with the reason. Returns how many ran."""
+    folder = Path(run_dir)
+    settings = json.loads((folder / "settings.json").read_text())
+    study = study or open_study(folder)
+    config = SearchConfig(**settings["search"])
+    unit, allowance = config.limit.unit, explore_allowance(config)
+    cacheable = get_task(settings.get("task", DEFAULT_TASK)).cacheable
+    ran = 0
+    while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+        trial = study.ask()
+        if "tier" not in trial.user_attrs:  # another worker took the last waiting trial first
+            trial.set_user_attr("tier", "none")
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        strategy = trial.suggest_categorical("strategy", strategy_choices())
+        lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
+        least = least_cost(strategy, config, cacheable) if unit == "epochs" else 0.0
+        if trial.user_attrs["tier"] == "explore" and spent(study, unit) + least > allowance + 1e-9:
+            reason = (f"not run: the explore tier's part of the budget ({allowance:g} of {config.budget}) "
+                      f"is spent")
+            trial.set_user_attr("skipped", reason)
+            study.tell(trial, state=TrialState.FAIL)
+            _say(study, trial, strategy, lr, f"skipped: {reason}")
+            continue
+        _say(study, trial, strategy, lr, f"starts{time_left(study, config)}")
+        run_trial(study, trial, strategy, lr, folder, settings)
+        ran += 1
+    return ran
+
+
+def _label(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float) -> str:
+    """Stage, trial k of N in it, strategy (knobs, model), rate and seed: what a bar and a line say."""
+    attrs = trial.user_attrs
+    stage = [t.number for t in trials_of(study, attrs["tier"])]
+    knobs = "".join(f" {k}={v}" for k, v in attrs.get("knobs", {}).items())
+    flags = " no-augment" if attrs.get("augment") is False else ""
+    on = f" on {attrs['model']}" if attrs.get("model") else ""
+    return (f"{attrs['tier']} {stage.index(trial.number) + 1}/{len(stage)}: {strategy}{knobs}{flags}{on} "
+            f"lr {lr:.3g} seed {attrs.get('seed', 0)}")
+
+
+def _say(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float, what: str) -> None:
+    """One line per trial above the bars, and what happens to it."""
+    tqdm.write(f"[{_label(study, trial, strategy, lr)}] {what}")
+
+
+def time_left(study: optuna.Study, config: SearchConfig) -> str:
+    """About how long the whole search has left, from its pace so far (epoch budgets only)."""
+    unit, amount = config.limit.unit, config.limit.amount
+    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("compute")]
+    compute, seconds = sum(t.user_attrs["compute"] for t in done), sum(t.user_attrs.get("seconds", 0) for t in done)
+    if unit == "seconds":
+        return f"; the whole search has {max(0.0, amount - seconds) / 60:.0f} min left at most"
+    if compute <= 0:
+        return ""
+    return f"; the whole search has about {max(0.0, amount - compute) * seconds / compute / 60:.0f} min left at most"
+
+
+def serve(run_dir: str | Path, poll_seconds: float = 2.0) -> int:
+    """A worker on another machine: run the waiting trials of the search in `run_dir` (a shared
+    folder; its settings.json names the storage) until the coordinator has written its
+    leaderboard. Returns the number of trials this worker ran."""
+    folder = Path(run_dir)
+    if not (folder / "settings.json").is_file():
+        raise TunewiseError(f"{str(folder)!r} holds no search (no settings.json). Start the search there first "
+                            "with --storage, then workers with the same --out and --storage.")
+    study = open_study(folder)
+    mine = 0
+    while not (folder / "leaderboard.json").is_file():
+        mine += work(str(folder), study)
+        time.sleep(poll_seconds)
+    return mine
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Trials left running by a killed search: closed as failed and queued again (their run
+    folder is reused, so the new trial resumes from the last finished epoch)."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study.enqueue_trial(dict(t.params), user_attrs={**t.user_attrs, "requeued_from": t.number})
+        study.tell(t.number, state=TrialState.FAIL)
+    return len(stale)
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float, folder: Path,
+               settings: dict) -> None:
+
+    attrs = trial.user_attrs
+    train = replace(TrainConfig(**settings["train"]), lr=lr, seed=attrs["seed"], epochs=attrs["epochs"],
+                    patience=None, augment=attrs.get("augment", TrainConfig(**settings["train"]).augment))
+    knobs, model = attrs.get("knobs", {}), attrs.get("model") or settings.get("kept", [settings["model"]])[0]
+    # named by what it runs, not by trial number: a requeued trial resumes in the same folder
+    variant = "".join(f"-{k}{v}" for k, v in sorted(knobs.items()))
+    on = f"{file_safe(model)}-" if len(settings.get("kept", [])) > 1 else ""
+    flags = "-noaug" if attrs.get("augment") is False else ""
+    out = folder / "trials" / f"{attrs['tier']}-{on}{strategy}{variant}{flags}-lr{lr:.3g}-seed{attrs['seed']}"
+
+    config = SearchConfig(**settings["search"])
+    unit = config.limit.unit
+    cached = head_only(strategy) and get_task(settings.get("task", DEFAULT_TASK)).cacheable
+    started = time.perf_counter()
+
+    def should_stop(epoch: int, score: float) -> bool:
+        trial.report(score, epoch)
+        # charged as it goes, so that other workers and the budget check see what it has spent
+        trial.set_user_attr("compute", CHEAP_TIER_COST if cached else float(epoch + 1))
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        if epoch + 1 >= attrs["epochs"]:  # a finished run is not pruned
+            return False
+        if trial.should_prune():
+            trial.set_user_attr("reason", f"pruned after epoch {epoch + 1}: validation {score:.4f} not in the "
+                                          f"top third of its rung")
+        elif attrs["tier"] == "explore" and spent(study, unit) >= explore_allowance(config) - 1e-9:
+            trial.set_user_attr("reason", f"stopped after epoch {epoch + 1} of {attrs['epochs']}: the explore "
+                                          f"tier's part of the budget is spent")
+        else:
+            return False
+        tqdm.write(f"  {strategy} lr {lr:.3g}: {trial.user_attrs['reason']}")
+        return True
+
+    run = {"model": model, "data": settings["data"], "strategy": strategy, "knobs": knobs,
+           "label": _label(study, trial, strategy, lr),
+           "train": asdict(train),
+           "out": str(out), "task": settings.get("task", DEFAULT_TASK), "weights": settings["weights"],
+           "resume": out.exists()}
+    if data_parallel():
+        broadcast(run)  # the other ranks train the same trial, data-parallel
+    try:
+        record = fit_trial(run, should_stop)
+    except (TunewiseError, RuntimeError) as err:  # a NaN loss, a shape error: this arm fails, the search goes on
+        trial.set_user_attr("reason", str(err))
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    trial.set_user_attr("run_dir", record.run_dir)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("compute", record.compute)
+    trial.set_user_attr("seconds", record.seconds)
+    drop_run_state(out)
+    if record.stopped == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, record.val_score)
+
+
+def drop_run_state(folder: Path) -> None:
+    """A finished trial (and LP-FT's probe inside it) keeps no resume state: only an interrupted run
+    resumes from checkpoint.pt, and best.pt repeats the exported weights where the export was written."""
+    for run in (folder, folder / "probe"):
+        (run / "checkpoint.pt").unlink(missing_ok=True)
+        if (run / "model.safetensors").is_file():
+            (run / "best.pt").unlink(missing_ok=True)
+
+
+def fit_trial(run: dict, should_stop) -> RunRecord:
+    from tunewise.train import fit
+
+    strategy = get_strategy(run["strategy"], **run["knobs"])
+    return fit(run["model"], DataConfig(**run["data"]), strategy, train=TrainConfig(**run["train"]),
+               out=run["out"], task=run["task"], weights=run["weights"], test=False, should_stop=should_stop,
+               resume=run["resume"], label=run.get("label"))
+
+
+def data_parallel() -> bool:
+    """Whether this process is one of several ranks (accelerate launch and torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def broadcast(message: dict | None) -> dict | None:
+    """Rank 0's message, on every rank."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    PartialState(cpu=not torch.cuda.is_available())  # joins the process group once
+    return broadcast_object_list([message])[0]
+
+
+def follow() -> Leaderboard:
+    """A rank other than 0: train each trial rank 0 sends until it sends the finished search.
+    Pruning verdicts come from rank 0 inside fit(); this rank never opens the study."""
+    while "done" not in (run := broadcast(None)):
+        try:
+            fit_trial(run, should_stop=lambda epoch, score: False)
+        except (TunewiseError, RuntimeError):  # rank 0 meets the same error and records it
+            continue
+    return Leaderboard.load(Path(run["done"]) / "leaderboard.json")
