@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import io
 import json
 import logging
 import os
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
-from tunewise.config import DEFAULT_STRATEGY, DEFAULT_TASK, VERIFY_STRATEGY, DataConfig, TrainConfig
+from tunewise.config import (
+    BASELINE_STRATEGY,
+    DEFAULT_STRATEGY,
+    DEFAULT_TASK,
+    VERIFY_STRATEGY,
+    DataConfig,
+    TrainConfig,
+    raise_if_problems,
+    validate_data,
+    validate_train,
+)
 from tunewise.errors import TunewiseError
+from tunewise.precheck import registered, source_of
 
 EXAMPLES = """\
 examples:
@@ -31,41 +43,13 @@ examples:
   tunewise rank --models pkg:efficientnet_lite0,pkg:efficientnet_lite2,random:pkg:efficientnet_lite0 --verify 2
 """
 
+
 def task_names() -> list[str]:
-    """The registered tasks, without importing them (torch): each task is the module of its name in
-    tunewise/tasks/; helper modules there start with an underscore."""
-    import importlib.util
-    import pkgutil
-
-    folder = importlib.util.find_spec("tunewise.tasks").submodule_search_locations
-    return sorted(m.name for m in pkgutil.iter_modules(folder) if not m.name.startswith("_"))
+    return list(registered("tunewise.tasks", "TASKS"))
 
 
-TASK_HELP = "one of: %s (default: %%(default)s); the README says what data each reads"
-
-
-def _task_help() -> str:
-    return TASK_HELP % ", ".join(task_names())
-
-
-def _checked(kind: type, ok, allowed: str):
-    """An argparse type: parse with `kind`, keep values for which `ok` holds, else say `allowed`."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
-positive_float = _checked(float, lambda v: v > 0, "a positive number")
-fraction = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+def strategy_names() -> list[str]:
+    return list(registered("tunewise.strategies", "STRATEGIES"))
 
 
 def parse_knobs(pairs: list[str]) -> dict:
@@ -86,50 +70,121 @@ def parse_knobs(pairs: list[str]) -> dict:
     return knobs
 
 
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("data")
-    g.add_argument("--data", default="textile",
-                   help="image folder (class subfolders, or train/ val/ [test/] of them); text: a .csv, .tsv, "
-                        ".jsonl, .parquet, CoNLL (.conll/.txt) or SQuAD .json file, a folder of train/validation/"
-                        "test files of those, or a saved Hugging Face dataset; or a named set: textile (offline "
-                        "demo), cifar10, cifar100, mnist, fashion_mnist, rotten_tomatoes, ner_demo, qa_demo "
-                        "(default: %(default)s)")
-    g.add_argument("--data-root", help="folder with a named set's files; downloads go there")
-    g.add_argument("--val-fraction", type=fraction, default=0.15,
-                   help="share held out for validation when no val/ is given (default: %(default)s)")
-    g.add_argument("--test-fraction", type=fraction, default=0.15,
-                   help="share held out for test from a single folder of classes (default: %(default)s)")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the split (default: %(default)s)")
-    g.add_argument("--max-train-per-class", type=positive_int,
-                   help="subsample the training set for a quick run")
-    g.add_argument("--image-size", type=positive_int,
-                   help="input size instead of the backbone's pretrained one (faster on CPU)")
-    g.add_argument("--strict", action="store_true",
-                   help="stop on an unreadable image instead of skipping it with a warning")
-    g.add_argument("--clip-boxes", action="store_true",
-                   help="detection: clip boxes that leave their image (and drop those left without area), with "
-                        "a warning, instead of stopping with an error")
-    x = parser.add_argument_group("text data")
-    x.add_argument("--text-column", default="text", help="column of the text (default: %(default)s)")
-    x.add_argument("--text-pair-column", help="column of the second text, for pair classification")
-    x.add_argument("--label-column", default="label", help="column of the class (default: %(default)s)")
-    x.add_argument("--tokens-column", default="tokens", help="NER: column of the words (default: %(default)s)")
-    x.add_argument("--tags-column", default="tags", help="NER: column of the tags (default: %(default)s)")
-    x.add_argument("--max-length", type=positive_int,
-                   help="tokens per input; longer ones are truncated, QA contexts windowed (default: 256, "
-                        "384 for question answering, at most the model's limit)")
-    x.add_argument("--doc-stride", type=positive_int, default=128,
-                   help="QA: tokens shared by consecutive windows of a long context (default: %(default)s)")
+# --- flags generated from the typed configs ------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One field of a settings dataclass, as the command line needs it."""
+
+    name: str
+    kind: type
+    """int, float, str or bool; object for what a flag cannot take as it is (a tuple)."""
+    choices: tuple | None
+    """The values of a Literal annotation."""
+    default: object
+    """MISSING where a default_factory makes it."""
+    doc: str
+    """The attribute docstring under the field, on one line."""
 
 
-def _data_config(args: argparse.Namespace) -> DataConfig:
-    return DataConfig(data=args.data, root=args.data_root, val_fraction=args.val_fraction,
-                      test_fraction=args.test_fraction, seed=args.split_seed,
-                      max_train_per_class=args.max_train_per_class, image_size=args.image_size,
-                      strict=args.strict, text_column=args.text_column, text_pair_column=args.text_pair_column,
-                      label_column=args.label_column, tokens_column=args.tokens_column,
-                      tags_column=args.tags_column, max_length=args.max_length, doc_stride=args.doc_stride,
-                      clip_boxes=args.clip_boxes)
+def config_fields(module: str, name: str) -> list[ConfigField]:
+    """The fields of dataclass `name` in `module`, read from its source with ast: the docstrings
+    are there only, and SearchConfig's module imports torch. `X | None` is X; an annotation that is
+    a module-level alias (Optimizer = Literal[...]) is looked up."""
+    tree = ast.parse(source_of(module).read_text())
+    aliases = {ast.unparse(a.targets[0]): a.value for a in tree.body if isinstance(a, ast.Assign)}
+    body = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == name).body
+    found = []
+    for node, after in zip(body, [*body[1:], None], strict=True):
+        if not isinstance(node, ast.AnnAssign) or ast.unparse(node.annotation).startswith("ClassVar"):
+            continue
+        annotation = aliases.get(ast.unparse(node.annotation), node.annotation)
+        if isinstance(annotation, ast.BinOp):
+            annotation = annotation.left
+        choices = None
+        if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) == "Literal":
+            values = ast.literal_eval(annotation.slice)
+            kind, choices = str, values if isinstance(values, tuple) else (values,)
+        else:
+            kind = {"int": int, "float": float, "str": str, "bool": bool}.get(ast.unparse(annotation), object)
+        default = MISSING if node.value is None or isinstance(node.value, ast.Call) else ast.literal_eval(node.value)
+        docstring = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else ""
+        found.append(ConfigField(ast.unparse(node.target), kind, choices, default, " ".join(str(docstring).split())))
+    return found
+
+
+def _converter(kind: type, what: str):
+    """argparse's type conversion, saying what the flag takes; ranges are checked by validate_*."""
+
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+    return convert
+
+
+CONVERTERS = {int: _converter(int, "an integer"), float: _converter(float, "a number"), str: str}
+
+
+def positive_int(text: str) -> int:
+    """The type of the few flags that are no config field checked by a validate_* function."""
+    value = CONVERTERS[int](text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def add_config_flags(group, key: str, fields: list[ConfigField], *, only=(), skip=(), flags=None,
+                     overrides=None) -> None:
+    """One flag per field: --field-name (or `flags`' spelling), typed, with the dataclass default and
+    the field's docstring as help; a bool is a switch away from its default (--strict, --no-augment).
+    The value lands in `args` as "KEY.field" (read back by `config_from`); `overrides` are
+    add_argument keywords for a field."""
+    for f in fields:
+        if (only and f.name not in only) or f.name in skip:
+            continue
+        flag = (flags or {}).get(f.name) or "--" + ("no-" if f.default is True else "") + f.name.replace("_", "-")
+        settings = {"dest": f"{key}.{f.name}", "default": f.default, "help": f.doc.replace("%", "%%")}
+        if f.kind is bool:
+            settings["action"] = "store_false" if f.default else "store_true"
+            if f.default:  # the docstring says what the flag turns off
+                settings["help"] = f"Turn off (on by default): {settings['help'][:1].lower()}{settings['help'][1:]}"
+        elif f.kind in CONVERTERS:
+            settings |= {"type": CONVERTERS[f.kind], "choices": f.choices,
+                         "metavar": None if f.choices else flag[2:].upper().replace("-", "_")}
+            settings["help"] += " (default: %(default)s)" if f.default is not None else ""
+        elif f.name not in (overrides or {}):
+            raise TypeError(f"{key}.{f.name}: a {f.kind} field needs an override to be a flag")
+        group.add_argument(flag, **settings | (overrides or {}).get(f.name, {}))
+
+
+def config_from(args: argparse.Namespace, key: str, cls: type, **fixed):
+    """The `cls` whose fields the flags of `add_config_flags(..., key, ...)` gave, and `fixed`."""
+    given = {dest.partition(".")[2]: value for dest, value in vars(args).items() if dest.startswith(key + ".")}
+    return cls(**given | fixed)
+
+
+TRAIN_FIELDS = config_fields("tunewise.config", "TrainConfig")
+DATA_FIELDS = config_fields("tunewise.config", "DataConfig")
+SEARCH_FIELDS = config_fields("tunewise.study.config", "SearchConfig")
+DATA_FLAGS = {"root": "--data-root", "seed": "--split-seed"}
+SEARCH_FLAGS = {"knobs": "--search-knobs"}
+SEARCH_CHOOSES = {"lr": "it tries --rates rates on each strategy's range",
+                  "seed": "the finalists run --seeds seeds",
+                  "patience": "its pruner stops weak runs"}
+"""TrainConfig fields that every search trial sets itself: `search` refuses them, with why."""
+
+
+def _task_flag(parser, help: str | None = None, more: str = "") -> None:
+    parser.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK",
+                        help=help or f"one of: {', '.join(task_names())} (default: %(default)s); the README "
+                                     "says what data each reads" + more)
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    add_config_flags(parser.add_argument_group("data"), "data", DATA_FIELDS, flags=DATA_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,47 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "pkg:minilm, pkg:mpnet (text); or an exported model file (default: %(default)s)")
     fit.add_argument("--weights", help="local weights (.safetensors or .pth) for --model's architecture")
     fit.add_argument("--strategy", default=DEFAULT_STRATEGY,
-                     help="linear_probe (frozen backbone, features computed once), full, partial, "
-                          "gradual_unfreeze, llrd, lp_ft, bitfit, norm_only, lora, l2sp, scratch; "
-                          "cards in docs/strategies/ (default: %(default)s)")
+                     help=f"one of: {', '.join(strategy_names())}; cards in docs/strategies/ (default: %(default)s)")
     fit.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                      help="a strategy knob, repeatable: --knob k=3 (partial), --knob r=16 (lora), "
                           "--knob target_modules=qkv,proj")
-    fit.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK", help=_task_help())
+    _task_flag(fit)
     fit.add_argument("--out", help="run folder (default: runs/TIME-MODEL-STRATEGY)")
     fit.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a killed run from its last finished epoch, with its settings")
     fit.add_argument("--config", metavar="YAML",
                      help="run the settings in a YAML file (a search's best.yaml); other flags are ignored")
-    _add_data_flags(fit)
-    t = fit.add_argument_group("training")
-    t.add_argument("--epochs", type=positive_int, default=10, help="(default: %(default)s)")
-    t.add_argument("--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
-    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adamw",
-                   help="(default: %(default)s)")
-    t.add_argument("--lr", type=positive_float, help="peak learning rate (default: the strategy's)")
-    t.add_argument("--weight-decay", type=float, default=0.01, help="(default: %(default)s)")
-    t.add_argument("--warmup-epochs", type=float, default=1.0, help="(default: %(default)s)")
-    t.add_argument("--patience", type=int, default=5,
-                   help="stop after this many epochs without improvement; 0 never stops early "
-                        "(default: %(default)s)")
-    t.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    t.add_argument("--no-augment", action="store_true", help="no random crops or flips")
-    t.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default: %(default)s)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    t.add_argument("--cache-dir", help="feature cache (default: ~/.cache/tunewise/features)")
-    t.add_argument("--detector", choices=["faster_rcnn", "fcos"], default="faster_rcnn",
-                   help="object detection: two-stage Faster R-CNN or one-stage FCOS (default: %(default)s)")
-    t.add_argument("--metric", help="the validation metric that picks the best epoch and run: accuracy, macro_f1, "
-                        "balanced_accuracy "
-                        "(classification), f1, precision, recall (NER), f1, exact_match (QA), miou, map, ... "
-                        "(default: the task's; classification takes macro_f1 when classes are imbalanced)")
+    _data_flags(fit)
+    add_config_flags(fit.add_argument_group("training"), "train", TRAIN_FIELDS)
 
     ev = sub.add_parser("evaluate", help="metrics of a fitted model on a data split")
     ev.add_argument("run", help="run folder written by `tunewise fit`")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    _add_data_flags(ev)
+    _data_flags(ev)
 
     pr = sub.add_parser("predict", help="labels and probabilities for new images or texts; boxes or masks")
     pr.add_argument("run", help="run folder written by `tunewise fit`")
@@ -207,28 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--models", help="several candidates, comma-separated: ranked first from their cached features "
                                      "(tunewise rank), then the best --keep-models are searched model x strategy x "
                                      "rate; replaces --model")
-    se.add_argument("--keep-models", type=positive_int, default=2,
-                    help="with --models: how many of the ranking's best are fine-tuned (default: %(default)s)")
-    se.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK", help=_task_help())
+    _task_flag(se)
     se.add_argument("--weights", help="local weights for --model's architecture")
-    se.add_argument("--strategies", default="all",
-                    help="all, or a comma list (linear_probe,full,lora); scratch is the baseline (default: all)")
-    se.add_argument("--budget",
-                    help="total cost: Nepochs (training-epoch equivalents) or a time: 90s, 30m, 2h (default: "
-                         "the finals and the scratch baseline, plus every strategy in full at its middle rate and "
-                         "through its grace epochs at its other rates, so every strategy is measured; a smaller "
-                         "budget prints which strategies it cannot measure)")
-    se.add_argument("--epochs", type=positive_int, default=10, help="epochs of each run (default: %(default)s)")
-    se.add_argument("--rates", type=positive_int, default=3, help="rates tried per strategy (default: %(default)s)")
-    se.add_argument("--seeds", type=positive_int, default=3, help="seeds per finalist (default: %(default)s)")
-    se.add_argument("--finalists", type=positive_int, default=2, help="(default: %(default)s)")
-    se.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
-    se.add_argument("--search-knobs", action="store_true",
-                    help="also try each strategy's knobs on a small grid (LoRA r 4/8/16, llrd decay 0.5/0.75/0.9, "
-                         "partial k 1/2/4, ...); default: every strategy at its default knobs")
-    se.add_argument("--scratch-epochs", type=positive_int, help="(default: twice --epochs)")
-    se.add_argument("--workers", type=positive_int, default=1,
-                    help="processes on this machine sharing the study (default: %(default)s)")
     se.add_argument("--storage", help="shared Optuna storage for many machines: postgresql://user:pw@host/db "
                                       "(default: a journal file in the run folder)")
     se.add_argument("--out", help="run folder (default: runs/search-TIME-MODEL)")
@@ -236,20 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--worker", action="store_true",
                     help="join the search in --out (a shared folder) as a worker on this machine: run its "
                          "waiting trials until it is decided; start the search itself first")
-    se.add_argument("--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
-    se.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adamw")
-    se.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default: %(default)s)")
-    se.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    se.add_argument("--detector", choices=["faster_rcnn", "fcos"], default="faster_rcnn",
-                    help="object detection: two-stage Faster R-CNN or one-stage FCOS (default: %(default)s)")
-    se.add_argument("--no-augment", action="store_true",
-                    help="no random crops or flips in any run (by default the search also re-runs its best "
-                         "arm without them, and keeps whichever measures better)")
-    se.add_argument("--metric", help="the validation metric that picks the best epoch and run: accuracy, macro_f1, "
-                         "balanced_accuracy "
-                         "(classification), f1, precision, recall (NER), f1, exact_match (QA), miou, map, ... "
-                         "(default: the task's; classification takes macro_f1 when classes are imbalanced)")
-    _add_data_flags(se)
+    searchable = ", ".join(n for n in strategy_names() if n != BASELINE_STRATEGY)
+    add_config_flags(se.add_argument_group("search"), "search", SEARCH_FIELDS, flags=SEARCH_FLAGS, overrides={
+        "strategies": {"default": "all", "type": str, "metavar": "STRATEGIES",
+                       "help": f"all, or a comma list of {searchable}; {BASELINE_STRATEGY} is the baseline "
+                               "(default: all)"}})
+    add_config_flags(se.add_argument_group("training (of every run)"), "train", TRAIN_FIELDS,
+                     skip=("epochs", *SEARCH_CHOOSES), overrides={"augment": {
+                         "help": "No random crops or flips in any run (by default the search also re-runs its best "
+                                 "arm without them, and keeps whichever measures better)"}})
+    add_config_flags(se.add_argument_group("chosen by the search, refused here"), "chosen", TRAIN_FIELDS,
+                     only=SEARCH_CHOOSES, overrides={name: {"default": None, "help": f"the search's: {why}"}
+                                                      for name, why in SEARCH_CHOOSES.items()})
+    _data_flags(se)
 
     rk = sub.add_parser("rank", help="which pretrained model: rank candidates from one feature pass each",
                         description="Score every candidate on the training split with LogME, LEEP, NCE, H-score, "
@@ -258,21 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--models", required=True,
                     help="comma list of candidates: pkg:efficientnet_lite0,pkg:efficientnet_lite1,timm:resnet50; "
                          "random:SOURCE:NAME gives random weights (a weak reference)")
-    rk.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK",
-                    help=_task_help() + "; one label per example or token (classification, NER)")
+    _task_flag(rk, more="; one label per example or token (classification, NER)")
     rk.add_argument("--verify", type=int, default=0, metavar="K",
                     help="fine-tune the top K candidates and the last one, and report Kendall's tau between the "
                          "ranking and their results (default: %(default)s, no fine-tuning)")
     rk.add_argument("--verify-strategy", default=VERIFY_STRATEGY,
                     help="lp_ft: a cached linear probe, then full fine-tuning from its head; steadier than full "
                          "from a random head in a few epochs (default: %(default)s)")
+    # not config fields: --verify-epochs is TrainConfig.epochs under its own name, whose message would say --epochs
     rk.add_argument("--verify-epochs", type=positive_int, default=3, help="(default: %(default)s)")
     rk.add_argument("--max-examples", type=positive_int, default=3000,
                     help="score at most this many training examples, a stratified sample (default: %(default)s)")
-    rk.add_argument("--batch-size", type=positive_int, default=32, help="for --verify (default: %(default)s)")
-    rk.add_argument("--num-workers", type=int, default=2, help="(default: %(default)s)")
+    add_config_flags(rk, "train", TRAIN_FIELDS, only=("batch_size", "num_workers"),
+                     overrides={"batch_size": {"help": "for --verify (default: %(default)s)"}})
     rk.add_argument("--out", help="folder for ranking.json and the report (default: runs/rank-TIME)")
-    _add_data_flags(rk)
+    _data_flags(rk)
 
     rp = sub.add_parser("report", help="rebuild a search's report from its records alone")
     rp.add_argument("run", help="search run folder (holds leaderboard.json)")
@@ -283,12 +294,25 @@ def build_parser() -> argparse.ArgumentParser:
                                       "reviews, generated NER sentences or QA passages): the strategies, successive "
                                       "halving, seeds for the finalists, and training from scratch for comparison.")
     demo.add_argument("--out", help="run folder (default: runs/demo-TASK-TIME)")
-    demo.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK",
-                      help="image_classification (EfficientNet-Lite0, textile images); text_classification "
-                           "(MiniLM, Rotten Tomatoes reviews), token_classification (MiniLM, generated NER), "
-                           "question_answering (MiniLM, generated passages) (default: %(default)s)")
-    demo.add_argument("--budget", help="(default: the demo's own, sized to about ten minutes on 2 CPU cores)")
+    _task_flag(demo, help="image_classification (EfficientNet-Lite0, textile images); text_classification "
+                          "(MiniLM, Rotten Tomatoes reviews), token_classification (MiniLM, generated NER), "
+                          "question_answering (MiniLM, generated passages) (default: %(default)s)")
+    add_config_flags(demo, "search", SEARCH_FIELDS, only=("budget",), overrides={"budget": {
+        "help": "(default: the demo's own, sized to about ten minutes on 2 CPU cores)"}})
     return parser
+
+
+def _valid(*configs, models: tuple[str, ...] = ()):
+    """The configs, or a ConfigError listing every problem validate_train and validate_data find, and
+    a data set or model source that no module registers: the one check of their values, run here
+    before torch is imported (and again by fit(), search())."""
+    from tunewise.precheck import data_problems, model_problems
+
+    raise_if_problems([problem for c in configs
+                       for problem in (validate_train(c) if isinstance(c, TrainConfig) else
+                                       validate_data(c) + (data_problems(c) if not validate_data(c) else []))]
+                      + [problem for model in models for problem in model_problems(model)])
+    return configs if len(configs) > 1 else configs[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,29 +334,40 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_fit(args: argparse.Namespace) -> int:
     from tunewise.report import print_records
-    from tunewise.strategies import get_strategy
-    from tunewise.train import fit, fit_from_config, resume
 
     if args.resume:
+        from tunewise.train import resume
+
         record = resume(args.resume)
     elif args.config:
+        from tunewise.train import fit_from_config
+
         record = fit_from_config(args.config, out=args.out)
     else:
-        given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-        train = TrainConfig(**given | {"patience": args.patience or None, "augment": not args.no_augment})
+        train, data = _valid(_train_config(args), config_from(args, "data", DataConfig),  # before torch loads
+                             models=(args.model,))
+        from tunewise.strategies import get_strategy
+        from tunewise.train import fit
+
         strategy = get_strategy(args.strategy, **parse_knobs(args.knob))
-        record = fit(args.model, _data_config(args), strategy, task=args.task, train=train,
-                     out=args.out, weights=args.weights)
+        record = fit(args.model, data, strategy, task=args.task, train=train, out=args.out, weights=args.weights)
     print_records([record])
     print(f"run folder: {record.run_dir}")
     return 0
 
 
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """fit's TrainConfig: --patience 0 is None, never stop early."""
+    patience = vars(args)["train.patience"]
+    return config_from(args, "train", TrainConfig, patience=patience or None)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    data = _valid(config_from(args, "data", DataConfig))
     from tunewise.inference import evaluate
     from tunewise.report import print_metrics
 
-    metrics = evaluate(args.run, _data_config(args), split=args.split)
+    metrics = evaluate(args.run, data, split=args.split)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -375,16 +410,18 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    chosen = [name for name in SEARCH_CHOOSES if vars(args)[f"chosen.{name}"] is not None]
+    if chosen:
+        flag = "--" + chosen[0].replace("_", "-")
+        raise TunewiseError(f"{flag} is the search's to choose: {SEARCH_CHOOSES[chosen[0]]}. To train with "
+                            f"a {flag} of your own, use `tunewise fit {flag} ...`.")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [args.model]
+    train, data = _valid(config_from(args, "train", TrainConfig), config_from(args, "data", DataConfig),
+                         models=tuple(models) if not (args.resume or args.worker) else ())
     from tunewise.report import print_leaderboard
     from tunewise.study import SearchConfig, search
 
-    config = SearchConfig(strategies=args.strategies, budget=args.budget, epochs=args.epochs, rates=args.rates,
-                          seeds=args.seeds, finalists=args.finalists, scratch=not args.no_scratch,
-                          scratch_epochs=args.scratch_epochs, workers=args.workers, knobs=args.search_knobs,
-                          keep_models=args.keep_models)
-    train = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, num_workers=args.num_workers,
-                        device=args.device, detector=args.detector, metric=args.metric,
-                        augment=not args.no_augment)
+    config = config_from(args, "search", SearchConfig)  # search() checks it (it needs the strategies: torch)
     if (args.resume or args.worker) and not args.out:
         raise TunewiseError("--resume and --worker need --out RUN_DIR: the search folder.")
     if args.worker:
@@ -392,8 +429,7 @@ def run_search(args: argparse.Namespace) -> int:
 
         print(f"worker done: ran {serve(args.out)} trials of {args.out}")
         return 0
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else args.model
-    board = search(models, _data_config(args), config, train=train, out=args.out, storage=args.storage,
+    board = search(models if args.models else args.model, data, config, train=train, out=args.out, storage=args.storage,
                    resume=args.resume, weights=args.weights, task=args.task)
     print_leaderboard(board)
     print(f"search folder: {board.run_dir} (report.html, leaderboard.csv, best.yaml, model/)")
@@ -401,12 +437,13 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    train, data = _valid(config_from(args, "train", TrainConfig, epochs=args.verify_epochs),
+                         config_from(args, "data", DataConfig), models=tuple(models))
     from tunewise.choose import rank
     from tunewise.report import print_ranking
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    train = TrainConfig(epochs=args.verify_epochs, batch_size=args.batch_size, num_workers=args.num_workers)
-    ranking = rank(models, _data_config(args), task=args.task, verify=args.verify,
+    ranking = rank(models, data, task=args.task, verify=args.verify,
                    verify_strategy=args.verify_strategy, train=train, out=args.out, max_examples=args.max_examples)
     print_ranking(ranking)
     print(f"ranking folder: {ranking.run_dir} (ranking.json, report.html)")
@@ -429,7 +466,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from tunewise.demo import DEMOS, demo
 
     config = DEMOS[args.task].config
-    demo(out=args.out, task=args.task, config=replace(config, budget=args.budget or config.budget))
+    demo(out=args.out, task=args.task, config=replace(config, budget=vars(args)["search.budget"] or config.budget))
     return 0
 
 

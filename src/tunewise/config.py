@@ -76,7 +76,7 @@ class TrainConfig:
     epochs: int = 10
     """Passes over the training set."""
     batch_size: int = 32
-    """Images per optimizer step."""
+    """Examples (images, texts) per optimizer step."""
     optimizer: Optimizer = "adamw"
     """adam, adamw or sgd (momentum 0.9, nesterov)."""
     lr: float | None = None
@@ -86,7 +86,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     """Linear warmup length before the cosine decay, in epochs (fractions allowed)."""
     patience: int | None = 5
-    """Stop after this many epochs without a better validation metric; None never stops early."""
+    """Stop after this many epochs without a better validation metric; None (0 on the command line)
+    never stops early."""
     seed: int = 0
     """Seed of initialisation, shuffling and augmentation."""
     augment: bool = True
@@ -100,8 +101,10 @@ class TrainConfig:
     detector: Literal["faster_rcnn", "fcos"] = "faster_rcnn"
     """Object detection: Faster R-CNN (two-stage) or FCOS (one-stage, anchor-free), both torchvision's."""
     metric: str | None = None
-    """The validation metric that picks the best epoch and run; None: the task's choice for the data
-    (classification: macro-F1 when the classes are imbalanced, accuracy otherwise)."""
+    """The validation metric that picks the best epoch and run: accuracy, macro_f1, balanced_accuracy
+    (classification), f1, precision, recall (NER), f1, exact_match (QA), miou, map, ...; None: the
+    task's choice for the data (classification: macro_f1 when the classes are imbalanced, accuracy
+    otherwise)."""
 
 
 def validate_train(config: TrainConfig) -> list[str]:

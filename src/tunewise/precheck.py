@@ -16,20 +16,29 @@ from tunewise.config import DataConfig
 from tunewise.registry import did_you_mean
 
 
+def source_of(module: str) -> Path:
+    """The file of a tunewise module or package, found without importing it or its parents
+    (`find_spec` of a submodule runs the parent package's __init__)."""
+    parts = module.split(".")
+    root = Path(importlib.util.find_spec(parts[0]).origin).parent  # type: ignore[union-attr, arg-type]
+    path = root.joinpath(*parts[1:])
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 @cache
 def registered(package: str, registry: str) -> tuple[str, ...]:
     """The names that the modules of `package` register in `registry` (a module-level name)."""
-    spec = importlib.util.find_spec(package)
-    folders = spec.submodule_search_locations if spec else None
     names: set[str] = set()
-    for path in sorted(Path(folders[0]).glob("*.py")) if folders else []:
+    for path in sorted(source_of(package).parent.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef | ast.ClassDef):
-                names |= _decorated(node, registry)
+                names |= _decorated(node, registry, path.stem)
     return tuple(sorted(names))
 
 
-def _decorated(node: ast.FunctionDef | ast.ClassDef, registry: str) -> set[str]:
+def _decorated(node: ast.FunctionDef | ast.ClassDef, registry: str, module: str) -> set[str]:
+    """`@REGISTRY.register("name")`: the name; `@REGISTRY.add` on a class: its `name` attribute when
+    written as a string there, else its module's name (a task or strategy module is named after it)."""
     found = set()
     for decorator in node.decorator_list:
         call = decorator.func if isinstance(decorator, ast.Call) else decorator
@@ -39,9 +48,9 @@ def _decorated(node: ast.FunctionDef | ast.ClassDef, registry: str) -> set[str]:
                 and isinstance(decorator.args[0], ast.Constant):
             found.add(str(decorator.args[0].value))
         elif call.attr == "add" and isinstance(node, ast.ClassDef):
-            found |= {str(item.value.value) for item in node.body
-                      if isinstance(item, ast.AnnAssign | ast.Assign) and isinstance(item.value, ast.Constant)
-                      and _target(item) == "name"}
+            written = [item.value for item in node.body
+                       if isinstance(item, ast.AnnAssign | ast.Assign) and _target(item) == "name"]
+            found |= {str(v.value) if isinstance(v, ast.Constant) else module for v in written} or {module}
     return found
 
 

@@ -65,13 +65,13 @@ CASES = {
         ("torchvision:resnet50", "not reachable", "--weights"), needs_offline=True),
     "batch-size-0": Case(
         ("--model", VALID_MODEL, "--data", "{good}", "--batch-size", "0"),
-        ("--batch-size", "positive integer", "'0'")),
+        ("--batch-size", "positive integer", "got 0")),
     "epochs-negative": Case(
         ("--model", VALID_MODEL, "--data", "{good}", "--epochs", "-1"),
-        ("--epochs", "positive integer", "'-1'")),
+        ("--epochs", "positive integer", "got -1")),
     "epochs-not-a-number": Case(
         ("--model", VALID_MODEL, "--data", "{good}", "--epochs", "abc"),
-        ("--epochs", "positive integer", "'abc'")),
+        ("--epochs", "an integer", "'abc'")),
 }
 
 

@@ -21,3 +21,15 @@ def test_a_misspelt_data_set_or_source_is_named_with_the_closest_one(tmp_path):
     assert data_problems(DataConfig(data=str(tmp_path))) == []
     assert "Did you mean 'timm'?" in model_problems("tim:resnet50")[0]
     assert model_problems("timm:resnet50") == [] and model_problems("./weights.safetensors") == []
+
+
+def test_the_cli_refuses_a_misspelt_data_set_and_source_before_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from tunewise.cli import main; "
+            "rc = main(['search', '--model', 'tim:resnet50', '--data', 'textil']); "
+            "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no torch" in result.stdout, result.stdout + result.stderr
+    assert "Did you mean 'textile'?" in result.stderr and "Did you mean 'timm'?" in result.stderr

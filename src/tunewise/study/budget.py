@@ -95,10 +95,10 @@ def validate_search(config: SearchConfig) -> list[str]:
                             f"Allowed: all, or some of {', '.join(allowed)}")
     if not config.strategies:
         problems.append("--strategies names no strategy")
-    for name in ("epochs", "rates", "seeds", "finalists", "workers", "keep_models"):
+    for name in ("epochs", "rates", "seeds", "finalists", "workers", "keep_models", "scratch_epochs"):
         value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            problems.append(f"--{name} must be a positive integer, got {value!r}")
+        if (value is not None or name != "scratch_epochs") and (not isinstance(value, int) or value < 1):
+            problems.append(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     try:
         unit = config.limit.unit
     except ConfigError as err:

@@ -22,8 +22,9 @@ class SearchConfig:
     """Candidate strategies (the scratch baseline is separate: `scratch`)."""
     budget: str | None = None
     """Total cost: `Nepochs` (training-epoch equivalents) or a time (`90s`, `30m`, `2h`); None:
-    the finals and scratch baseline plus one full run of every strategy at its middle rate (pruning
-    then leaves room for other rates)."""
+    the finals and the scratch baseline, plus every strategy in full at its middle rate and through
+    its grace epochs at its other rates, so every strategy is measured (`default_budget`); a smaller
+    budget warns which strategies it cannot measure."""
     epochs: int = 10
     """Epochs of an explore or final run."""
     rates: int = 3
