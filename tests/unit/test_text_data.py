@@ -16,8 +16,9 @@ from tunewise.config import DataConfig
 from tunewise.data.text import QASet, TextSet, TokenSet
 from tunewise.data.text_files import read_text_data
 from tunewise.errors import DataError
+from tunewise.tasks import get_task
 
-TEXT, TOKENS, QA = "text_classification", "token_classification", "question_answering"
+TEXT, TOKENS, QA = (get_task(name) for name in ("text_classification", "token_classification", "question_answering"))
 
 
 def _reviews(n: int = 20) -> pd.DataFrame:
@@ -296,6 +297,6 @@ def test_unusable_paths_list_the_formats(tmp_path, name):
         read_text_data(path, DataConfig(), TEXT)
 
 
-def test_unknown_task(tmp_path):
-    with pytest.raises(DataError, match="task 'summarization'"):
-        read_text_data(tmp_path, DataConfig(), "summarization")
+def test_a_task_that_reads_no_text_is_refused(tmp_path):
+    with pytest.raises(DataError, match="task 'image_classification' has no text reader"):
+        read_text_data(tmp_path, DataConfig(), get_task("image_classification"))
