@@ -156,7 +156,7 @@ class Leaderboard:
     metric_reason: str = ""
     """Why `metric` selects (imbalanced classes select on macro-F1)."""
     pick: dict = field(default_factory=dict)
-    """How the winner was picked: rule, best_by_mean, tied (arms that cannot be told apart), picked."""
+    """How the winner was picked: rule, best_by_mean, tied (arms within one standard error of the best), picked."""
     interval_method: str = ""
     detectable: float | None = None
     """The smallest difference in `metric` this validation set could detect (80% power, 5% level)."""

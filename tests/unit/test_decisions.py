@@ -171,6 +171,33 @@ def test_the_pick_takes_the_cheapest_arm_that_cannot_be_told_from_the_best(tmp_p
     assert picked is clear and pick["tied"] == []
 
 
+class _Differences:
+    """A judge whose paired differences are given: (best, other) -> (mean, low, high)."""
+
+    def __init__(self, table: dict) -> None:
+        self.table = table
+
+    def difference(self, a: Arm, b: Arm) -> dict:
+        mean, low, high = self.table[(a.strategy, b.strategy)]
+        return {"mean": mean, "ci_low": low, "ci_high": high, "significant": low > 0 or high < 0}
+
+
+def _scored(strategy: str, mean: float, cost: float) -> Arm:
+    return Arm(strategy=strategy, lr=1e-3, seeds=[0, 1, 2], scores=[mean] * 3, mean=mean, ci_low=0, ci_high=1,
+               run_dirs=[], cost=cost)
+
+
+def test_a_cheaper_arm_replaces_the_best_only_within_one_standard_error():
+    best, probe = _scored("lp_ft", 0.70, cost=3), _scored("linear_probe", 0.65, cost=0.33)
+    # a lead of 4.7 points, interval [-0.9, +10.9]: not significant, but 1.6 standard errors (3.0 points each)
+    lead = _Differences({("lp_ft", "linear_probe"): (0.047, -0.009, 0.109)})
+    picked, pick = decision.pick_winner([best, probe], None, lead)
+    assert picked is best and pick["tied"] == [] and "one-standard-error" in pick["rule"]
+    # a lead of 2 points with the same interval width: within one standard error, the cheaper arm
+    small = _Differences({("lp_ft", "linear_probe"): (0.02, -0.039, 0.079)})
+    assert decision.pick_winner([best, probe], None, small)[0] is probe
+
+
 # --- LP-FT, reproducibility, the metric -------------------------------------------------------------
 
 FAST = TrainConfig(epochs=2, batch_size=8, num_workers=0, patience=None)

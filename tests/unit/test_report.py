@@ -151,8 +151,8 @@ def test_the_three_answers_come_first_in_markdown_and_name_what_was_not_measured
     assert paragraphs[0].startswith("# Search report")
     assert paragraphs[1:4] == [f"**{sentence}**" for sentence in answer(_board())]
     first, scratch, unmeasured = answer(_board())
-    assert first.startswith("full and lora cannot be told apart; picked the cheaper, lora at lr 0.001 "
-                            "(validation accuracy 80.7% [75.0, 86.0])")
+    assert first.startswith("full and lora score within one standard error of each other; picked the cheaper, "
+                            "lora at lr 0.001 (validation accuracy 80.7% [75.0, 86.0])")
     assert scratch == ("Pretraining beat training from scratch: lora vs scratch, +25.7 points [+20.0, +31.0] of "
                        "validation accuracy (significant at 95%, 3 and 3 seeds).")
     assert unmeasured == "Not measured: adapter \u2014 the budget ran out before it."

@@ -149,7 +149,8 @@ def winner_sentence(board: Leaderboard) -> str:
     if board.pick.get("tied"):
         group = [board.pick["best_by_mean"], *board.pick["tied"]]
         cheaper = "cheaper" if len(group) == 2 else "cheapest"
-        return f"{_names(group)} cannot be told apart; picked the {cheaper}, {won} ({score})."
+        return (f"{_names(group)} score within one standard error of each other; picked the {cheaper}, {won} "
+                f"({score}).")
     if arm.strategy == BASELINE_STRATEGY:
         return f"{won} won ({score}): {board.pick.get('rule', 'training from scratch beat every pretrained arm')}."
     if board.runner_up:

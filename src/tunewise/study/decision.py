@@ -131,14 +131,20 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     return board
 
 
+PICK_RULE = ("the one-standard-error rule (Breiman et al. 1984; Hastie, Tibshirani and Friedman 2009, section "
+             "7.10): of the pretrained arms whose mean is within one standard error of the best's (the standard "
+             "error of their paired difference), the one with the least training compute; at equal compute, the "
+             "best by mean")
+
+
 def pick_winner(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tuple[Arm, dict]:
-    """The arm handed back, by a stated rule: of the pretrained arms that cannot be told apart from
-    the best by mean, the one that costs least to train; at equal compute the best by mean (fewer
-    trainable parameters is no reason to give up a better mean: the export is a whole model either
-    way). Scratch only when it beat the best pretrained arm significantly (or nothing pretrained
-    completed)."""
-    rule = ("the arm with the least training compute among those that cannot be told apart from the best by "
-            "mean; at equal compute, the best by mean")
+    """The arm handed back, by a stated rule (PICK_RULE). A cheaper arm replaces the best by mean only
+    when the best's lead is within one standard error: a lead that a 95% interval cannot confirm can
+    still be the likelier way round (4.7 points at 1.6 standard errors on a Fashion-MNIST subset, where
+    the cheaper probe it gave up cost 2.7 test points), and "cheapest within the 95% interval" gave it
+    up. At equal compute the best by mean stays (fewer trainable parameters is no reason to give up a
+    better mean: the export is a whole model either way). Scratch only when it beat the best
+    pretrained arm significantly (or nothing pretrained completed)."""
     if not pretrained:
         return scratch, {"rule": "no pretrained arm completed", "best_by_mean": scratch.name, "tied": [],
                          "picked": scratch.name}
@@ -146,9 +152,16 @@ def pick_winner(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tup
     if scratch is not None and judge.difference(scratch, best)["significant"] and scratch.mean > best.mean:
         return scratch, {"rule": "scratch beat the best pretrained arm significantly", "best_by_mean": scratch.name,
                          "tied": [], "picked": scratch.name}
-    tied = [a for a in pretrained[1:] if not judge.difference(best, a)["significant"]]
+    tied = [a for a in pretrained[1:] if _within_one_standard_error(judge.difference(best, a))]
     picked = min([best, *tied], key=lambda a: (round(a.cost, 3), -a.mean))
-    return picked, {"rule": rule, "best_by_mean": best.name, "tied": [a.name for a in tied], "picked": picked.name}
+    return picked, {"rule": PICK_RULE, "best_by_mean": best.name, "tied": [a.name for a in tied],
+                    "picked": picked.name}
+
+
+def _within_one_standard_error(difference: dict) -> bool:
+    """The lead (best minus other) is at most one standard error, read off its 95% interval."""
+    width = difference["ci_high"] - difference["ci_low"]
+    return math.isfinite(width) and difference["mean"] <= width / (2 * 1.96) + 1e-12
 
 
 def unmeasured(trials: list[TrialRecord], config: SearchConfig) -> dict[str, str]:
