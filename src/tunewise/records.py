@@ -43,7 +43,8 @@ class RunRecord:
     """The validation metric after each epoch."""
     compute: float = 0.0
     """Cost in training-epoch equivalents: epochs that trained through the backbone; a run on
-    cached features counts 1/3 (one forward pass over the data instead of forward and backward)."""
+    cached features counts 1/3 (one forward pass over the data instead of forward and backward);
+    a warm start's probe (LP-FT's) adds its own."""
     processes: int = 1
     """Data-parallel processes that trained it (accelerate launch / torchrun)."""
     metric_reason: str = ""

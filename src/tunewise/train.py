@@ -263,7 +263,8 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
         total_params=total, train_config=to_dict(run.train), data_config=to_dict(run.data),
         strategy_knobs=run.strategy.knobs(), cached_features=run.cached, stopped=stopped,
         curve=_curve(run_dir, metric),
-        compute=round(run.progress.epoch if not run.cached else 1 / 3, 3), processes=accelerator.num_processes,
+        compute=round((run.progress.epoch if not run.cached else 1 / 3) + _probe_compute(run_dir), 3),
+        processes=accelerator.num_processes,
     )
     if main:
         record.save(run_dir / "record.json")
@@ -487,6 +488,12 @@ def _restore(run_dir: Path, model, optimizer) -> Progress:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return Progress(**state["progress"])
+
+
+def _probe_compute(run_dir: Path) -> float:
+    """What a warm start's probe (LP-FT's, in run_dir/probe) cost, in epoch-equivalents: part of the run's cost."""
+    probe = run_dir / "probe" / "record.json"
+    return RunRecord.load(probe).compute if probe.is_file() else 0.0
 
 
 def _probe_head(model, data_config, task, train, strategy: Strategy, run_dir: Path, weights) -> dict:

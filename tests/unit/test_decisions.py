@@ -214,6 +214,7 @@ def test_lp_ft_starts_at_its_probe_and_never_ends_below_it(image_folder, tiny_we
     probe = tunewise.RunRecord.load(tmp_path / "run" / "probe" / "record.json")
     assert record.start_val == pytest.approx(probe.val_score)  # same preprocessing, same statistics
     assert record.val_score >= probe.val_score - 1e-9
+    assert record.compute == pytest.approx(record.epochs_run + probe.compute, abs=1e-3)  # the probe is paid for
 
 
 def test_lp_ft_keeps_the_pretrained_batchnorm_statistics():
