@@ -9,6 +9,7 @@ for importing torch.
 """
 
 from importlib import import_module
+from typing import Any
 
 _PUBLIC = {
     "Backbone": "tunewise.backbones",
@@ -31,7 +32,7 @@ __all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
         return getattr(import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'tunewise' has no attribute {name!r}")

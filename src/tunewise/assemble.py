@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tunewise.backbones.hf import Tokenize
 from tunewise.config import DataConfig
 from tunewise.errors import TunewiseError
 
+if TYPE_CHECKING:
+    from tunewise.backbones import Backbone, Preprocess
+    from tunewise.tasks import Task
 
-def check_backbone_fits(backbone, task, model: str) -> None:
+
+def check_backbone_fits(backbone: Backbone, task: Task, model: str) -> None:
     """A text task needs a tokenizer's model and an image task an image model."""
     reads_text = isinstance(backbone.preprocess, Tokenize)
     if reads_text != (task.modality == "text"):
@@ -17,7 +23,7 @@ def check_backbone_fits(backbone, task, model: str) -> None:
                             f"{example}.")
 
 
-def configured_preprocess(preprocess, data: DataConfig, task):
+def configured_preprocess(preprocess: Preprocess | Tokenize, data: DataConfig, task: Task) -> Preprocess | Tokenize:
     """The backbone's preprocessing at the size (images) or length (text) the data settings ask."""
     if isinstance(preprocess, Tokenize):
         default = task.max_length or preprocess.max_length

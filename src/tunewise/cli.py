@@ -10,8 +10,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from tunewise.config import (
     BASELINE_STRATEGY,
@@ -26,6 +28,8 @@ from tunewise.config import (
 )
 from tunewise.errors import TunewiseError
 from tunewise.precheck import registered, source_of
+
+T = TypeVar("T")
 
 EXAMPLES = """\
 examples:
@@ -52,9 +56,9 @@ def strategy_names() -> list[str]:
     return list(registered("tunewise.strategies", "STRATEGIES"))
 
 
-def parse_knobs(pairs: list[str]) -> dict:
+def parse_knobs(pairs: list[str]) -> dict[str, object]:
     """NAME=VALUE pairs -> {name: int | float | str | tuple of str (when VALUE has commas)}."""
-    knobs: dict = {}
+    knobs: dict[str, object] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
@@ -79,7 +83,7 @@ class ConfigField:
     name: str
     kind: type
     """int, float, str or bool; object for what a flag cannot take as it is (a tuple)."""
-    choices: tuple | None
+    choices: tuple[object, ...] | None
     """The values of a Literal annotation."""
     default: object
     """MISSING where a default_factory makes it."""
@@ -101,7 +105,8 @@ def config_fields(module: str, name: str) -> list[ConfigField]:
         annotation = aliases.get(ast.unparse(node.annotation), node.annotation)
         if isinstance(annotation, ast.BinOp):
             annotation = annotation.left
-        choices = None
+        choices: tuple[object, ...] | None = None
+        kind: type
         if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) == "Literal":
             values = ast.literal_eval(annotation.slice)
             kind, choices = str, values if isinstance(values, tuple) else (values,)
@@ -113,10 +118,10 @@ def config_fields(module: str, name: str) -> list[ConfigField]:
     return found
 
 
-def _converter(kind: type, what: str):
+def _converter(kind: Callable[[str], object], what: str) -> Callable[[str], object]:
     """argparse's type conversion, saying what the flag takes; ranges are checked by validate_*."""
 
-    def convert(text: str):
+    def convert(text: str) -> object:
         try:
             return kind(text)
         except ValueError:
@@ -125,19 +130,22 @@ def _converter(kind: type, what: str):
     return convert
 
 
-CONVERTERS = {int: _converter(int, "an integer"), float: _converter(float, "a number"), str: str}
+CONVERTERS: dict[type, Callable[[str], object]] = {int: _converter(int, "an integer"),
+                                                  float: _converter(float, "a number"), str: str}
 
 
 def positive_int(text: str) -> int:
     """The type of the few flags that are no config field checked by a validate_* function."""
     value = CONVERTERS[int](text)
+    assert isinstance(value, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
 
 
-def add_config_flags(group, key: str, fields: list[ConfigField], *, only=(), skip=(), flags=None,
-                     overrides=None) -> None:
+def add_config_flags(group: argparse._ActionsContainer, key: str, fields: list[ConfigField], *,
+                     only: tuple[str, ...] = (), skip: tuple[str, ...] = (), flags: dict[str, str] | None = None,
+                     overrides: dict[str, dict[str, Any]] | None = None) -> None:
     """One flag per field: --field-name (or `flags`' spelling), typed, with the dataclass default and
     the field's docstring as help; a bool is a switch away from its default (--strict, --no-augment).
     The value lands in `args` as "KEY.field" (read back by `config_from`); `overrides` are
@@ -146,7 +154,7 @@ def add_config_flags(group, key: str, fields: list[ConfigField], *, only=(), ski
         if (only and f.name not in only) or f.name in skip:
             continue
         flag = (flags or {}).get(f.name) or "--" + ("no-" if f.default is True else "") + f.name.replace("_", "-")
-        settings = {"dest": f"{key}.{f.name}", "default": f.default, "help": f.doc.replace("%", "%%")}
+        settings: dict[str, Any] = {"dest": f"{key}.{f.name}", "default": f.default, "help": f.doc.replace("%", "%%")}
         if f.kind is bool:
             settings["action"] = "store_false" if f.default else "store_true"
             if f.default:  # the docstring says what the flag turns off
@@ -160,7 +168,7 @@ def add_config_flags(group, key: str, fields: list[ConfigField], *, only=(), ski
         group.add_argument(flag, **settings | (overrides or {}).get(f.name, {}))
 
 
-def config_from(args: argparse.Namespace, key: str, cls: type, **fixed):
+def config_from(args: argparse.Namespace, key: str, cls: type[T], **fixed: object) -> T:
     """The `cls` whose fields the flags of `add_config_flags(..., key, ...)` gave, and `fixed`."""
     given = {dest.partition(".")[2]: value for dest, value in vars(args).items() if dest.startswith(key + ".")}
     return cls(**given | fixed)
@@ -177,7 +185,7 @@ SEARCH_CHOOSES = {"lr": "it tries --rates rates on each strategy's range",
 """TrainConfig fields that every search trial sets itself: `search` refuses them, with why."""
 
 
-def _task_flag(parser, help: str | None = None, more: str = "") -> None:
+def _task_flag(parser: argparse.ArgumentParser, help: str | None = None, more: str = "") -> None:
     parser.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK",
                         help=help or f"one of: {', '.join(task_names())} (default: %(default)s); the README "
                                      "says what data each reads" + more)
@@ -258,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "help": "No random crops or flips in any run (by default the search also re-runs its best "
                                  "arm without them, and keeps whichever measures better)"}})
     add_config_flags(se.add_argument_group("chosen by the search, refused here"), "chosen", TRAIN_FIELDS,
-                     only=SEARCH_CHOOSES, overrides={name: {"default": None, "help": f"the search's: {why}"}
+                     only=tuple(SEARCH_CHOOSES), overrides={name: {"default": None, "help": f"the search's: {why}"}
                                                       for name, why in SEARCH_CHOOSES.items()})
     _data_flags(se)
 
@@ -302,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _valid(*configs, models: tuple[str, ...] = ()):
+def _valid(*configs: TrainConfig | DataConfig, models: tuple[str, ...] = ()) -> Any:
     """The configs, or a ConfigError listing every problem validate_train and validate_data find, and
     a data set or model source that no module registers: the one check of their values, run here
     before torch is imported (and again by fit(), search())."""

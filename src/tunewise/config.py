@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tunewise.errors import ConfigError
 
@@ -156,7 +156,7 @@ def raise_if_problems(problems: list[str]) -> None:
         raise ConfigError("; ".join(problems) + ".")
 
 
-def to_dict(config) -> dict:
+def to_dict(config: DataConfig | TrainConfig) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in fields(config)}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from torchvision.transforms import v2
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from tunewise.data.base import open_image
+from tunewise.data.dense import DetectionSet, SegmentationSet
 from tunewise.io import write_atomic
 from tunewise.tasks.object_detection import ObjectDetection
 
@@ -75,14 +77,15 @@ def write_outputs(out: Path, files: list[Path], results: list, info: dict) -> No
         if _boxes(info):
             drawn = draw_detections(image, result, info["classes"])
         else:
-            write_atomic(out / "masks" / name, lambda tmp, r=result: palette_mask(r.numpy()).save(tmp, format="PNG"))
+            write_atomic(out / "masks" / name,
+                         lambda tmp: palette_mask(result.numpy()).save(tmp, format="PNG"))  # noqa: B023 (called at once)
             drawn = draw_mask(image, result, len(info["classes"]))
-        write_atomic(out / "drawn" / name, lambda tmp, d=drawn: d.save(tmp, format="PNG"))
+        write_atomic(out / "drawn" / name, lambda tmp: drawn.save(tmp, format="PNG"))  # noqa: B023 (called at once)
 
 
 def coco_results(files: list[Path], results: list[dict], classes: list[str]) -> dict:
     """COCO JSON: images, categories (ids 1..C) and one annotation per box, bbox [x, y, w, h], with score."""
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for image_id, result in enumerate(results, start=1):
         for box, label, score in zip(result["boxes"].tolist(), result["labels"].tolist(), result["scores"].tolist(),
                                      strict=True):
@@ -155,7 +158,7 @@ def draw_examples(model_dir: Path, data, out: Path, count: int = 8) -> Path:
 
     model, info = load_model(model_dir)
     splits = load_data(data, info["task"])
-    held_out = splits.test if splits.test is not None else splits.val
+    held_out = cast(DetectionSet | SegmentationSet, splits.test if splits.test is not None else splits.val)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     shown = held_out.subset(range(min(count, len(held_out)))).with_transform(None)

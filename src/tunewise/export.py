@@ -17,12 +17,13 @@ import os
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from tunewise.backbones import Backbone, Preprocess, load_backbone
-from tunewise.backbones.hf import Tokenize
+from tunewise.backbones.hf import TextEncoder, Tokenize
 from tunewise.errors import TunewiseError
 from tunewise.io import write_atomic, write_json
 from tunewise.tasks import Task, TaskModel, get_task, task_for
@@ -39,7 +40,7 @@ def native_state_dict(model: TaskModel, head_key: str) -> dict[str, torch.Tensor
     return renamed
 
 
-def export_model(model: TaskModel, backbone: Backbone, preprocess, task: Task,
+def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | Tokenize, task: Task,
                  classes: list[str], folder: Path) -> None:
     """Write model.safetensors and model.json into `folder`, each atomically."""
     if isinstance(preprocess, Tokenize):
@@ -91,7 +92,7 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: Task, clas
         raise TunewiseError(f"{task.name} has no transformers task class to export to. The run's best.pt holds "
                             "the weights.")
     auto_name, head_name = task.transformers_head
-    encoder = model.backbone.model
+    encoder = cast(TextEncoder, model.backbone).model  # a text task's backbone
     config = copy.deepcopy(encoder.config)
     if task.labelled:
         config.num_labels = len(classes)
@@ -130,9 +131,8 @@ def load_transformers(folder: Path, info: dict) -> tuple[TaskModel, Tokenize]:
     """An exported transformers checkpoint as a TaskModel, with its tokenizer."""
     import transformers
 
-    from tunewise.backbones.hf import TextEncoder
-
     task = get_task(info["task"])
+    assert task.transformers_head is not None, "only a task with a transformers head exports this format"
     auto_name, head_name = task.transformers_head
     exported = getattr(transformers, auto_name).from_pretrained(folder)
     encoder = TextEncoder(exported.base_model)
@@ -166,7 +166,8 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
     if info.get("format") == "transformers":
         model, info["preprocess"] = load_transformers(folder, info)
         return model.eval(), info
-    preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["preprocess"].items()})
+    settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in info["preprocess"].items()}
+    preprocess = Preprocess(**settings)
     backbone = replace(load_backbone(info["arch"], pretrained=False), preprocess=preprocess,
                        pretrained=info.get("pretrained", True))  # dense models: the same BatchNorm layers
     task = task_for(info["task"], **info)  # its knobs (detector) as exported

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -39,7 +40,7 @@ def cache_key(weights: str, preprocess, data) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def to_device(inputs, device: torch.device):
+def to_device(inputs: Any, device: torch.device) -> Any:
     """A tensor, or every tensor inside dicts and lists (token ids, images with their boxes), on `device`."""
     if isinstance(inputs, dict):
         return {k: to_device(v, device) for k, v in inputs.items()}
@@ -48,7 +49,7 @@ def to_device(inputs, device: torch.device):
     return inputs.to(device, non_blocking=True)
 
 
-def to_cpu(outputs):
+def to_cpu(outputs: Any) -> Any:
     """Model outputs (a tensor, or dicts and lists of them: detections) on the CPU; floating
     tensors as float32 (mixed precision gives bf16/fp16)."""
     if isinstance(outputs, dict):
@@ -120,7 +121,8 @@ class TokenFeatures(Dataset):
 def pad_token_batch(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Shape: items of ((n_i, F), (n_i,)) -> (B, max n, F) zeros-padded, (B, max n) IGNORE-padded."""
     features, targets = zip(*items, strict=True)
-    return pad_sequence(features, batch_first=True), pad_sequence(targets, batch_first=True, padding_value=IGNORE)
+    return (pad_sequence(list(features), batch_first=True),
+            pad_sequence(list(targets), batch_first=True, padding_value=IGNORE))
 
 
 def feature_loader(stored: dict[str, torch.Tensor], batch_size: int, shuffle: bool) -> DataLoader:

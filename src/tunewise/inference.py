@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from tunewise.config import DataConfig, TrainConfig
@@ -17,7 +19,7 @@ from tunewise.features import to_cpu, to_device
 from tunewise.tasks import Task, get_task, task_for
 
 
-def evaluate(run: str | Path, data: str | DataConfig, split: str = "test", batch_size: int = 64) -> dict:
+def evaluate(run: str | Path, data: str | DataConfig, split: str = "test", batch_size: int = 64) -> dict[str, Any]:
     """The task metrics of the model in `run` on one split of `data`.
 
     Raises:
@@ -39,7 +41,7 @@ def evaluate(run: str | Path, data: str | DataConfig, split: str = "test", batch
 
 
 def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64,
-            out: str | Path | None = None) -> list[dict]:
+            out: str | Path | None = None) -> list[dict[str, Any]]:
     """Labels and class probabilities for image files or folders of images (texts for text
     models; boxes or masks for detection and segmentation models).
 
@@ -93,7 +95,7 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
-def predict_text(run: str | Path, inputs: list[str], task: Task) -> list[dict]:
+def predict_text(run: str | Path, inputs: list[str], task: Task) -> list[dict[str, Any]]:
     """Run an exported text model through transformers' own pipeline (the export's proof).
 
     Inputs are texts, or .txt files of one text per line; question answering takes lines of
@@ -110,10 +112,12 @@ def predict_text(run: str | Path, inputs: list[str], task: Task) -> list[dict]:
     device = 0 if torch.cuda.is_available() else -1
     if task.pipeline is None:  # question answering: transformers 5 has no QA pipeline; decode as evaluate does
         return answer_questions(run, [_question_and_context(t) for t in texts])
+    # transformers types pipeline() per literal task name; ours is the task's own (str)
     if task.per_token:
-        tag = pipeline(task.pipeline, model=str(run), aggregation_strategy="first", device=device)
+        tag = pipeline(task.pipeline, model=str(run), aggregation_strategy="first",  # type: ignore[call-overload]
+                       device=device)
         return [{"text": t, "entities": [{**e, "score": float(e["score"])} for e in tag(t)]} for t in texts]
-    classify = pipeline(task.pipeline, model=str(run), top_k=None, device=device)
+    classify = pipeline(task.pipeline, model=str(run), top_k=None, device=device)  # type: ignore[call-overload]
     rows = []
     for text, scores in zip(texts, classify(texts), strict=True):
         best = max(scores, key=lambda s: s["score"])
@@ -122,7 +126,13 @@ def predict_text(run: str | Path, inputs: list[str], task: Task) -> list[dict]:
     return rows
 
 
-def answer_questions(run: str | Path, pairs: list[tuple[str, str]]) -> list[dict]:
+class _Answers(Protocol):
+    """A task that decodes its outputs into answers itself (question answering)."""
+
+    def answers(self, outputs: list[torch.Tensor], data: Any) -> dict[str, str]: ...
+
+
+def answer_questions(run: str | Path, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """The best answer span of each (question, context), read from the exported model."""
     model, info = load_model(run)
     examples = [QAExample(id=str(i), question=q, context=c) for i, (q, c) in enumerate(pairs)]
@@ -130,7 +140,7 @@ def answer_questions(run: str | Path, pairs: list[tuple[str, str]]) -> list[dict
     loader = task.loader(QASet(examples, source="predict"), info["preprocess"], TrainConfig(num_workers=0),
                          training=False)
     outputs, _ = _run(model, loader)
-    answers = task.answers(outputs, loader.dataset)
+    answers = cast(_Answers, task).answers(outputs, loader.dataset)
     return [{"question": q, "context": c, "answer": answers[str(i)]} for i, (q, c) in enumerate(pairs)]
 
 
@@ -143,7 +153,7 @@ def _question_and_context(line: str) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def _run(model, loader: DataLoader, task=None) -> tuple[list, list]:
+def _run(model: nn.Module, loader: DataLoader[Any], task: Task | None = None) -> tuple[list[Any], list[Any]]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     compact = getattr(task, "compact", lambda outputs: outputs)

@@ -9,10 +9,12 @@ import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 
-def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)`, then rename the temporary file over `path`."""
+def write_atomic(path: str | Path, write: Callable[[str], object]) -> None:
+    """Call `write(tmp_path)`, then rename the temporary file over `path`; what `write` returns
+    (`Path.write_text`'s count, say) is ignored."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -39,14 +41,14 @@ def default_run_dir(*parts: str, prefix: str = "") -> Path:
     return Path("runs") / f"{prefix}{datetime.now():%Y%m%d-%H%M%S}-{slug}"
 
 
-def write_json(path: str | Path, obj) -> None:
+def write_json(path: str | Path, obj: object) -> None:
     def dump(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
     write_atomic(path, dump)
 
 
-def append_jsonl(path: str | Path, obj) -> None:
+def append_jsonl(path: str | Path, obj: object) -> None:
     """One JSON line, flushed to disk: a killed run keeps every finished epoch's line."""
     with open(path, "a") as f:
         f.write(json.dumps(obj, default=str) + "\n")
@@ -54,7 +56,7 @@ def append_jsonl(path: str | Path, obj) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Every complete line; a line cut short by a kill is dropped."""
     rows = []
     for line in Path(path).read_text().splitlines():

@@ -8,6 +8,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from tunewise.config import BASELINE_STRATEGY
 from tunewise.io import write_json
@@ -28,14 +29,14 @@ class RunRecord:
     best_epoch: int
     """0-based index of the kept epoch."""
     epochs_run: int
-    val: dict
-    test: dict | None
+    val: dict[str, Any]
+    test: dict[str, Any] | None
     seconds: float
     trainable_params: int
     total_params: int
-    train_config: dict = field(default_factory=dict)
-    data_config: dict = field(default_factory=dict)
-    strategy_knobs: dict = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    data_config: dict[str, Any] = field(default_factory=dict)
+    strategy_knobs: dict[str, Any] = field(default_factory=dict)
     cached_features: bool = False
     stopped: str | None = None
     """Why training ended before its last epoch: "patience", "pruned", or None."""
@@ -49,7 +50,7 @@ class RunRecord:
     """Data-parallel processes that trained it (accelerate launch / torchrun)."""
     metric_reason: str = ""
     """Why `metric` selects: asked for, or the task's choice for these data."""
-    baseline: dict | None = None
+    baseline: dict[str, Any] | None = None
     """The majority class of training always predicted, scored on validation (classification)."""
     start_val: float | None = None
     """The selection metric before the first epoch, for runs that start from a trained head (LP-FT)."""
@@ -92,7 +93,7 @@ class TrialRecord:
     curve: list[float]
     run_dir: str | None
     trainable_params: int = 0
-    knobs: dict = field(default_factory=dict)
+    knobs: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     augment: bool = True
 
@@ -111,11 +112,11 @@ class Arm:
     ci_high: float
     """The 95% interval of the mean: seeds and validation examples resampled (Leaderboard.interval_method)."""
     run_dirs: list[str]
-    knobs: dict = field(default_factory=dict)
+    knobs: dict[str, Any] = field(default_factory=dict)
     """The strategy's knobs where the search chose them (--search-knobs); empty: its defaults."""
     model: str | None = None
     """The backbone, when the search compared several; None: the leaderboard's model."""
-    test: dict | None = None
+    test: dict[str, Any] | None = None
     """Test metrics of the seed-0 model, evaluated once after the decision (the winner, the best
     pretrained arm, scratch and linear_probe)."""
     augment: bool = True
@@ -123,7 +124,7 @@ class Arm:
     cost: float = 0.0
     """Mean training compute of one run, in epoch equivalents: what the tie-aware pick minimises."""
     trainable_params: int = 0
-    val: dict | None = None
+    val: dict[str, Any] | None = None
     """All validation metrics of the seed-0 run (confusion matrix, per-class recall and F1)."""
 
     @property
@@ -147,23 +148,23 @@ class Leaderboard:
     arms: list[Arm]
     """Best first, the scratch baseline among them."""
     winner: str
-    runner_up: dict | None
+    runner_up: dict[str, Any] | None
     """Winner minus the best other pretrained arm: mean, ci_low, ci_high, significant, verdict."""
-    versus_scratch: dict | None
+    versus_scratch: dict[str, Any] | None
     """Winner minus scratch, the same way: is pretraining worth it here?"""
-    linear_probe_test: dict | None
+    linear_probe_test: dict[str, Any] | None
     compute: float
     seconds: float
     metric_reason: str = ""
     """Why `metric` selects (imbalanced classes select on macro-F1)."""
-    pick: dict = field(default_factory=dict)
+    pick: dict[str, Any] = field(default_factory=dict)
     """How the winner was picked: rule, best_by_mean, tied (arms within one standard error of the best), picked."""
     interval_method: str = ""
     detectable: float | None = None
     """The smallest difference in `metric` this validation set could detect (80% power, 5% level)."""
-    unmeasured: dict = field(default_factory=dict)
+    unmeasured: dict[str, Any] = field(default_factory=dict)
     """Strategies asked for that ran no epoch, and why."""
-    baseline: dict | None = None
+    baseline: dict[str, Any] | None = None
     """The majority class of training always predicted, scored on validation (classification)."""
     classes: list[str] = field(default_factory=list)
     seeds: int = 3
@@ -226,8 +227,8 @@ class Ranking:
     """Kendall's tau between the combined score and the fine-tuned metric (--verify)."""
     weighted_tau: float | None = None
     """The same, weighted towards the top of the ranking (scipy's weightedtau)."""
-    scorer_taus: dict[str, float] = field(default_factory=dict)
-    """Kendall's tau of each scorer alone against the fine-tuned metric."""
+    scorer_taus: dict[str, float | None] = field(default_factory=dict)
+    """Kendall's tau of each scorer alone against the fine-tuned metric; None where it is undefined (NaN)."""
 
     def save(self, path: str | Path) -> None:
         write_json(path, asdict(self))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from tunewise.errors import TunewiseError
@@ -11,7 +11,7 @@ from tunewise.errors import TunewiseError
 T = TypeVar("T")
 
 
-def did_you_mean(given: str, allowed: list[str]) -> str:
+def did_you_mean(given: str, allowed: Iterable[str]) -> str:
     """A ' Did you mean X?' suffix for the closest allowed name, or ''."""
     close = difflib.get_close_matches(given, allowed, n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""

@@ -38,7 +38,8 @@ def _replicates(seeds: Sequence[np.ndarray], metric: Metric, rows: np.ndarray, p
     Shape: rows (R, N) example indices, picks (R, S) seed indices -> (R,).
     """
     per_seed = np.array([[metric(stats[r]) for stats in seeds] for r in rows])  # (R, S)
-    return np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
+    means: np.ndarray = np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)  # numpy types mean() as Any
+    return means
 
 
 def _draws(rng: np.random.Generator, examples: int, replicates: int) -> np.ndarray:

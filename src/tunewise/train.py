@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -19,7 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tunewise.assemble import check_backbone_fits, configured_preprocess
-from tunewise.backbones import Backbone, load_backbone
+from tunewise.backbones import Backbone, Preprocess, load_backbone
+from tunewise.backbones.hf import Tokenize
 from tunewise.config import (
     DEFAULT_STRATEGY,
     DEFAULT_TASK,
@@ -40,9 +42,10 @@ from tunewise.records import RunRecord
 from tunewise.registry import did_you_mean
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
-from tunewise.tasks import Task, task_for
+from tunewise.tasks import Task, TaskModel, task_for
 
 log = logging.getLogger("tunewise")
+T = TypeVar("T")
 
 
 @dataclass
@@ -78,7 +81,7 @@ def fit(
     test: bool = True,
     should_stop: Callable[[int, float], bool] | None = None,
     label: str | None = None,
-    **train_overrides,
+    **train_overrides: Any,
 ) -> RunRecord:
     """Fine-tune `model` on `data` with `strategy`; keep the best epoch by validation metric.
 
@@ -125,10 +128,10 @@ class _Run:
     metric: str
     metric_reason: str
     backbone: Backbone
-    net: nn.Module
+    net: TaskModel
     accelerator: Accelerator
     run_dir: Path
-    loaders: dict[str, DataLoader]
+    loaders: dict[str, DataLoader[Any]]
     trained: nn.Module
     """The module the optimizer steps: the whole net, or the head alone on cached features."""
     cached: bool
@@ -138,7 +141,8 @@ class _Run:
     started: float
 
 
-def _assemble(model, data, strategy, task, train, out, weights, resume) -> _Run:
+def _assemble(model: str, data: str | DataConfig, strategy: str | Strategy, task: str, train: TrainConfig,
+              out: str | Path | None, weights: str | Path | None, resume: bool) -> _Run:
     """Check the settings, read the data, load the backbone, build the task model and the strategy's
     optimizer, open (or reopen) the run folder: everything before the first epoch."""
     started = time.perf_counter()
@@ -170,7 +174,7 @@ def _assemble(model, data, strategy, task, train, out, weights, resume) -> _Run:
                    for name, data in splits.named().items()}
         trained = net
 
-    def probe(strategy: Strategy, epochs: int, lr: float) -> dict:
+    def probe(strategy: Strategy, epochs: int, lr: float) -> dict[str, torch.Tensor]:
         return _probe_head(model, data_config, task, replace(train, epochs=epochs, lr=lr), strategy, run_dir, weights)
 
     from_probe = the_strategy.warm_start(net, probe)  # LP-FT: fine-tune from a probed head
@@ -219,7 +223,8 @@ def _train(run: _Run, should_stop: Callable[[int, float], bool] | None, label: s
                 **{f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)},
             })
             _save_checkpoint(run.run_dir, accelerator, run.trained, run.optimizer, progress)
-        bar.set_postfix(loss=f"{train_loss:.3f}", **{metric: f"{val[metric]:.3f}"})
+        # the metric's name is a keyword: mypy cannot tell it from set_postfix's own parameters
+        bar.set_postfix(loss=f"{train_loss:.3f}", **{metric: f"{val[metric]:.3f}"})  # type: ignore[arg-type]
         if bar.disable:  # no terminal: one log line per epoch instead of a bar
             log.info("%s epoch %d/%d: train loss %.4f, val %s %.4f", run.strategy.name, epoch + 1, train.epochs,
                      train_loss, metric, val[metric])
@@ -295,7 +300,7 @@ def fit_from_config(path: str | Path, out: str | Path | None = None) -> RunRecor
     return fit(*args, **kwargs, out=out)
 
 
-def _fit_arguments(s: dict) -> tuple[tuple, dict]:
+def _fit_arguments(s: dict[str, Any]) -> tuple[tuple[str, DataConfig, Strategy], dict[str, Any]]:
     """fit()'s arguments from a settings record: a run's settings.json or a search's best.yaml."""
     strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
     return (s["model"], DataConfig(**s["data"]), strategy), {
@@ -307,17 +312,18 @@ EXAMPLE_STATS = "val_examples.npy"
 """Per validation example statistics of the kept model (a task's `example_stats`), in loader order."""
 
 
-def selection_metric(task, splits, asked: str | None) -> tuple[str, str]:
+def selection_metric(task: Task, splits: DataSplits, asked: str | None) -> tuple[str, str]:
     """The metric that picks the best epoch and run, and why: `--metric` when given, else the
     task's choice for these data (classification: macro-F1 when classes are imbalanced)."""
-    allowed = getattr(task, "metrics_names", (task.metric,))
+    allowed: tuple[str, ...] = getattr(task, "metrics_names", (task.metric,))
     if asked is not None:
         if asked not in allowed:
             raise ConfigError(f"--metric {asked!r} is not a metric of {task.name}.{did_you_mean(asked, allowed)} "
                               f"Allowed: {', '.join(allowed)}.")
         return asked, f"{asked}, as --metric asked"
     if hasattr(task, "choose_metric"):
-        return task.choose_metric(splits)
+        chosen: tuple[str, str] = task.choose_metric(splits)
+        return chosen
     return task.metric, f"{task.metric}, the task's metric"
 
 
@@ -335,7 +341,8 @@ def _curve(run_dir: Path, metric: str) -> list[float]:
 
 
 @torch.no_grad()
-def predict_loader(model: nn.Module, loader: DataLoader, task, accelerator: Accelerator) -> tuple[list, list]:
+def predict_loader(model: nn.Module, loader: DataLoader[Any], task: Task,
+                   accelerator: Accelerator) -> tuple[list[Any], list[Any]]:
     """`model`'s outputs (compacted as the task keeps them) and the targets of every batch of `loader`."""
     model.eval()
     compact = getattr(task, "compact", lambda outputs: outputs)  # what a split's metrics need of a batch
@@ -347,12 +354,13 @@ def predict_loader(model: nn.Module, loader: DataLoader, task, accelerator: Acce
     return outputs, targets
 
 
-def evaluate_loader(model: nn.Module, loader: DataLoader, task, accelerator: Accelerator) -> dict:
+def evaluate_loader(model: nn.Module, loader: DataLoader[Any], task: Task, accelerator: Accelerator) -> dict[str, Any]:
     """The task's metrics of `model` over every batch of `loader`."""
     return task.metrics(*predict_loader(model, loader, task, accelerator), loader.dataset)
 
 
-def _train_one_epoch(net, model, loader, optimizer, factors, task, strategy, accelerator) -> float:
+def _train_one_epoch(net: TaskModel, model: nn.Module, loader: DataLoader[Any], optimizer: torch.optim.Optimizer,
+                     factors: list[float], task: Task, strategy: Strategy, accelerator: Accelerator) -> float:
     """One pass over `loader`. `model` is what trains (`net`, or `net.head` on cached features);
     the strategy's penalty, if any, sees the whole `net`."""
     set_train_mode(model, masked=zero_rate_parameters(optimizer), keep_statistics=strategy.keep_norm_statistics)
@@ -411,21 +419,24 @@ def _accelerator(device: str) -> Accelerator:
     return Accelerator(cpu=cpu, mixed_precision=precision)
 
 
-def _shared(accelerator: Accelerator, decide: Callable):
+def _shared(accelerator: Accelerator, decide: Callable[[], T]) -> T:
     """`decide()` on the main process, its result handed to every process (a run folder, a
     pruner's verdict): under DDP only rank 0 creates folders and talks to Optuna."""
     if accelerator.num_processes == 1:
         return decide()
     from accelerate.utils import broadcast_object_list
 
-    return broadcast_object_list([decide() if accelerator.is_main_process else None])[0]
+    decided: T = broadcast_object_list([decide() if accelerator.is_main_process else None])[0]
+    return decided
 
 
 def _unwrap(accelerator: Accelerator, model: nn.Module) -> nn.Module:
-    return accelerator.unwrap_model(model)
+    unwrapped: nn.Module = accelerator.unwrap_model(model)
+    return unwrapped
 
 
-def _feature_loaders(net, splits, preprocess, task, train: TrainConfig, device) -> dict[str, DataLoader]:
+def _feature_loaders(net: TaskModel, splits: DataSplits, preprocess: Preprocess | Tokenize, task: Task,
+                     train: TrainConfig, device: torch.device) -> dict[str, DataLoader[Any]]:
     cache = Path(train.cache_dir) if train.cache_dir else default_cache_dir() / "features"
     net.backbone.to(device)
     digest = weights_digest(net.backbone)
@@ -439,7 +450,7 @@ def _feature_loaders(net, splits, preprocess, task, train: TrainConfig, device) 
     return loaders
 
 
-def _optimizer(groups: list[dict], train: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(groups: list[dict[str, Any]], train: TrainConfig) -> torch.optim.Optimizer:
     """Each group split in two: weights decay, biases and norm parameters (1-D) do not."""
     split = []
     for group in groups:
@@ -457,7 +468,7 @@ def _optimizer(groups: list[dict], train: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(split)
 
 
-def _open_run_dir(out, model: str, strategy: str, settings: dict, resume: bool) -> Path:
+def _open_run_dir(out: str | Path | None, model: str, strategy: str, settings: dict[str, Any], resume: bool) -> Path:
     run_dir = Path(out) if out is not None else default_run_dir(model, strategy)
     if resume:
         if not (run_dir / "settings.json").is_file():
@@ -477,13 +488,14 @@ def _open_run_dir(out, model: str, strategy: str, settings: dict, resume: bool) 
     return run_dir
 
 
-def _save_checkpoint(run_dir, accelerator, model, optimizer, progress: Progress) -> None:
+def _save_checkpoint(run_dir: Path, accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     progress: Progress) -> None:
     state = {"model": _unwrap(accelerator, model).state_dict(), "optimizer": optimizer.state_dict(),
              "progress": vars(progress).copy()}
     write_atomic(run_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
 
 
-def _restore(run_dir: Path, model, optimizer) -> Progress:
+def _restore(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -496,13 +508,14 @@ def _probe_compute(run_dir: Path) -> float:
     return RunRecord.load(probe).compute if probe.is_file() else 0.0
 
 
-def _probe_head(model, data_config, task, train, strategy: Strategy, run_dir: Path, weights) -> dict:
+def _probe_head(model: str, data_config: DataConfig, task: str, train: TrainConfig, strategy: Strategy, run_dir: Path,
+                weights: str | Path | None) -> dict[str, torch.Tensor]:
     """Run (or finish) `strategy` in run_dir/probe (LP-FT's probe); its best head's weights."""
     probe_dir = run_dir / "probe"
     if not (probe_dir / "record.json").is_file():
         fit(model, data_config, strategy, task=task, out=probe_dir, weights=weights,
             resume=(probe_dir / "settings.json").is_file(), train=train)
-    state = torch.load(probe_dir / "best.pt", weights_only=True)
+    state: dict[str, torch.Tensor] = torch.load(probe_dir / "best.pt", weights_only=True)
     if any(k.startswith("head.") for k in state):  # not cached (QA, detection): the whole model was saved
         state = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
     return state

@@ -8,12 +8,20 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
+from typing import Protocol
 
 from tunewise.backbones.base import Backbone, Preprocess
 from tunewise.errors import BackboneError
 from tunewise.registry import Registry, did_you_mean
 
-SOURCES: Registry = Registry("backbone source")
+
+class Source(Protocol):
+    """What a backbone source registers: `load(model_name, pretrained=..., weights=...)`."""
+
+    def __call__(self, model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone: ...
+
+
+SOURCES: Registry[Source] = Registry("backbone source")
 
 __all__ = ["Backbone", "Preprocess", "SOURCES", "load_backbone"]
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 from torchvision.transforms import v2
 
 from tunewise.errors import BackboneError
+
+if TYPE_CHECKING:
+    from tunewise.backbones.hf import Tokenize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,7 +45,7 @@ class Preprocess:
     def _mode(self) -> v2.InterpolationMode:
         return v2.InterpolationMode(self.interpolation)
 
-    def _to_normalized_tensor(self) -> list:
+    def _to_normalized_tensor(self) -> list[v2.Transform]:
         return [
             v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True),
@@ -84,7 +87,7 @@ class Backbone:
         model: images (B, 3, H, W) -> pooled features (B, num_features).
         num_features: width of the features.
         layer_groups: parameter names of `model`, grouped from input to output.
-        preprocess: the input pipeline of the pretrained weights.
+        preprocess: the input pipeline of the pretrained weights (a text backbone's: its tokenizer).
         source_head: the pretrained classifier on top of the features, where there is one.
         head_key: the state-dict prefix the source model uses for its classifier ("fc",
             "classifier"): exports put the new head there, so the ecosystem's own
@@ -96,7 +99,7 @@ class Backbone:
     model: nn.Module
     num_features: int
     layer_groups: list[list[str]]
-    preprocess: Preprocess
+    preprocess: Preprocess | Tokenize
     source_head: nn.Module | None = None
     head_key: str = "head"
     pretrained: bool = True

@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,6 +20,9 @@ from tunewise.backbones import SOURCES
 from tunewise.backbones.base import Backbone, read_state_dict
 from tunewise.backbones.network import offline_message, reachable
 from tunewise.errors import BackboneError, ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MAX_LENGTH = 256
 
@@ -35,7 +39,7 @@ class Tokenize:
         doc_stride: question answering: tokens shared by consecutive windows.
     """
 
-    tokenizer: object = field(repr=False, compare=False)
+    tokenizer: PreTrainedTokenizerBase = field(repr=False, compare=False)
     name: str
     max_length: int = DEFAULT_MAX_LENGTH
     limit: int = 512
@@ -61,7 +65,7 @@ class TextEncoder(nn.Module):
     is False (the model's pooler output, else the first token's state), (B, T, H) when True.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         self.model = model
         self.tokens = False
@@ -75,7 +79,7 @@ class TextEncoder(nn.Module):
         heads of transformers drop it."""
         self.tokens = True
         if getattr(self.model, "pooler", None) is not None:
-            self.model.pooler = None
+            self.model.register_module("pooler", None)  # `.pooler = None`, which torch's types refuse
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**inputs)
@@ -115,7 +119,8 @@ def from_pretrained(path: str, name: str, pretrained: bool = True, weights: str 
     return from_transformers(model, tokenizer, name=name, path=path, pretrained=pretrained)
 
 
-def from_transformers(model: nn.Module, tokenizer, name: str, path: str, pretrained: bool) -> Backbone:
+def from_transformers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, path: str,
+                      pretrained: bool) -> Backbone:
     """Wrap a transformers encoder (AutoModel) and its tokenizer as a Backbone."""
     encoder = TextEncoder(model)
     limit = getattr(model.config, "max_position_embeddings", 512)
@@ -135,7 +140,9 @@ def from_transformers(model: nn.Module, tokenizer, name: str, path: str, pretrai
 
 def layer_groups(encoder: nn.Module) -> list[list[str]]:
     """Embeddings, then each numbered transformer layer, then the rest (pooler, final norms)."""
-    embeddings, layers, rest = [], {}, []
+    embeddings: list[str] = []
+    layers: dict[int, list[str]] = {}
+    rest: list[str] = []
     for name, _ in encoder.named_parameters():
         number = re.search(r"\.layers?\.(\d+)\.", name)
         if "embeddings" in name:

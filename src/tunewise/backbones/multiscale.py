@@ -11,6 +11,8 @@ trainable BatchNorm, or it could not learn at all.
 
 from __future__ import annotations
 
+from typing import Any, Protocol, cast
+
 import torch
 from torch import nn
 
@@ -25,7 +27,7 @@ class Pyramid(nn.Module):
     Parameter names are the backbone's own, under `body.`, so its layer groups still apply.
     """
 
-    def __init__(self, body: nn.Module, channels: list[int], strides: list[int], indices: list | None = None):
+    def __init__(self, body: nn.Module, channels: list[int], strides: list[int], indices: list[int] | None = None):
         super().__init__()
         self.body = body
         self.channels = channels
@@ -33,9 +35,25 @@ class Pyramid(nn.Module):
         self.indices = indices  # timm: feature_info positions; torchvision: None (the extractor returns them)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        if self.indices is not None:
-            return self.body.forward_intermediates(images, indices=self.indices, intermediates_only=True)
+        if self.indices is not None:  # a timm model
+            return _timm_features(self.body).forward_intermediates(images, indices=self.indices,
+                                                                   intermediates_only=True)
         return list(self.body(images).values())
+
+
+class _TimmFeatures(Protocol):
+    """timm's multi-scale API, on the models that have it (tested with hasattr); not in timm's types."""
+
+    feature_info: list[dict[str, Any]]
+
+    def forward_intermediates(self, x: torch.Tensor, indices: list[int],
+                              intermediates_only: bool) -> list[torch.Tensor]: ...
+
+    def prune_intermediate_layers(self, indices: list[int], prune_head: bool) -> object: ...
+
+
+def _timm_features(model: nn.Module) -> _TimmFeatures:
+    return cast(_TimmFeatures, model)
 
 
 def pyramid(backbone: Backbone, levels: int) -> tuple[Pyramid, list[list[str]]]:
@@ -48,9 +66,10 @@ def pyramid(backbone: Backbone, levels: int) -> tuple[Pyramid, list[list[str]]]:
 
     model = backbone.model
     if hasattr(model, "forward_intermediates") and hasattr(model, "feature_info"):
-        info = model.feature_info[-levels:]
-        indices = list(range(len(model.feature_info) - len(info), len(model.feature_info)))
-        model.prune_intermediate_layers(indices, prune_head=True)
+        feature_info = _timm_features(model).feature_info
+        info = feature_info[-levels:]
+        indices = list(range(len(feature_info) - len(info), len(feature_info)))
+        _timm_features(model).prune_intermediate_layers(indices, prune_head=True)
         body = Pyramid(model, [f["num_chs"] for f in info], [f["reduction"] for f in info], indices)
     else:
         body = _torchvision_pyramid(model, backbone.name, levels)
@@ -69,10 +88,11 @@ def _torchvision_pyramid(model: nn.Module, name: str, levels: int) -> Pyramid:
     """torchvision: the last block at each stride of the main sequence (layer1..4, or features)."""
     from torchvision.models.feature_extraction import create_feature_extractor
 
+    features = getattr(model, "features", None)
     if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
         blocks = {f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
-    elif isinstance(getattr(model, "features", None), nn.Sequential):
-        blocks = {f"features.{i}": m for i, m in enumerate(model.features)}
+    elif isinstance(features, nn.Sequential):
+        blocks = {f"features.{i}": m for i, m in enumerate(features)}
     else:
         raise BackboneError(f"{name} gives no multi-scale feature maps that tunewise can find. Detection and "
                             "segmentation take timm models (timm:resnet50, pkg:efficientnet_lite0) or torchvision "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import timm
 from timm.data import resolve_data_config
@@ -35,17 +36,18 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
         raise BackboneError(f"{offline_message('timm:' + model_name, 'the weight host')} ({err})") from None
     has_head = download
     if weights is not None:
-        head_key = model.pretrained_cfg.get("classifier", "head")
+        head_key = _timm(model).pretrained_cfg.get("classifier", "head")
         has_head = load_matching(model, read_state_dict(weights), head_key, str(weights))
     return from_timm(model, name=f"timm:{model_name}", pretrained=pretrained, has_head=has_head)
 
 
 def from_timm(model: nn.Module, name: str, pretrained: bool, has_head: bool) -> Backbone:
     """Wrap a timm model (with its classifier still on) as a Backbone."""
-    head_key = model.pretrained_cfg.get("classifier", "head")
-    source_head = copy.deepcopy(model.get_classifier()) if has_head else None
-    model.reset_classifier(0)
-    groups = group_parameters(model, model.group_matcher(coarse=True))
+    timm_model = _timm(model)
+    head_key = timm_model.pretrained_cfg.get("classifier", "head")
+    source_head = copy.deepcopy(timm_model.get_classifier()) if has_head else None
+    timm_model.reset_classifier(0)
+    groups = group_parameters(model, timm_model.group_matcher(coarse=True))
     data_cfg = resolve_data_config({}, model=model)
     size = data_cfg["input_size"][-1]
     interpolation = data_cfg["interpolation"]
@@ -58,15 +60,33 @@ def from_timm(model: nn.Module, name: str, pretrained: bool, has_head: bool) -> 
     )
     return Backbone(
         name=name,
-        arch=f"timm:{model.pretrained_cfg.get('architecture', name.split(':', 1)[1])}",
+        arch=f"timm:{timm_model.pretrained_cfg.get('architecture', name.split(':', 1)[1])}",
         model=model,
-        num_features=model.num_features,
+        num_features=timm_model.num_features,
         layer_groups=[list(names) for names in groups.values()],
         preprocess=preprocess,
         source_head=source_head,
         head_key=head_key,
         pretrained=pretrained,
     )
+
+
+class TimmModel(Protocol):
+    """What every timm model has beyond nn.Module; timm's types leave it out (`create_model`
+    returns nn.Module)."""
+
+    pretrained_cfg: dict[str, Any]
+    num_features: int
+
+    def get_classifier(self) -> nn.Module: ...
+
+    def reset_classifier(self, num_classes: int) -> None: ...
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]: ...
+
+
+def _timm(model: nn.Module) -> TimmModel:
+    return cast(TimmModel, model)
 
 
 def _check_weights_reachable(model_name: str) -> None:
@@ -83,5 +103,5 @@ def _check_weights_reachable(model_name: str) -> None:
                 return
         if not reachable(constants.ENDPOINT):
             raise BackboneError(offline_message(f"timm:{model_name}", constants.ENDPOINT))
-    elif cfg.url and not cached_url(cfg.url) and not reachable(cfg.url):
+    elif isinstance(cfg.url, str) and cfg.url and not cached_url(cfg.url) and not reachable(cfg.url):
         raise BackboneError(offline_message(f"timm:{model_name}", cfg.url))

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol, Self
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -67,20 +68,34 @@ def open_image(item: Path | np.ndarray) -> Image.Image:
         raise DataError(f"cannot read image {str(item)!r}: {err}. Remove or replace the file.") from None
 
 
+class Examples(Protocol):
+    """What DataSplits needs of a split, whatever it holds: ImageSet, and the text (data/text.py)
+    and dense (data/dense.py) sets."""
+
+    classes: list[str]
+    source: str
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices: Sequence[int]) -> Self: ...
+
+    def fingerprint(self) -> str: ...
+
+
 @dataclass
 class DataSplits:
     """Train, validation and (optional) test sets sharing one class list."""
 
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet | None
+    train: Examples
+    val: Examples
+    test: Examples | None
     classes: list[str]
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def named(self) -> dict[str, ImageSet]:
+    def named(self) -> dict[str, Examples]:
         named = {"train": self.train, "val": self.val}
         if self.test is not None:
             named["test"] = self.test
@@ -93,8 +108,8 @@ class DataSplits:
             return self
         rng = np.random.default_rng(seed)
         if not hasattr(self.train, "labels"):
-            keep = rng.permutation(len(self.train))[:per_class]
-            return replace(self, train=self.train.subset(sorted(keep.tolist())))
+            picked = rng.permutation(len(self.train))[:per_class]
+            return replace(self, train=self.train.subset(sorted(picked.tolist())))
         labels = np.asarray(self.train.labels)
         keep = [
             i

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import Field, dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ class _PerImage(Dataset):
     """What both sets share: one entry per image in `items`, `names` and each field of `per_image`."""
 
     per_image: ClassVar[tuple[str, ...]]
+    items: Sequence[Path | np.ndarray]
+    names: list[str] | None
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # each subclass is a dataclass: replace() takes it
 
     def __len__(self) -> int:
         return len(self.items)
@@ -37,11 +40,11 @@ class _PerImage(Dataset):
     def name(self, index: int) -> str:
         return self.names[index] if self.names else f"image{index}"
 
-    def subset(self, indices: Sequence[int]):
+    def subset(self, indices: Sequence[int]) -> Self:
         pick = lambda values: None if values is None else [values[i] for i in indices]  # noqa: E731
         return replace(self, **{field: pick(getattr(self, field)) for field in ("items", "names", *self.per_image)})
 
-    def with_transform(self, transform: Callable | None):
+    def with_transform(self, transform: Callable | None) -> Self:
         return replace(self, transform=transform)
 
 

@@ -107,7 +107,7 @@ def _canvas(rng: np.random.Generator, picks: list[int], items: np.ndarray) -> tu
     image, behind = _background(rng)
     objects = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
     sizes: list[int] = []  # each placed object's own pixel count
-    placed = []
+    placed: list[int] = []
     for pick in picks:
         side = int(rng.integers(SMALLEST, LARGEST + 1))
         resized = Image.fromarray(items[pick]).resize((side, side), Image.Resampling.BILINEAR)
@@ -185,10 +185,11 @@ def detection_demo(config: DataConfig) -> DataSplits:
 
     The sizes are fixed; `config.val_fraction` and `config.test_fraction` do not apply.
     """
-    sets = [DetectionSet(items=c.images, boxes=c.boxes, box_classes=c.box_classes, classes=list(DEMO_CLASSES),
-                         source=f"detection_demo:{split}:seed{config.seed}", names=_names(split, len(c.images)))
-            for split, c in zip(("train", "val", "test"), demo_canvases(config), strict=True)]
-    return DataSplits(*sets, list(DEMO_CLASSES))
+    train, val, test = [
+        DetectionSet(items=c.images, boxes=c.boxes, box_classes=c.box_classes, classes=list(DEMO_CLASSES),
+                     source=f"detection_demo:{split}:seed{config.seed}", names=_names(split, len(c.images)))
+        for split, c in zip(("train", "val", "test"), demo_canvases(config), strict=True)]
+    return DataSplits(train, val, test, list(DEMO_CLASSES))
 
 
 @DATASETS.register("segmentation_demo")
@@ -198,7 +199,8 @@ def segmentation_demo(config: DataConfig) -> DataSplits:
     The sizes are fixed; `config.val_fraction` and `config.test_fraction` do not apply.
     """
     classes = ["background", *DEMO_CLASSES]
-    sets = [SegmentationSet(items=c.images, masks=c.masks, classes=list(classes),
-                            source=f"segmentation_demo:{split}:seed{config.seed}", names=_names(split, len(c.images)))
-            for split, c in zip(("train", "val", "test"), demo_canvases(config), strict=True)]
-    return DataSplits(*sets, classes)
+    train, val, test = [
+        SegmentationSet(items=c.images, masks=c.masks, classes=list(classes),
+                        source=f"segmentation_demo:{split}:seed{config.seed}", names=_names(split, len(c.images)))
+        for split, c in zip(("train", "val", "test"), demo_canvases(config), strict=True)]
+    return DataSplits(train, val, test, classes)

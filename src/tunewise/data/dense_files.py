@@ -214,9 +214,11 @@ def _read_coco_folder(root: Path, tally: _Tally) -> tuple[dict[str, list[_Boxed]
     if "train" not in files:
         raise DataError(f"{str(root)!r} has {', '.join(str(p.name) for p in files.values())} but no train.json "
                         "(or annotations/instances_train*.json). Add the training annotations.")
-    parts, categories = {}, None
+    parts: dict[str, list[_Boxed]] = {}
+    categories: dict | None = None
     for split, file in files.items():
         parts[split], categories = _read_coco(file, tally, categories)
+    assert categories is not None, "train is among the files"
     return parts, [categories[c] for c in sorted(categories)], False
 
 
@@ -264,7 +266,8 @@ def _read_coco(path: Path, tally: _Tally, categories: dict | None) -> tuple[list
             raise DataError(f"annotation file {str(path)!r} has category id {cid!r} = {name!r}, but the training "
                             f"file {theirs}. Give every split the same categories.")
     index = {cid: i for i, cid in enumerate(sorted(categories))}
-    images, boxes = _coco_images(data, path), {}
+    images = _coco_images(data, path)
+    boxes: dict[object, list[tuple[list[float], int]]] = {}  # image id -> (box, class index)
     for ann in data.get("annotations") or []:
         if ann.get("iscrowd", 0):
             continue
@@ -323,8 +326,10 @@ def _coco_record(entry: dict, found: list, folders: list[Path], path: Path, tall
                         f"{', '.join(repr(str(f)) for f in folders[:2])}. Put the images beside the JSON file or "
                         "in an images/ folder next to it, or fix its file_name.")
     width, height = entry.get("width"), entry.get("height")
-    known = isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0
-    size = (width, height) if known else _image_size(image)
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        size = (width, height)
+    else:
+        size = _image_size(image)
     boxes = np.array([b for b, _ in found], dtype=np.float32).reshape(-1, 4)
     classes = np.array([c for _, c in found], dtype=np.int64)
     boxes, classes = tally.check(boxes, classes, size, f"{name!r} in {str(path)!r}")
@@ -390,8 +395,9 @@ def _parse_voc(root: Path, xml: Path) -> _VocObjects:
     for obj in tree.findall("object"):  # difficult objects are kept
         name, box = (obj.findtext("name") or "").strip(), obj.find("bndbox")
         try:
-            corners = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
-        except (AttributeError, TypeError, ValueError):
+            corners = ([float(box.findtext(k) or "") for k in ("xmin", "ymin", "xmax", "ymax")]
+                       if box is not None else [])
+        except ValueError:  # a missing or empty coordinate reads as "", not a number
             corners = []
         if not name or len(corners) != 4 or not np.isfinite(corners).all():
             raise DataError(f"annotation file {str(xml)!r} has an object without a <name> and a <bndbox> of "
@@ -407,8 +413,8 @@ def _parse_voc(root: Path, xml: Path) -> _VocObjects:
 def _voc_size(tree: ET.Element, image: Path) -> tuple[int, int]:
     """(width, height) from <size>, or from the image when <size> is missing or zero."""
     try:
-        width, height = int(tree.findtext("size/width")), int(tree.findtext("size/height"))
-    except (TypeError, ValueError):
+        width, height = int(tree.findtext("size/width") or ""), int(tree.findtext("size/height") or "")
+    except ValueError:  # missing or empty reads as "", not a number
         return _image_size(image)
     return (width, height) if width > 0 and height > 0 else _image_size(image)
 

@@ -29,7 +29,7 @@ def read_splits(root: Path, config: DataConfig) -> DataSplits:
         test = _optional(root / "test", train, config)
         if (root / "val").is_dir():
             return DataSplits(train, read_classes(root / "val", config.strict, train.classes), test, train.classes)
-        fractions = (1 - config.val_fraction, config.val_fraction)
+        fractions: tuple[float, ...] = (1 - config.val_fraction, config.val_fraction)
         train_idx, val_idx = split_stratified(train.labels, fractions, config.seed)
         return DataSplits(train.subset(train_idx), train.subset(val_idx), test, train.classes)
     images = read_classes(root, config.strict)

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tunewise.config import DataConfig
 from tunewise.data.base import DataSplits, split_stratified
@@ -266,7 +267,10 @@ def _read_conll(path: Path, config: DataConfig) -> _Table:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"cannot read {str(path)!r}: {err}. Save it as UTF-8.") from None
-    rows, numbers, words, tags = [], [], [], []
+    rows: list[dict] = []
+    numbers: list[int] = []
+    words: list[str] = []
+    tags: list[str] = []
     for number, line in enumerate(lines, start=1):
         columns = line.split()
         if columns and columns[0] == "-DOCSTART-":
@@ -321,9 +325,9 @@ def _dataset_table(dataset, source: str) -> _Table:
                   {column: found for column, found in names.items() if found})
 
 
-def _class_names(feature) -> list[str] | None:
+def _class_names(feature: Any) -> list[str] | None:
     """The names of a ClassLabel, or of the ClassLabel inside a Sequence/List feature."""
-    inner = getattr(feature, "feature", None)
+    inner: Any = getattr(feature, "feature", None)  # datasets' features are untyped here
     for candidate in (feature, inner):
         if type(candidate).__name__ == "ClassLabel":
             return list(candidate.names)
@@ -437,7 +441,7 @@ def _token_set(table: _Table, config: DataConfig, classes: list[str] | None) -> 
         found = {tag for _, tags in sentences for tag in tags}
         classes = known or sorted(found, key=lambda name: (name != "O", _name_key(name)))
         _at_least_two(classes, table, config.tags_column, "tags")
-    tag_ids = [_indices(tags, classes, lambda _, place=place: place, "tag")
+    tag_ids = [_indices(tags, classes, lambda _: place, "tag")  # noqa: B023 (called at once)
                for (_, tags), place in zip(sentences, places, strict=True)]
     return TokenSet(tokens=[words for words, _ in sentences], tags=tag_ids, classes=list(classes),
                     source=table.source)

@@ -39,7 +39,7 @@ class _LocalFilesCIFAR100(_LocalFilesCIFAR10, torchvision.datasets.CIFAR100):
     pass
 
 
-def _cifar(config: DataConfig, cls: type, name: str) -> DataSplits:
+def _cifar(config: DataConfig, cls: type[_LocalFilesCIFAR10], name: str) -> DataSplits:
     root = Path(config.root) if config.root else default_cache_dir() / "data"
     try:
         train = cls(str(root), train=True, download=not _has_files(cls, root))
@@ -53,7 +53,7 @@ def _cifar(config: DataConfig, cls: type, name: str) -> DataSplits:
     return _splits_from_arrays(train.data, train.targets, test.data, test.targets, train.classes, name, config)
 
 
-def _has_files(cls: type, root: Path) -> bool:
+def _has_files(cls: type[_LocalFilesCIFAR10], root: Path) -> bool:
     return all((root / cls.base_folder / n).is_file() for n, _ in cls.train_list + cls.test_list)
 
 

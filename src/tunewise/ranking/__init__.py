@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,8 @@ def combined_rank(scores: dict[str, dict[str, float]]) -> dict[str, float]:
     return dict(sorted(combined.items(), key=lambda item: -item[1] if _finite(item[1]) else math.inf))
 
 
-def _finite(value: object) -> bool:
+def _finite(value: Any) -> bool:
+    """Whether `value` converts to a finite float (anything else: False)."""
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):

@@ -64,6 +64,7 @@ def score_candidates(models: list[str], data_config: DataConfig, task, run_dir: 
         failed = "; ".join(f"{c.model}: {c.error}" for c in candidates if c.error)
         raise TunewiseError(f"only {len(scored)} of the candidates could be loaded, so there is nothing to rank "
                             f"({failed}).")
+    assert labels is not None, "a scored candidate set them"
     _score(scored, features, labels, probs)
     candidates.sort(key=lambda c: (c.error is not None, -_finite(c.combined)))
     return Ranking(run_dir=str(run_dir), data=data_config.data, task=task.name, metric=task.metric,

@@ -96,7 +96,7 @@ def _cell(value) -> str:
 
 def pct(value: float | None) -> str:
     """A metric value (a fraction) in percent: `71.3%`."""
-    return "-" if _missing(value) else f"{100 * value:.1f}%"
+    return "-" if value is None or _missing(value) else f"{100 * value:.1f}%"
 
 
 def _missing(*values) -> bool:

@@ -20,7 +20,7 @@ def write_ranking_report(ranking: Ranking, folder: str | Path) -> list[Path]:
         written.append(save_figure(_verify_figure(ranking), folder / "verify.png"))
     blocks = _blocks(ranking, has_plot=bool(written))
     for name, text in (("report.md", markdown(blocks)), ("report.html", html_page(blocks, folder))):
-        write_atomic(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+        write_atomic(folder / name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))  # noqa: B023 (called at once)
         written.append(folder / name)
     return written
 

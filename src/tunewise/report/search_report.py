@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -65,7 +66,7 @@ def write_report(board: Leaderboard, folder: str | Path) -> list[Path]:
     drawn = {"predictions.png"} if (folder / "predictions.png").is_file() else set()  # detection, segmentation
     blocks = _blocks(board, set(plots) | drawn)
     for name, text in (("report.md", markdown(blocks)), ("report.html", html_page(blocks, folder))):
-        write_atomic(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+        write_atomic(folder / name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))  # noqa: B023 (called at once)
         written.append(folder / name)
     return written
 
@@ -100,7 +101,8 @@ def _duration(seconds: float) -> str:
 def _colours(board: Leaderboard) -> dict[str, tuple]:
     """One colour per strategy, the same in every plot; scratch is always dark grey."""
     names = dict.fromkeys([a.strategy for a in board.arms] + [t.strategy for t in board.trials])
-    palette = [c for i, c in enumerate(colormaps["tab10"].colors) if i != 7]  # tab10's grey is scratch's
+    # tab10's grey is scratch's. It is a ListedColormap (ten RGB tuples); matplotlib types it as a Colormap
+    palette = [c for i, c in enumerate(colormaps["tab10"].colors) if i != 7]  # type: ignore[attr-defined]
     pretrained = [n for n in names if n != SCRATCH]
     colours = {name: palette[i % len(palette)] for i, name in enumerate(pretrained)}
     colours[SCRATCH] = SCRATCH_COLOUR
@@ -125,11 +127,12 @@ def _percent(axis) -> None:
 def _baseline_line(ax, board: Leaderboard, vertical: bool = False) -> list[Line2D]:
     """The majority class always predicted, as a dotted line across the metric's axis; its legend handle,
     or nothing for tasks without a baseline."""
-    value = (board.baseline or {}).get(board.metric)
+    baseline = board.baseline or {}
+    value = baseline.get(board.metric)
     if value is None:
         return []
     (ax.axvline if vertical else ax.axhline)(value, color=BASELINE_COLOUR, ls=":", lw=1.6, zorder=1)
-    label = f"always {board.baseline['predicts']!r}\n(majority class): {pct(value)}"
+    label = f"always {baseline['predicts']!r}\n(majority class): {pct(value)}"
     return [Line2D([], [], color=BASELINE_COLOUR, ls=":", lw=1.6, label=label)]
 
 
@@ -200,13 +203,14 @@ def _pareto_figure(board: Leaderboard, colours: dict) -> Figure:
     """Each trial's best validation metric against its compute, with the Pareto front as a step line."""
     figure, ax = new_figure()
     trials = [t for t in board.trials if not is_missing(t.val)]
-    for t, dx in zip(trials, _dodge([(t.compute, t.val) for t in trials]), strict=True):
+    points = [(t.compute, t.val) for t in trials if t.val is not None]  # every trial's: None is missing
+    for t, dx in zip(trials, _dodge(points), strict=True):
         ax.scatter(t.compute, t.val, color=colours[t.strategy], marker=MARKERS.get(t.state, "s"), s=60,
                    alpha=0.85, edgecolors="black", linewidths=0.5, zorder=3,
                    transform=offset_copy(ax.transData, figure, x=dx, units="points"))
-    front = _pareto_front([(t.compute, t.val) for t in trials])
+    front = _pareto_front(points)
     if trials:  # points drawn with an offset transform do not autoscale the axes by themselves
-        ax.update_datalim([(t.compute, t.val) for t in trials])
+        ax.update_datalim(points)
         ax.autoscale_view()
     if front:
         xs, ys = zip(*front, strict=True)
@@ -297,6 +301,7 @@ def _versus_scratch_figure(board: Leaderboard, colours: dict) -> Figure:
     answer about pretraining in the title. Seeds are not joined: seed k of one arm shares nothing with
     seed k of another."""
     pretrained, scratch = _versus_arm(board), _scratch_arm(board)
+    assert pretrained is not None and scratch is not None, "write_report plots this only when both ran"
     figure, ax = new_figure(7.5, 5.6)
     for x, arm in ((0, pretrained), (1, scratch)):
         colour = colours[arm.strategy]
@@ -348,9 +353,10 @@ def _arms_table(board: Leaderboard) -> tuple:
         rows.append([name, _rate(arm.lr), ", ".join(map(str, arm.seeds)), arm_score(arm),
                      pct((arm.test or {}).get(board.metric)), num(arm.cost, 2) if arm.cost else "-",
                      count(arm.trainable_params) if arm.trainable_params else "-"])
-    value = (board.baseline or {}).get(board.metric)
+    baseline = board.baseline or {}
+    value = baseline.get(board.metric)
     if value is not None:
-        rows.append([f"always {board.baseline['predicts']!r} (majority class)", "-", "-", pct(value), "-", "0", "0"])
+        rows.append([f"always {baseline['predicts']!r} (majority class)", "-", "-", pct(value), "-", "0", "0"])
     return "table", headers, rows, [False, True, False, True, True, True, True]
 
 
@@ -366,19 +372,21 @@ def _probe_note(board: Leaderboard) -> list[tuple]:
 
 def _class_table(arms: list[Arm], classes: list[str]) -> tuple:
     """Per class: its validation examples, each arm's recall and F1, and who never predicts it."""
-    support = [sum(row) for row in arms[0].val["confusion_matrix"]]
+    vals = [a.val or {} for a in arms]  # every arm here has them (_per_class_blocks)
+    support = [sum(row) for row in vals[0]["confusion_matrix"]]
     headers = ["class", "examples"] + [f"{a.name} {m}" for a in arms for m in ("recall", "F1")] + ["never predicted by"]
     rows = []
     for c, name in enumerate(classes):
-        cells = [pct(a.val[m][c]) for a in arms for m in ("recall", "f1")]
-        never = [a.name for a in arms if c in a.val.get("never_predicted", [])]
+        cells = [pct(val[m][c]) for val in vals for m in ("recall", "f1")]
+        never = [a.name for a, val in zip(arms, vals, strict=True) if c in val.get("never_predicted", [])]
         rows.append([name, str(support[c]), *cells, ", ".join(never)])
     return "table", headers, rows, [False, True, *[True] * (2 * len(arms)), False]
 
 
 def _confusion_table(arm: Arm, classes: list[str]) -> tuple:
     headers = ["true \u2193 predicted \u2192", *classes]
-    rows = [[name, *map(str, row)] for name, row in zip(classes, arm.val["confusion_matrix"], strict=True)]
+    matrix = (arm.val or {})["confusion_matrix"]  # an arm of _per_class_blocks
+    rows = [[name, *map(str, row)] for name, row in zip(classes, matrix, strict=True)]
     return "table", headers, rows, [False] + [True] * len(classes)
 
 
@@ -391,7 +399,7 @@ def _per_class_blocks(board: Leaderboard) -> list[tuple]:
     arms = list({a.name: a for a in arms}.values())
     if not arms:
         return []
-    classes = board.classes or [str(c) for c in range(len(arms[0].val["confusion_matrix"]))]
+    classes = board.classes or [str(c) for c in range(len((arms[0].val or {})["confusion_matrix"]))]
     blocks = [("h2", "Per class"),
               ("p", "Validation, the seed-0 run of each arm. Recall: the share of a class's examples found; F1: "
                     "the balance of recall and precision."),
@@ -423,9 +431,9 @@ CAPTIONS = {
 }
 
 
-def _blocks(board: Leaderboard, plots: set[str]) -> list[tuple]:
+def _blocks(board: Leaderboard, plots: set[str]) -> list[tuple[Any, ...]]:
     """The report as plain blocks, rendered to Markdown and to HTML alike: the answer first."""
-    blocks = [("h1", f"Search report: {board.model} on {board.data}"), ("answer", answer(board))]
+    blocks: list[tuple[Any, ...]] = [("h1", f"Search report: {board.model} on {board.data}"), ("answer", answer(board))]
     blocks += [("warnings", board.warnings)] if board.warnings else []
     blocks += [("list", notes(board)), ("h2", "Search"), ("list", _details(board)),
                ("h2", "Arms"),

@@ -7,15 +7,17 @@ import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from tunewise.errors import ConfigError
 from tunewise.registry import Registry
 from tunewise.strategies.freezing import trainable_parameters
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
@@ -62,7 +64,7 @@ class Strategy:
         middle = len(grid) // 2
         return [float(f"{r:.3g}") for r in [grid[middle], *grid[:middle], *grid[middle + 1:]]]
 
-    def warm_start(self, model: nn.Module, probe: Callable[[Strategy, int, float], dict]) -> bool:
+    def warm_start(self, model: TaskModel, probe: Probe) -> bool:
         """Set the model's starting state before the first epoch; True makes that state a candidate
         for the best epoch. `probe(strategy, epochs, lr)` runs `strategy` in the run folder's
         `probe/` and returns its best head's weights (LP-FT)."""
@@ -73,10 +75,10 @@ class Strategy:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
                 for f in fields(self) if f.init}
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: TaskModel) -> None:
         """Freeze parts or inject adapters, before the optimizer is built."""
 
-    def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
+    def param_groups(self, model: TaskModel, lr: float) -> list[dict]:
         """What the optimizer sees, at which peak rate (`lr`), times an optional `scale`.
 
         The schedule sets each group's rate every step to lr * schedule(step) * scale; a
@@ -85,15 +87,19 @@ class Strategy:
         """
         return [{"params": trainable_parameters(model), "lr": lr}]
 
-    def on_epoch_start(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    def on_epoch_start(self, model: TaskModel, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Schedules; derive state from `epoch` alone so that a resumed run does the same."""
 
-    def finalize(self, model: nn.Module) -> None:
+    def finalize(self, model: TaskModel) -> None:
         """Make the model plain for export (merge adapters)."""
 
-    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+    def penalty(self, model: TaskModel) -> torch.Tensor | None:
         """A regularising term added to the loss, or None."""
         return None
+
+
+Probe = Callable[[Strategy, int, float], dict[str, torch.Tensor]]
+"""What `Strategy.warm_start` is handed: `probe(strategy, epochs, lr)` -> the best head's weights."""
 
 
 def get_strategy(name: str, **knobs) -> Strategy:

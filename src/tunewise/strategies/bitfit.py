@@ -7,13 +7,14 @@ run in train mode (their statistics adapt); all others keep their pretrained sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import freeze, is_frozen
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -24,7 +25,7 @@ class BitFit(Strategy):
     rate_range: ClassVar[tuple[float, float]] = (3e-4, 1e-2)
     search_order: ClassVar[int | None] = 1
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: TaskModel) -> None:
         freeze(model.backbone)
         for name, p in model.backbone.named_parameters():
             if name.rsplit(".", 1)[-1] == "bias":

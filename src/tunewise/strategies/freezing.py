@@ -9,6 +9,7 @@ statistics stay the pretrained ones; `set_train_mode` enforces that every time t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,6 +17,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from tunewise.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 def _timm_norms() -> tuple[type, ...]:
@@ -53,13 +57,13 @@ def is_frozen(module: nn.Module) -> bool:
     return not any(p.requires_grad for p in module.parameters())
 
 
-def backbone_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+def backbone_groups(model: TaskModel) -> list[list[nn.Parameter]]:
     """The backbone's parameters by layer group, input to output (a TaskModel's layer_groups)."""
     named = dict(model.backbone.named_parameters())
     return [[named[n] for n in group if n in named] for group in model.layer_groups]
 
 
-def unfreeze_last_groups(model: nn.Module, count: int) -> None:
+def unfreeze_last_groups(model: TaskModel, count: int) -> None:
     """Freeze the backbone, then unfreeze its last `count` layer groups."""
     freeze(model.backbone)
     for group in backbone_groups(model)[len(model.layer_groups) - count:] if count else []:
@@ -67,7 +71,7 @@ def unfreeze_last_groups(model: nn.Module, count: int) -> None:
             p.requires_grad_(True)
 
 
-def check_group_count(knob: str, value: int, model: nn.Module, low: int = 1) -> None:
+def check_group_count(knob: str, value: int, model: TaskModel, low: int = 1) -> None:
     """Raise ConfigError unless low <= value <= the number of layer groups."""
     groups = len(model.layer_groups)
     if not isinstance(value, int) or not low <= value <= groups:

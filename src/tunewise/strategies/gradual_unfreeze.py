@@ -10,14 +10,16 @@ their BatchNorm layers stay in eval mode until their stage comes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from torch import nn
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import backbone_groups, unfreeze
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -38,10 +40,10 @@ class GradualUnfreeze(Strategy):
         if not isinstance(self.epochs_per_stage, int) or self.epochs_per_stage < 1:
             raise ConfigError(f"epochs_per_stage must be a positive integer, got {self.epochs_per_stage!r}.")
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: TaskModel) -> None:
         unfreeze(model)
 
-    def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
+    def param_groups(self, model: TaskModel, lr: float) -> list[dict]:
         groups = [{"params": list(model.head.parameters()), "lr": lr, "stage": 0}]
         for depth, params in enumerate(reversed(backbone_groups(model)), start=1):
             groups.append({"params": params, "lr": lr, "stage": depth, "scale": 0.0})
@@ -51,7 +53,7 @@ class GradualUnfreeze(Strategy):
         """How many backbone layer groups, from the output, train in `epoch`."""
         return epoch // self.epochs_per_stage
 
-    def on_epoch_start(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    def on_epoch_start(self, model: TaskModel, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         unfrozen = self.unfrozen_groups(epoch)
         for group in optimizer.param_groups:
             group["scale"] = 1.0 if group["stage"] <= unfrozen else 0.0

@@ -8,14 +8,16 @@ the penalty replaces weight decay, which is off for this strategy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
-from torch import nn
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import trainable_parameters
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -40,17 +42,17 @@ class L2SP(Strategy):
         if self.alpha < 0 or self.beta < 0:
             raise ConfigError(f"alpha and beta must be >= 0, got alpha={self.alpha!r}, beta={self.beta!r}.")
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: TaskModel) -> None:
         self.anchor.clear()
         self.anchor.update({n: p.detach().clone() for n, p in model.backbone.named_parameters()})
 
-    def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
+    def param_groups(self, model: TaskModel, lr: float) -> list[dict]:
         return [{"params": trainable_parameters(model), "lr": lr, "weight_decay": 0.0}]
 
-    def penalty(self, model: nn.Module) -> torch.Tensor:
+    def penalty(self, model: TaskModel) -> torch.Tensor:
         pull = sum(((p - self._anchor_for(n, p)) ** 2).sum() for n, p in model.backbone.named_parameters())
         head = sum((p**2).sum() for p in model.head.parameters())
-        return self.alpha / 2 * pull + self.beta / 2 * head
+        return cast(torch.Tensor, self.alpha / 2 * pull + self.beta / 2 * head)  # sums of tensors: not sum()'s 0
 
     def _anchor_for(self, name: str, p: torch.Tensor) -> torch.Tensor:
         if self.anchor[name].device != p.device:  # the model moved to the accelerator after prepare

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import freeze
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -26,5 +27,5 @@ class LinearProbe(Strategy):
     deep_head_rate_range: ClassVar[tuple[float, float] | None] = (3e-4, 3e-3)
     search_order: ClassVar[int | None] = 0
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: TaskModel) -> None:
         freeze(model.backbone)

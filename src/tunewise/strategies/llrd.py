@@ -8,13 +8,14 @@ factor of decay. Every trainable parameter is in exactly one group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import backbone_groups
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -35,7 +36,7 @@ class LayerwiseDecay(Strategy):
         if not 0 < self.decay <= 1:
             raise ConfigError(f"decay must be in (0, 1], got {self.decay!r}.")
 
-    def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
+    def param_groups(self, model: TaskModel, lr: float) -> list[dict]:
         groups = [{"params": list(model.head.parameters()), "lr": lr}]
         for depth, params in enumerate(reversed(backbone_groups(model)), start=1):
             groups.append({"params": params, "lr": lr * self.decay**depth})

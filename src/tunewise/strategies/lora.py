@@ -10,12 +10,15 @@ adapters, so the export is a plain model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -45,14 +48,14 @@ class LoRA(Strategy):
             raise ConfigError(f"LoRA dropout must be in [0, 1) and alpha positive, got dropout={self.dropout!r}, "
                               f"alpha={self.alpha!r}.")
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: TaskModel) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
         targets = self._targets(model.backbone)
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(targets))
         inject_adapter_in_model(config, model.backbone)  # only the lora_ parameters train
 
-    def finalize(self, model: nn.Module) -> None:
+    def finalize(self, model: TaskModel) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         for name, module in list(model.backbone.named_modules()):
@@ -81,7 +84,7 @@ def _attention_projections(backbone: nn.Module, candidates: list[str]) -> list[s
     (BERT: query and value), the placement of the LoRA paper."""
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as targets
 
-    names = targets.get(getattr(backbone, "model_type", None), [])
+    names = targets.get(getattr(backbone, "model_type", ""), [])  # "": no architecture peft knows
     return [n for n in candidates if n.rsplit(".", 1)[-1] in names]
 
 

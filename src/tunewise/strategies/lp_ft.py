@@ -17,15 +17,15 @@ showed. LayerNorm (text models) has no running statistics, which is why text nev
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.errors import ConfigError
-from tunewise.strategies import STRATEGIES, Strategy
+from tunewise.strategies import STRATEGIES, Probe, Strategy
 from tunewise.strategies.linear_probe import LinearProbe
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -52,6 +52,6 @@ class LPFT(Strategy):
         if not self.probe_lr > 0:
             raise ConfigError(f"probe_lr must be positive, got {self.probe_lr!r}.")
 
-    def warm_start(self, model: nn.Module, probe: Callable[[Strategy, int, float], dict]) -> bool:
+    def warm_start(self, model: TaskModel, probe: Probe) -> bool:
         model.head.load_state_dict(probe(LinearProbe(), self.probe_epochs, self.probe_lr))
         return True

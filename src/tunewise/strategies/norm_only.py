@@ -7,13 +7,14 @@ the same for LayerNorm in transformers. Those BatchNorm layers run in train mode
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import NORM_TYPES, freeze, is_frozen, unfreeze
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -24,7 +25,7 @@ class NormOnly(Strategy):
     rate_range: ClassVar[tuple[float, float]] = (3e-4, 1e-2)
     search_order: ClassVar[int | None] = 2
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: TaskModel) -> None:
         freeze(model.backbone)
         for module in model.backbone.modules():
             if isinstance(module, NORM_TYPES):

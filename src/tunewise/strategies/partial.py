@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.strategies import STRATEGIES, Strategy
 from tunewise.strategies.freezing import check_group_count, unfreeze_last_groups
+
+if TYPE_CHECKING:
+    from tunewise.tasks import TaskModel
 
 
 @STRATEGIES.add
@@ -26,6 +27,6 @@ class Partial(Strategy):
     knob_grid: ClassVar[tuple[dict, ...]] = ({"k": 2}, {"k": 1}, {"k": 4})
     search_order: ClassVar[int | None] = 4
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: TaskModel) -> None:
         check_group_count("k", self.k, model)
         unfreeze_last_groups(model, self.k)

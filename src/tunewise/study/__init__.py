@@ -25,6 +25,7 @@ import secrets
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from tunewise.backbones import load_backbone
 from tunewise.config import (
@@ -82,7 +83,7 @@ def search(
     resume: bool = False,
     weights: str | None = None,
     task: str = DEFAULT_TASK,
-    **overrides,
+    **overrides: Any,
 ) -> Leaderboard:
     """Search strategy x learning rate on the validation set under a budget; pick over seeds.
 
@@ -199,7 +200,8 @@ def _kept_models(run_dir: Path, models: list[str], data: DataConfig, task: str, 
     first one's architecture."""
     settings = json.loads((run_dir / "settings.json").read_text())
     if "kept" in settings:
-        return settings["kept"]
+        kept: list[str] = settings["kept"]
+        return kept
     kept = models
     if len(models) > 1:
         from tunewise.choose import rank
@@ -211,7 +213,7 @@ def _kept_models(run_dir: Path, models: list[str], data: DataConfig, task: str, 
     return kept
 
 
-def _open_search_dir(out, model: str, settings: dict, resume: bool) -> Path:
+def _open_search_dir(out: str | Path | None, model: str, settings: dict[str, Any], resume: bool) -> Path:
     run_dir = Path(out) if out is not None else default_run_dir(model, prefix="search-")
     saved_path = run_dir / "settings.json"
     if resume:

@@ -23,7 +23,7 @@ from tunewise.io import write_atomic
 from tunewise.records import Arm, Leaderboard, RunRecord, TrialRecord
 from tunewise.stats import detectable_difference, difference_interval, mean_interval, verdict
 from tunewise.study.config import SearchConfig
-from tunewise.study.tiers import BASELINE_TIER, finalists, head_only, trials_of
+from tunewise.study.tiers import BASELINE_TIER, completed_value, finalists, head_only, trials_of
 from tunewise.train import EXAMPLE_STATS
 
 log = logging.getLogger("tunewise")
@@ -96,7 +96,7 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
         arms.append(_arm(best.params["strategy"], best.params["lr"], runs))
     scratch_runs = [t for t in trials_of(study, BASELINE_TIER) if t.state == TrialState.COMPLETE]
     if scratch_runs:
-        best = max((t for t in scratch_runs if not t.user_attrs.get("seeded")), key=lambda t: t.value)
+        best = max((t for t in scratch_runs if not t.user_attrs.get("seeded")), key=completed_value)
         arms.append(_arm(BASELINE_STRATEGY, best.params["lr"], [best, *[t for t in scratch_runs if
                                                                  t.user_attrs.get("of") == best.number]]))
     arms = [a for a in arms if a.seeds]
@@ -113,6 +113,7 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     for arm in {id(a): a for a in (winner, *others[:1], scratch, probe_arm) if a is not None}.values():
         if has_test:
             arm.test = evaluate(arm.run_dirs[0], data, split="test")
+    assert config.budget is not None, "search() sets the default budget before any trial"
     board = Leaderboard(
         run_dir=str(run_dir), model=model, data=data.data, metric=metric, budget=config.budget,
         trials=trials, arms=arms, winner=winner.name,
@@ -146,6 +147,7 @@ def pick_winner(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tup
     better mean: the export is a whole model either way). Scratch only when it beat the best
     pretrained arm significantly (or nothing pretrained completed)."""
     if not pretrained:
+        assert scratch is not None, "decide() has at least one arm"
         return scratch, {"rule": "no pretrained arm completed", "best_by_mean": scratch.name, "tied": [],
                          "picked": scratch.name}
     best = pretrained[0]

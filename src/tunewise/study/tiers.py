@@ -94,8 +94,9 @@ def enqueue_no_augment(study: optuna.Study, config: SearchConfig, settings: dict
     trained = [t for t in trials_of(study, "explore") if t.state == TrialState.COMPLETE
                and not (head_only(t.params["strategy"]) and get_task(settings["task"]).cacheable)]
     if trained and TrainConfig(**settings["train"]).augment:
-        best = max(trained, key=lambda t: t.value)
-        attrs = {k: best.user_attrs[k] for k in ("tier", "seed", "epochs", "knobs", "model") if k in best.user_attrs}
+        best = max(trained, key=completed_value)
+        attrs: dict[str, object] = {k: best.user_attrs[k] for k in ("tier", "seed", "epochs", "knobs", "model")
+                                    if k in best.user_attrs}
         study.enqueue_trial(dict(best.params), user_attrs={**attrs, "augment": False, "of": best.number})
 
 
@@ -111,14 +112,22 @@ def finalists(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]
     partial: dict[tuple, optuna.trial.FrozenTrial] = {}
     for t in trials_of(study, "explore"):
         key = (t.params["strategy"], t.user_attrs.get("model"))
-        if t.state == TrialState.COMPLETE and (key not in complete or t.value > complete[key].value):
+        if t.state == TrialState.COMPLETE and (key not in complete
+                                               or completed_value(t) > completed_value(complete[key])):
             complete[key] = t
         elif t.state == TrialState.PRUNED and t.intermediate_values and (
                 key not in partial or best_seen(t) > best_seen(partial[key])):
             partial[key] = t
-    chosen = sorted(complete.values(), key=lambda t: -t.value)[:count]
+    chosen = sorted(complete.values(), key=lambda t: -completed_value(t))[:count]
     fill = sorted((t for k, t in partial.items() if k not in complete), key=lambda t: -best_seen(t))
     return chosen + fill[:count - len(chosen)]
+
+
+def completed_value(trial: optuna.trial.FrozenTrial) -> float:
+    """A completed trial's value (optuna types `value` Optional: a trial in another state has none)."""
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} has no value: it did not complete")
+    return trial.value
 
 
 def best_seen(trial: optuna.trial.FrozenTrial) -> float:
@@ -134,7 +143,7 @@ def enqueue_scratch(study: optuna.Study, config: SearchConfig, seeds: bool) -> N
         return
     done = [t for t in trials_of(study, BASELINE_TIER, seeds=False) if t.state == TrialState.COMPLETE]
     if done:
-        best = max(done, key=lambda t: t.value)
+        best = max(done, key=completed_value)
         for seed in range(1, config.seeds):
             study.enqueue_trial(dict(best.params), user_attrs={"tier": BASELINE_TIER, "seed": seed, "epochs": epochs,
                                                                "seeded": True, "of": best.number})

@@ -52,6 +52,7 @@ def connect(storage: str | None, run_dir: Path | None = None) -> optuna.storages
                                 "'tunewise[postgres]').") from None
     from optuna.storages.journal import JournalFileBackend
 
+    assert run_dir is not None, "without a storage URL the study is a file in the run folder"
     return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
 
 
@@ -244,10 +245,17 @@ def broadcast(message: dict | None) -> dict | None:
     return broadcast_object_list([message])[0]
 
 
+def _received() -> dict:
+    """Rank 0's next message, on a rank that sends none."""
+    message = broadcast(None)
+    assert message is not None, "rank 0 always sends a message"
+    return message
+
+
 def follow() -> Leaderboard:
     """A rank other than 0: train each trial rank 0 sends until it sends the finished search.
     Pruning verdicts come from rank 0 inside fit(); this rank never opens the study."""
-    while "done" not in (run := broadcast(None)):
+    while "done" not in (run := _received()):
         try:
             fit_trial(run, should_stop=lambda epoch, score: False)
         except (TunewiseError, RuntimeError):  # rank 0 meets the same error and records it

@@ -6,7 +6,7 @@ import importlib
 import inspect
 import pkgutil
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,7 +22,10 @@ from tunewise.registry import Registry
 class TaskModel(nn.Module):
     """A backbone with a task head: `forward(x) = head(backbone(x))`.
 
-    Strategies address `.backbone` and `.head`; feature caching trains `.head` alone.
+    Strategies address `.backbone` and `.head`; feature caching trains `.head` alone. Inputs and
+    outputs are the task's: here a tensor or a dict of tensors (token ids) in, a tensor out; a
+    dense task's subclass takes and gives its own (detection: dicts of images and targets in,
+    losses or boxes out).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, layer_groups: list[list[str]]) -> None:
@@ -32,7 +35,7 @@ class TaskModel(nn.Module):
         self.layer_groups = layer_groups
         """Parameter names of `backbone`, grouped from input to output (Backbone.layer_groups)."""
 
-    def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: Any) -> Any:
         return self.head(self.backbone(x))
 
 

@@ -113,8 +113,8 @@ def best_answers(start_logits, end_logits, windows: dict[str, list], examples: l
     Shape: start_logits[i] and end_logits[i] (L_i,), L_i = len(windows["input_ids"][i]); longer
         (padded) arrays are cut to L_i.
     """
-    best = {}  # example index -> (score, start char, end char)
-    null = {}  # example index -> minimal null score over its windows
+    best: dict[int, tuple[float, int, int]] = {}  # example index -> (score, start char, end char)
+    null: dict[int, float] = {}  # example index -> minimal null score over its windows
     for i, example_index in enumerate(windows["example_index"]):
         offsets = windows["offset_mapping"][i]
         start, end = _as_array(start_logits[i])[: len(offsets)], _as_array(end_logits[i])[: len(offsets)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,7 +93,7 @@ def classification_metrics(predicted: np.ndarray, true: np.ndarray, num_classes:
     present = (support + claimed) > 0
     f1 = np.divide(2 * tp, support + claimed, out=np.zeros_like(tp), where=present)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    scores = {
+    scores: dict[str, Any] = {
         "accuracy": float(tp.sum() / max(1, len(true))),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from tunewise.backbones.multiscale import Pyramid, pyramid
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data.base import DataSplits
 from tunewise.data.dense import DetectionSet
-from tunewise.tasks import TASKS, Task
+from tunewise.tasks import TASKS, Task, TaskModel
 
 LEVELS = 3  # backbone maps at strides 8, 16 and 32 (plus the pyramid's max-pooled level at 64)
 FPN_CHANNELS = 128
@@ -49,15 +50,10 @@ class Neck(nn.Module):
         return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(maps)))
 
 
-class DetectionModel(nn.Module):
+class DetectionModel(TaskModel):
     """`model({"images": [...], "targets": [...]})`: in training, torchvision's loss dict; in
-    eval, one dict per image of boxes (x1 y1 x2 y2, input pixels), labels (1..C) and scores."""
-
-    def __init__(self, body: Pyramid, detector: nn.Module, layer_groups: list[list[str]]) -> None:
-        super().__init__()
-        self.backbone = body
-        self.head = detector
-        self.layer_groups = layer_groups
+    eval, one dict per image of boxes (x1 y1 x2 y2, input pixels), labels (1..C) and scores.
+    The backbone is the Pyramid, the head the detector."""
 
     def forward(self, inputs: dict):
         # fp32 under mixed precision too: torchvision builds anchors and decodes boxes in the maps' dtype,
@@ -139,7 +135,8 @@ class ObjectDetection(Task):
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> DetectionModel:
         body, groups = pyramid(backbone, LEVELS)
-        return DetectionModel(body, DETECTORS[self.detector](body, len(classes), backbone.preprocess), groups)
+        preprocess = cast(Preprocess, backbone.preprocess)  # an image backbone's (check_backbone_fits)
+        return DetectionModel(body, DETECTORS[self.detector](body, len(classes), preprocess), groups)
 
     def loader(self, data: DetectionSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         """Batches of ({"images": list of (3, H, W) in [0, 1], "targets": list}, targets); the
@@ -155,7 +152,7 @@ class ObjectDetection(Task):
 
     def loss(self, outputs: dict[str, torch.Tensor], targets) -> torch.Tensor:
         """Shape: outputs the detector's losses (RPN objectness and boxes, classifier, box regression)."""
-        return sum(outputs.values())
+        return cast(torch.Tensor, sum(outputs.values()))  # never empty: not sum()'s 0
 
     metrics_names = ("map", "map_50", "map_75", "mar_100")
     # no example_stats: COCO mAP is not a sum over images, so a search's intervals on detection

@@ -9,6 +9,7 @@ them, as fractions.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone
-from tunewise.backbones.hf import Tokenize
+from tunewise.backbones.hf import TextEncoder, Tokenize
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data.base import DataSplits
 from tunewise.data.text import QASet
@@ -37,6 +38,7 @@ def encode_questions(data: QASet, preprocess: Tokenize, training: bool) -> Encod
         return encode_windows(preprocess.tokenizer, data.examples, preprocess.max_length, stride, train=training)
 
     windows = encoded_once((preprocess.name, preprocess.max_length, stride, training, data.fingerprint()), encode)
+    targets: list[tuple[int, int]] | list[int]
     if training:
         targets = list(zip(windows["start_positions"], windows["end_positions"], strict=True))
     else:
@@ -68,7 +70,7 @@ class QuestionAnswering(Task):
         return read_text_data(path, config, self)
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
-        backbone.model.use_tokens()
+        cast(TextEncoder, backbone.model).use_tokens()  # a text backbone's (check_backbone_fits)
         return TaskModel(backbone.model, nn.Linear(backbone.num_features, 2), backbone.layer_groups)
 
     def loader(self, data: QASet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:

@@ -8,6 +8,7 @@ special tokens) are ignored, in training and in scoring alike.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone
-from tunewise.backbones.hf import Tokenize
+from tunewise.backbones.hf import TextEncoder, Tokenize
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data.base import DataSplits
 from tunewise.data.text import TokenSet
@@ -81,7 +82,7 @@ class TokenClassification(Task):
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         self.classes = list(classes)  # metrics name the tags
-        backbone.model.use_tokens()
+        cast(TextEncoder, backbone.model).use_tokens()  # a text backbone's (check_backbone_fits)
         return TaskModel(backbone.model, nn.Linear(backbone.num_features, len(classes)), backbone.layer_groups)
 
     def loader(self, data: TokenSet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:
