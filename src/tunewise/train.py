@@ -315,7 +315,7 @@ EXAMPLE_STATS = "val_examples.npy"
 def selection_metric(task: Task, splits: DataSplits, asked: str | None) -> tuple[str, str]:
     """The metric that picks the best epoch and run, and why: `--metric` when given, else the
     task's choice for these data (classification: macro-F1 when classes are imbalanced)."""
-    allowed: tuple[str, ...] = getattr(task, "metrics_names", (task.metric,))
+    allowed: tuple[str, ...] = task.metrics_names or (task.metric,)
     if asked is not None:
         if asked not in allowed:
             raise ConfigError(f"--metric {asked!r} is not a metric of {task.name}.{did_you_mean(asked, allowed)} "

@@ -179,7 +179,8 @@ class _Differences:
 
     def difference(self, a: Arm, b: Arm) -> dict:
         mean, low, high = self.table[(a.strategy, b.strategy)]
-        return {"mean": mean, "ci_low": low, "ci_high": high, "significant": low > 0 or high < 0}
+        return {"mean": mean, "ci_low": low, "ci_high": high, "se": (high - low) / (2 * 1.96),
+                "significant": low > 0 or high < 0}
 
 
 def _scored(strategy: str, mean: float, cost: float) -> Arm:
@@ -271,3 +272,8 @@ def test_a_seed_only_difference_may_be_negative(tmp_path):
                  ci_low=0, ci_high=1, run_dirs=[])
     diff = judge.difference(worse, better)
     assert diff["ci_low"] < diff["ci_high"] < 0 and diff["significant"]
+
+
+def test_a_trials_strategy_choices_are_those_of_searches_started_by_earlier_versions():
+    # Optuna refuses a study whose categorical changes (order included): resume and --worker depend on it
+    assert tiers.strategy_choices() == [*default_strategies(), "scratch"]

@@ -87,7 +87,7 @@ def _board() -> Leaderboard:
         versus_scratch=_difference("lora", "scratch", 0.257, 0.20, 0.31, True, "significant at 95%"),
         linear_probe_test={"accuracy": 0.5}, compute=40.0, seconds=125.0,
         metric_reason="accuracy, because the classes are balanced",
-        pick={"rule": "the cheapest arm among those that cannot be told apart from the best by mean",
+        pick={"rule": "the one-standard-error rule: the cheapest arm within one standard error of the best",
               "best_by_mean": "full", "tied": ["lora"], "picked": "lora"},
         interval_method=BOOTSTRAP, detectable=0.061, unmeasured={"adapter": "the budget ran out before it"},
         baseline={"predicts": "shirt", "accuracy": 0.333, "macro_f1": 0.167, "balanced_accuracy": 0.333},

@@ -436,7 +436,8 @@ def _token_set(table: _Table, config: DataConfig, classes: list[str] | None) -> 
             sentences.append((words, tags))
             places.append(table.where(i))
     if not sentences:
-        raise DataError(f"{table.source!r} has no sentences with tokens. {_supported(TOKENS)}")
+        raise DataError(f"{table.source!r} has no sentences with tokens. For token classification pass "
+                        f"{FORMATS[TOKENS]}.")
     if classes is None:
         found = {tag for _, tags in sentences for tag in tags}
         classes = known or sorted(found, key=lambda name: (name != "O", _name_key(name)))

@@ -149,8 +149,9 @@ def winner_sentence(board: Leaderboard) -> str:
     if board.pick.get("tied"):
         group = [board.pick["best_by_mean"], *board.pick["tied"]]
         cheaper = "cheaper" if len(group) == 2 else "cheapest"
-        return (f"{_names(group)} score within one standard error of each other; picked the {cheaper}, {won} "
-                f"({score}).")
+        close = ("score within one standard error of each other" if "one-standard-error" in board.pick.get("rule", "")
+                 else "cannot be told apart")  # an older leaderboard's rule
+        return f"{_names(group)} {close}; picked the {cheaper}, {won} ({score})."
     if arm.strategy == BASELINE_STRATEGY:
         return f"{won} won ({score}): {board.pick.get('rule', 'training from scratch beat every pretrained arm')}."
     if board.runner_up:

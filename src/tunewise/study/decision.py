@@ -7,6 +7,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -72,13 +73,15 @@ class Judge:
         sa, sb = self.stats(a), self.stats(b)
         if sa and sb and len(sa[0]) == len(sb[0]):
             mean, low, high = difference_interval(sa, sb, self.metric)
+            se = (high - low) / (2 * 1.96)  # the bootstrap's percentile interval, read as a normal one
         else:
             common = sorted(set(a.seeds) & set(b.seeds))
             diffs = [a.scores[a.seeds.index(x)] - b.scores[b.seeds.index(x)] for x in common]
             mean, low, high = interval(diffs, (-1.0, 1.0)) if diffs else (a.mean - b.mean, math.nan, math.nan)
+            se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else math.nan
         significant, words = verdict(mean, low, high, min(len(a.seeds), len(b.seeds)))
         return {"versus": b.name, "of": a.name, "seeds": [len(a.seeds), len(b.seeds)], "mean": mean,
-                "ci_low": low, "ci_high": high, "significant": significant, "verdict": words}
+                "ci_low": low, "ci_high": high, "se": se, "significant": significant, "verdict": words}
 
     def detectable(self, arm: Arm) -> float | None:
         stats = self.stats(arm)
@@ -160,10 +163,11 @@ def pick_winner(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tup
                     "picked": picked.name}
 
 
-def _within_one_standard_error(difference: dict) -> bool:
-    """The lead (best minus other) is at most one standard error, read off its 95% interval."""
-    width = difference["ci_high"] - difference["ci_low"]
-    return math.isfinite(width) and difference["mean"] <= width / (2 * 1.96) + 1e-12
+def _within_one_standard_error(difference: dict[str, Any]) -> bool:
+    """The lead (best minus other) is at most one standard error of their paired difference (the
+    bootstrap's, or the seeds' for detection: a t-interval's half-width is t times it)."""
+    se = difference["se"]
+    return math.isfinite(se) and difference["mean"] <= se + 1e-12
 
 
 def unmeasured(trials: list[TrialRecord], config: SearchConfig) -> dict[str, str]:

@@ -49,8 +49,10 @@ def trials_of(study: optuna.Study, tier: str, seeds: bool | None = None) -> list
 
 
 def strategy_choices() -> list[str]:
-    """Every strategy a trial may run (its Optuna categorical): the registered ones, by name."""
-    return STRATEGIES.names()
+    """Every strategy a trial may run (its Optuna categorical): the registered ones, in search order.
+    Optuna refuses a study whose categorical changes (its order included), so this is the list
+    earlier versions used ([*ORDER, "scratch"]) and a resumed search can go on."""
+    return in_search_order(STRATEGIES.names())
 
 
 def head_only(strategy: str) -> bool:
