@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from tunewise.config import TrainConfig
+from tunewise.config import DataConfig, TrainConfig
+from tunewise.data.base import DataSplits
 from tunewise.features import IGNORE
+from tunewise.tasks import Task
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _ENCODED: OrderedDict = OrderedDict()  # a few recent encodings: a search re-encodes nothing
@@ -28,6 +32,18 @@ def encoded_once(key: tuple, encode: Callable[[], dict[str, list]]) -> dict[str,
         while len(_ENCODED) > 8:
             _ENCODED.popitem(last=False)
     return _ENCODED[key]
+
+
+class TextTask(Task):
+    """What the text tasks share: a tokenizer's model reads them, and their local data are text files
+    (data/text_files.py builds the task's `data_kind`)."""
+
+    modality: ClassVar[str] = "text"
+
+    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
+        from tunewise.data.text_files import read_text_data
+
+        return read_text_data(path, config, self)
 
 
 class Encoded(Dataset):

@@ -8,7 +8,6 @@ them, as fractions.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -19,12 +18,11 @@ from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone
 from tunewise.backbones.hf import TextEncoder, Tokenize
-from tunewise.config import DataConfig, TrainConfig
-from tunewise.data.base import DataSplits
+from tunewise.config import TrainConfig
 from tunewise.data.text import QASet
-from tunewise.tasks import TASKS, Task, TaskModel
+from tunewise.tasks import TASKS, TaskModel
 from tunewise.tasks._squad import best_answers, encode_windows, exact_match, f1, squad_metrics
-from tunewise.tasks._text_batches import Encoded, encoded_once, text_loader
+from tunewise.tasks._text_batches import Encoded, TextTask, encoded_once, text_loader
 
 MAX_ANSWER_TOKENS = 30
 QA_MAX_LENGTH = 384
@@ -48,12 +46,11 @@ def encode_questions(data: QASet, preprocess: Tokenize, training: bool) -> Encod
 
 
 @TASKS.add
-class QuestionAnswering(Task):
+class QuestionAnswering(TextTask):
     name = "question_answering"
     metric = "f1"
     greater_is_better = True
     cacheable = False  # a window's features are (T, H) for hundreds of tokens: recompute instead
-    modality = "text"
     path_help = ("a text file (.csv, .tsv, .jsonl, .json, .parquet, SQuAD JSON) or a folder of "
                  "train/validation[/test] files")
     per_token = True
@@ -63,11 +60,6 @@ class QuestionAnswering(Task):
     data_kind = QASet
     reads = "SQuAD-style questions over contexts"
     transformers_head = ("AutoModelForQuestionAnswering", "qa_outputs")
-
-    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
-        from tunewise.data.text_files import read_text_data
-
-        return read_text_data(path, config, self)
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         cast(TextEncoder, backbone.model).use_tokens()  # a text backbone's (check_backbone_fits)

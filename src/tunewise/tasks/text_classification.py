@@ -3,16 +3,13 @@ encoder's pooled output, as transformers' BERT sequence classifier has; accuracy
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch.utils.data import DataLoader
 
 from tunewise.backbones.hf import Tokenize
-from tunewise.config import DataConfig, TrainConfig
-from tunewise.data.base import DataSplits
+from tunewise.config import TrainConfig
 from tunewise.data.text import TextSet
 from tunewise.tasks import TASKS
-from tunewise.tasks._text_batches import Encoded, encoded_once, text_loader
+from tunewise.tasks._text_batches import Encoded, TextTask, encoded_once, text_loader
 from tunewise.tasks.image_classification import Classification
 
 
@@ -27,19 +24,13 @@ def encode_texts(data: TextSet, preprocess: Tokenize) -> Encoded:
 
 
 @TASKS.add
-class TextClassification(Classification):
+class TextClassification(TextTask, Classification):
     name = "text_classification"
-    modality = "text"
     path_help = "a text file (.csv, .tsv, .jsonl, .json, .parquet) or a folder of train/validation[/test] files"
     data_kind = TextSet
     reads = "texts (or text pairs) with one class each"
     transformers_head = ("AutoModelForSequenceClassification", "classifier")
     pipeline = "text-classification"
-
-    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
-        from tunewise.data.text_files import read_text_data
-
-        return read_text_data(path, config, self)
 
     def loader(self, data: TextSet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:
         return text_loader(encode_texts(data, preprocess), preprocess.tokenizer, train, training)

@@ -7,7 +7,6 @@ special tokens) are ignored, in training and in scoring alike.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -18,13 +17,12 @@ from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone
 from tunewise.backbones.hf import TextEncoder, Tokenize
-from tunewise.config import DataConfig, TrainConfig
-from tunewise.data.base import DataSplits
+from tunewise.config import TrainConfig
 from tunewise.data.text import TokenSet
 from tunewise.errors import BackboneError
 from tunewise.features import IGNORE
-from tunewise.tasks import TASKS, Task, TaskModel
-from tunewise.tasks._text_batches import Encoded, encoded_once, text_loader
+from tunewise.tasks import TASKS, TaskModel
+from tunewise.tasks._text_batches import Encoded, TextTask, encoded_once, text_loader
 
 
 def align_tags(word_ids: list[int | None], tags: list[int]) -> list[int]:
@@ -57,12 +55,11 @@ def encode_sentences(data: TokenSet, preprocess: Tokenize) -> Encoded:
 
 
 @TASKS.add
-class TokenClassification(Task):
+class TokenClassification(TextTask):
     name = "token_classification"
     metric = "f1"
     greater_is_better = True
     cacheable = True
-    modality = "text"
     path_help = ("a text file (.csv, .tsv, .jsonl, .json, .parquet, CoNLL) or a folder of "
                  "train/validation[/test] files")
     per_token = True
@@ -70,11 +67,6 @@ class TokenClassification(Task):
     reads = "sentences of words with one tag each"
     transformers_head = ("AutoModelForTokenClassification", "classifier")
     pipeline = "token-classification"
-
-    def read_path(self, path: Path, config: DataConfig) -> DataSplits:
-        from tunewise.data.text_files import read_text_data
-
-        return read_text_data(path, config, self)
 
     def __init__(self, classes: list[str] | tuple[str, ...] = ()) -> None:
         self.classes: list[str] = list(classes)
