@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -117,9 +118,10 @@ class Task:
 TASKS: Registry[type[Task]] = Registry("task")
 
 
+@cache
 def _register_all() -> None:
-    """Import every module of this package: each task module registers its task, so a new task is
-    one new file here."""
+    """Import every module of this package, once: each task module registers its task, so a new task
+    is one new file here (get_task runs in loops; the folder is listed on the first call only)."""
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
 
