@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +29,7 @@ from tunewise.config import (
     validate_data,
     validate_train,
 )
-from tunewise.errors import TunewiseError
+from tunewise.errors import Interrupted, TunewiseError, one_line, write_error
 from tunewise.precheck import registered, source_of
 
 T = TypeVar("T")
@@ -202,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "model, which strategy.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fit = sub.add_parser("fit", help="fine-tune one model with one strategy",
@@ -307,7 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "question_answering (MiniLM, generated passages) (default: %(default)s)")
     add_config_flags(demo, "search", SEARCH_FIELDS, only=("budget",), overrides={"budget": {
         "help": "(default: the demo's own; the image demo took 16.8 minutes on 2 CPU cores)"}})
+    for command in sub.choices.values():  # --debug after the command too; SUPPRESS keeps one given before it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+DEBUG_HELP = "show the full traceback of any error (also: TUNEWISE_DEBUG=1)"
 
 
 def _valid(*configs: TrainConfig | DataConfig, models: tuple[str, ...] = ()) -> Any:
@@ -330,14 +339,53 @@ def main(argv: list[str] | None = None) -> int:
         args.quiet = True
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
+    with interrupts_as_errors():
+        try:
+            return COMMANDS[args.command](args)
+        except Exception as err:
+            if args.debug or os.environ.get("TUNEWISE_DEBUG"):
+                raise
+            print(f"error: {explain(err)}", file=sys.stderr)
+            return 2 if isinstance(err, TunewiseError | OSError) else 1
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as Interrupted
+            print(f"interrupted; {RESUME_HINTS[args.command]}", file=sys.stderr)
+            return err.exit_code if isinstance(err, Interrupted) else 130
+
+
+RESUME_HINTS = {
+    "fit": "the run resumes from its last finished epoch with: tunewise fit --resume RUN_DIR",
+    "search": "the search resumes with: tunewise search --resume --out SEARCH_DIR",
+    "rank": "rerun the same command: finished scores are not kept, nothing was half written",
+    "demo": "the demo's search resumes with: tunewise search --resume --out DEMO_DIR",
+}
+
+
+def explain(err: Exception) -> str:
+    """One line for any error: a user error's own message; a file that could not be read or
+    written, named; anything else named as a fault of tunewise, with where to see more."""
+    if isinstance(err, TunewiseError):
+        return one_line(err)
+    if isinstance(err, OSError) and err.filename is not None:
+        return one_line(write_error(err.filename, err))
+    return (f"internal error ({type(err).__name__}: {one_line(err)}). Rerun with --debug to see the traceback, "
+            "and please report it with the command you ran.")
+
+
+@contextlib.contextmanager
+def interrupts_as_errors() -> Iterator[None]:
+    """SIGTERM (what schedulers and containers send) stops a command as Ctrl-C does: it raises
+    Interrupted where the program stands, so the same clean-up runs and the folder resumes."""
+    def stop(number: int, frame: object) -> None:
+        raise Interrupted(number)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, stop)
     try:
-        return COMMANDS[args.command](args)
-    except TunewiseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; a fit run resumes with: tunewise fit --resume RUN_DIR", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def run_fit(args: argparse.Namespace) -> int:

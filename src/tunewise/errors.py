@@ -1,5 +1,10 @@
 """Errors a user can fix. The CLI prints them as one line and exits with code 2."""
 
+from __future__ import annotations
+
+import errno
+import re
+
 
 class TunewiseError(ValueError):
     """Bad input: the message says what was given, what is allowed and what to do."""
@@ -15,3 +20,42 @@ class BackboneError(TunewiseError):
 
 class ConfigError(TunewiseError):
     """A setting is out of its allowed range."""
+
+
+class RunFolderError(TunewiseError):
+    """A run folder is missing, damaged, edited, or is not tunewise's to write into."""
+
+
+class WriteError(TunewiseError):
+    """A file could not be written: a read-only or full disk, or no permission."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the run stops where it stands and its folder resumes."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.exit_code = 128 + signal_number
+
+
+_WORKER = re.compile(r"Caught (\w+) in DataLoader worker process \d+")
+
+
+def one_line(err: BaseException) -> str:
+    """What went wrong, in one line: an error raised inside a DataLoader worker arrives wrapped in
+    the worker's traceback text; its own message is that text's last line."""
+    text = str(err)
+    if _WORKER.search(text):
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = re.sub(r"^[\w.]+(Error|Exception): ", "", last)
+    return " ".join(text.split())
+
+
+def write_error(path: object, err: BaseException) -> WriteError:
+    """A WriteError that names the path and the cause, and says what to do."""
+    cause = err.strerror if isinstance(err, OSError) and err.strerror else one_line(err)
+    hint = {errno.ENOSPC: "free some space or write elsewhere",
+            errno.EROFS: "pass a writable folder", errno.EACCES: "pass a folder you may write to",
+            errno.EDQUOT: "free some space or write elsewhere"}.get(getattr(err, "errno", None) or -1,
+                                                                   "check the disk and the folder's permissions")
+    return WriteError(f"cannot write {str(path)!r}: {cause}. {hint[0].upper()}{hint[1:]}.")
