@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import time
 from dataclasses import asdict, replace
@@ -57,14 +59,29 @@ def connect(storage: str | None, run_dir: Path | None = None) -> optuna.storages
 
 
 def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
-    """Run every waiting trial, in this process and `workers - 1` more sharing the study."""
+    """Run every waiting trial, in this process and `workers - 1` more sharing the study. Stopped
+    (Ctrl-C, SIGTERM), it stops the others too: each leaves its trial to be resumed."""
     context = multiprocessing.get_context("spawn")
-    helpers = [context.Process(target=work, args=(str(run_dir),)) for _ in range(workers - 1)]
+    helpers = [context.Process(target=_helper, args=(str(run_dir),)) for _ in range(workers - 1)]
     for helper in helpers:
         helper.start()
-    work(str(run_dir), study)
-    for helper in helpers:
-        helper.join()
+    try:
+        work(str(run_dir), study)
+    except KeyboardInterrupt:
+        for helper in helpers:  # a SIGTERM reaches this process alone; Ctrl-C reached them already
+            helper.terminate()
+        raise
+    finally:
+        for helper in helpers:
+            helper.join()
+
+
+def _helper(run_dir: str) -> None:
+    """A process of drain(): SIGTERM stops it as Ctrl-C does, quietly (the coordinator says how to
+    resume), leaving its trial running in the study to be queued again."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        work(run_dir)
 
 
 def work(run_dir: str, study: optuna.Study | None = None) -> int:
@@ -144,11 +161,15 @@ def serve(run_dir: str | Path, poll_seconds: float = 2.0) -> int:
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
-    """Trials left running by a killed search: closed as failed and queued again (their run
-    folder is reused, so the new trial resumes from the last finished epoch)."""
+    """Trials left running by a killed search: queued again and closed as failed. The new trial
+    reuses the old one's run folder, so it resumes from its last checkpoint and charges all the
+    epochs there: the old trial's charge is cleared, so that each epoch counts once."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
-        study.enqueue_trial(dict(t.params), user_attrs={**t.user_attrs, "requeued_from": t.number})
+        attrs = {k: v for k, v in t.user_attrs.items() if k != "seconds"}  # its time stays the old trial's
+        study.enqueue_trial(dict(t.params), user_attrs={**attrs, "requeued_from": t.number})
+        # optuna sets attributes through a Trial object only, made for a trial that runs here
+        study._storage.set_trial_user_attr(t._trial_id, "compute", 0.0)
         study.tell(t.number, state=TrialState.FAIL)
     return len(stale)
 
