@@ -6,13 +6,17 @@ augmentations in processes of their own, whose generators a persistent worker ca
 epoch and a checkpoint cannot hold. So batches of images are shuffled by `EpochShuffle`, which hands
 each example a seed of its own with its index, and `Seeded` draws the example under that seed: the
 workers stay alive between epochs (no start-up per epoch) and draw the same in a resumed run, with any
-number of workers, as in an uninterrupted one.
+number of workers, as in an uninterrupted one. `image_loader` builds such loaders (and keeps their
+workers quiet when a run is stopped).
 """
 
 from __future__ import annotations
 
 import random
+import signal
+import sys
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -86,7 +90,24 @@ def image_loader(data: Dataset, train: TrainConfig, training: bool, **options: A
     if training:
         keys = {"dataset": Seeded(data), "sampler": EpochShuffle(len(data), train.seed)}  # type: ignore[arg-type]
     return DataLoader(**keys, batch_size=train.batch_size, num_workers=train.num_workers,
-                      persistent_workers=train.num_workers > 0, **options)
+                      persistent_workers=train.num_workers > 0, worker_init_fn=quiet_on_stop, **options)
+
+
+def quiet_on_stop(worker_id: int) -> None:
+    """In a loader worker, a stop (Ctrl-C, SIGTERM) leaves no traceback. A SIGTERM sent to the whole
+    process group (systemd, Slurm) ends the worker as Ctrl-C does, quietly, where torch's own handler
+    would let it die by the signal and the main process report a failed worker. And a batch being
+    handed over as the main process stops leaves multiprocessing's sharing thread here without its
+    peer, which it prints as a traceback (pytorch#28950): only that loss is kept quiet; the worker's
+    own errors reach the main process through its queue, not through this hook."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    shown = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        if not issubclass(kind, ConnectionError | EOFError):
+            shown(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

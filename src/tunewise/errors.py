@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib
 import re
+import signal
 
 
 class TunewiseError(ValueError):
@@ -36,6 +39,16 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signal_number: int) -> None:
         super().__init__(signal_number)
         self.exit_code = 128 + signal_number
+
+
+def stopped_quietly(module: str, function: str, *args: object) -> None:
+    """`module.function(*args)` as a helper process's whole work (a search's --workers): SIGTERM stops
+    it as Ctrl-C does, and either ends it without a traceback (its parent says how to resume). Named by
+    strings, so that the handler is in place before the module's imports (torch: seconds), where a
+    Ctrl-C would otherwise print a traceback from each helper."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        getattr(importlib.import_module(module), function)(*args)
 
 
 _WORKER = re.compile(r"Caught (\w+) in DataLoader worker process \d+")

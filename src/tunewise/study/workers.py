@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import time
 from dataclasses import asdict, replace
@@ -23,7 +21,7 @@ from tunewise.config import (
     DataConfig,
     TrainConfig,
 )
-from tunewise.errors import TunewiseError
+from tunewise.errors import TunewiseError, stopped_quietly
 from tunewise.io import file_safe
 from tunewise.records import Leaderboard, RunRecord
 from tunewise.strategies import get_strategy
@@ -60,9 +58,11 @@ def connect(storage: str | None, run_dir: Path | None = None) -> optuna.storages
 
 def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
     """Run every waiting trial, in this process and `workers - 1` more sharing the study. Stopped
-    (Ctrl-C, SIGTERM), it stops the others too: each leaves its trial to be resumed."""
+    (Ctrl-C, SIGTERM), it stops the others too: each leaves its trial running in the study, to be
+    queued again by `search --resume`."""
     context = multiprocessing.get_context("spawn")
-    helpers = [context.Process(target=_helper, args=(str(run_dir),)) for _ in range(workers - 1)]
+    helpers = [context.Process(target=stopped_quietly, args=(__name__, "work", str(run_dir)))
+               for _ in range(workers - 1)]
     for helper in helpers:
         helper.start()
     try:
@@ -74,14 +74,6 @@ def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
     finally:
         for helper in helpers:
             helper.join()
-
-
-def _helper(run_dir: str) -> None:
-    """A process of drain(): SIGTERM stops it as Ctrl-C does, quietly (the coordinator says how to
-    resume), leaving its trial running in the study to be queued again."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
-        work(run_dir)
 
 
 def work(run_dir: str, study: optuna.Study | None = None) -> int:
