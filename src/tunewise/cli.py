@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 RESUME_HINTS = {
     "fit": "the run resumes from its last finished epoch with: tunewise fit --resume RUN_DIR",
     "search": "the search resumes with: tunewise search --resume --out SEARCH_DIR",
-    "rank": "rerun the same command: finished scores are not kept, nothing was half written",
+    "rank": "rerun the same command with the same --out: features are cached, verification runs resume",
     "demo": "the demo's search resumes with: tunewise search --resume --out DEMO_DIR",
 }
 
