@@ -42,10 +42,11 @@ class Interrupted(KeyboardInterrupt):
 
 
 def stopped_quietly(module: str, function: str, *args: object) -> None:
-    """`module.function(*args)` as a helper process's whole work (a search's --workers): SIGTERM stops
-    it as Ctrl-C does, and either ends it without a traceback (its parent says how to resume). Named by
-    strings, so that the handler is in place before the module's imports (torch: seconds), where a
-    Ctrl-C would otherwise print a traceback from each helper."""
+    """`module.function(*args)` as a helper process's whole work (a search's --workers): Ctrl-C and
+    SIGTERM end it without a traceback (its parent says how to resume). Named by strings, so that the
+    handlers are in place before the module's imports (torch: seconds); its parent starts it with
+    Ctrl-C ignored until then (study.workers.drain)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         getattr(importlib.import_module(module), function)(*args)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -63,8 +67,9 @@ def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
     context = multiprocessing.get_context("spawn")
     helpers = [context.Process(target=stopped_quietly, args=(__name__, "work", str(run_dir)))
                for _ in range(workers - 1)]
-    for helper in helpers:
-        helper.start()
+    with _ctrl_c_ignored():
+        for helper in helpers:
+            helper.start()
     try:
         work(str(run_dir), study)
     except KeyboardInterrupt:
@@ -74,6 +79,21 @@ def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
     finally:
         for helper in helpers:
             helper.join()
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C ignored while helpers start: they inherit that and keep it until stopped_quietly's handler
+    is in place, so a Ctrl-C during their start-up code (seconds of imports) prints no traceback from
+    each. The coordinator, stopped, stops them with SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def work(run_dir: str, study: optuna.Study | None = None) -> int:
