@@ -29,7 +29,7 @@ from tunewise.config import (
     validate_data,
     validate_train,
 )
-from tunewise.errors import Interrupted, TunewiseError, one_line, write_error
+from tunewise.errors import Interrupted, TunewiseError, interrupt_behind, one_line, write_error
 from tunewise.precheck import registered, source_of
 
 T = TypeVar("T")
@@ -344,13 +344,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return COMMANDS[args.command](args)
         except Exception as err:
+            stop = interrupt_behind(err)
+            if stop is not None:
+                return _interrupted(args.command, stop)
             if args.debug or os.environ.get("TUNEWISE_DEBUG"):
                 raise
             print(f"error: {explain(err)}", file=sys.stderr)
             return 2 if isinstance(err, TunewiseError | OSError) else 1
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as Interrupted
-            print(f"interrupted; {RESUME_HINTS[args.command]}", file=sys.stderr)
-            return err.exit_code if isinstance(err, Interrupted) else 130
+            return _interrupted(args.command, err)
+
+
+def _interrupted(command: str, err: KeyboardInterrupt) -> int:
+    print(f"interrupted; {RESUME_HINTS[command]}", file=sys.stderr)
+    return err.exit_code if isinstance(err, Interrupted) else 130
 
 
 RESUME_HINTS = {

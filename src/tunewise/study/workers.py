@@ -25,7 +25,7 @@ from tunewise.config import (
     DataConfig,
     TrainConfig,
 )
-from tunewise.errors import TunewiseError, stopped_quietly
+from tunewise.errors import TunewiseError, interrupt_behind, stopped_quietly
 from tunewise.io import file_safe
 from tunewise.records import Leaderboard, RunRecord
 from tunewise.strategies import get_strategy
@@ -85,7 +85,8 @@ def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
 def _ctrl_c_ignored() -> Iterator[None]:
     """Ctrl-C ignored while helpers start: they inherit that and keep it until stopped_quietly's handler
     is in place, so a Ctrl-C during their start-up code (seconds of imports) prints no traceback from
-    each. The coordinator, stopped, stops them with SIGTERM."""
+    each. The coordinator, stopped, stops them with SIGTERM. (One in the milliseconds of start() is
+    lost: blocking it instead would not do, another thread of this process would take it.)"""
     if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
         yield
         return
@@ -232,6 +233,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
     try:
         record = fit_trial(run, should_stop)
     except (TunewiseError, RuntimeError) as err:  # a NaN loss, a shape error: this arm fails, the search goes on
+        stop = interrupt_behind(err)
+        if stop is not None:  # not the arm's failure: the search was being stopped
+            raise stop from None
         trial.set_user_attr("reason", str(err))
         study.tell(trial, state=TrialState.FAIL)
         return
