@@ -287,3 +287,18 @@ def test_search_resume_of_a_folder_without_a_search(tmp_path, capsys):
     before = snapshot(tmp_path)
     assert_user_error(run(capsys, "search", "--resume", "--out", tmp_path), ["nothing to resume", str(tmp_path)])
     assert snapshot(tmp_path) == before
+
+
+def test_a_loader_worker_death_reported_while_stopping_still_stops(capsys, monkeypatch):
+    """torch reports a worker that died of the same Ctrl-C (one still starting) as a RuntimeError
+    raised while the KeyboardInterrupt unwinds. Before: exit 1, 'internal error (RuntimeError ...)'."""
+    def stopping(args):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+
+    monkeypatch.setitem(cli.COMMANDS, "fit", stopping)
+    outcome = run(capsys, "fit")
+    assert outcome.code == 130 and "tunewise fit --resume" in outcome.err, outcome.err
+    assert "Traceback" not in outcome.err and "error" not in outcome.err
