@@ -89,8 +89,12 @@ def image_loader(data: Dataset, train: TrainConfig, training: bool, **options: A
     keys: dict[str, Any] = {"dataset": data}
     if training:
         keys = {"dataset": Seeded(data), "sampler": EpochShuffle(len(data), train.seed)}  # type: ignore[arg-type]
+    # a generator of its own: starting an iterator draws its workers' base seed from it, where it drew
+    # from the global one that the training loop's model draws from (detection's box sampling,
+    # dropout), once per run with persistent workers, so a resumed run drew one more
     return DataLoader(**keys, batch_size=train.batch_size, num_workers=train.num_workers,
-                      persistent_workers=train.num_workers > 0, worker_init_fn=quiet_on_stop, **options)
+                      persistent_workers=train.num_workers > 0, worker_init_fn=quiet_on_stop,
+                      generator=torch.Generator().manual_seed(train.seed), **options)
 
 
 def quiet_on_stop(worker_id: int) -> None:

@@ -126,6 +126,40 @@ def _kill() -> None:
     raise Killed
 
 
+def test_an_epoch_draws_the_same_batches_however_the_loader_got_there(image_folder):
+    """An epoch's shuffle and augmentations depend on (seed, epoch) alone: a loader fresh in a resumed
+    process, with any number of workers, gives the batches that a long-lived one gave in that epoch;
+    and starting it leaves the global generator, which the model draws from (dropout, detection's box
+    sampling), alone. Before, persistent workers carried their random state from epoch to epoch, and
+    starting a loader drew its workers' seed from the global generator."""
+    from tunewise.assemble import configured_preprocess
+    from tunewise.backbones import load_backbone
+    from tunewise.config import DataConfig, TrainConfig
+    from tunewise.data import load_data
+    from tunewise.epochs import set_epoch
+    from tunewise.tasks import get_task
+
+    task, data = get_task("image_classification"), DataConfig(data=str(image_folder), image_size=32)
+    preprocess = configured_preprocess(load_backbone("random:timm:test_resnet").preprocess, data, task)
+    train = load_data(data, task).train
+
+    def loader(workers: int):
+        return task.loader(train, preprocess, TrainConfig(batch_size=8, num_workers=workers), training=True)
+
+    def epoch(batches, number: int) -> list[torch.Tensor]:
+        set_epoch(batches, number)
+        return [images for images, _ in batches]
+
+    long_lived = loader(2)
+    seen = [epoch(long_lived, number) for number in range(3)]
+    global_state = torch.get_rng_state()
+    for workers in (2, 0):
+        fresh = epoch(loader(workers), 2)
+        assert all(torch.equal(a, b) for a, b in zip(fresh, seen[2], strict=True)), f"{workers} workers"
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert not torch.equal(seen[1][0], seen[2][0])  # epochs do differ
+
+
 # ---- kill -9 -----------------------------------------------------------------------------------
 
 KILLER = """
