@@ -39,7 +39,7 @@ from tunewise.config import (
 )
 from tunewise.data import load_data
 from tunewise.errors import ConfigError, TunewiseError
-from tunewise.io import default_run_dir, write_atomic, write_json
+from tunewise.io import claim_folder, default_run_dir, write_atomic, write_json
 from tunewise.records import Leaderboard
 from tunewise.report.search_report import write_report
 from tunewise.study.budget import default_budget, reserved_cost, unmeasurable, validate_search
@@ -231,7 +231,7 @@ def _open_search_dir(out: str | Path | None, model: str, settings: dict[str, Any
     if saved_path.exists():
         raise TunewiseError(f"{str(run_dir)!r} already holds a search. Pass --resume to continue it, or another "
                             "--out.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(run_dir)
     # unique in a shared database, where many searches (and old ones) keep their studies
     write_json(saved_path, {**settings, "study": f"{run_dir.name}-{secrets.token_hex(4)}"})
     return run_dir
