@@ -3,8 +3,11 @@ and a run that fails before its first checkpoint leaves no folder behind (issue 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,18 +120,28 @@ def test_torch_and_safetensors_full_disk_errors_name_the_file(tmp_path):
         tw_io.write_atomic(target, lambda tmp: 1 / 0)
 
 
-def test_a_real_full_disk(capsys, tmp_path, image_folder, tiny_weights):
-    """A 256 KiB tmpfs: the run's weights do not fit. One line naming the file, no temporary file left."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+@contextlib.contextmanager
+def _tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs mounted on `folder` (root only): a real full or read-only disk."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not permitted'})")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)  # lazily: a failed writer may hold a file
+
+
+def test_a_real_full_disk(capsys, tmp_path, image_folder, tiny_weights):
+    """A 256 KiB disk: the run's weights do not fit. One line naming the file, no temporary file left."""
+    with _tmpfs(tmp_path / "disk", "size=256k") as disk:
         outcome = _fit(capsys, tiny_weights, image_folder, disk / "run")
         assert_user_error(outcome, [str(disk / "run"), "free some space"])
         assert not list(disk.rglob("*.tmp"))
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)  # lazily: a failed writer may hold a file
+
+
+def test_a_read_only_out(capsys, tmp_path, image_folder, tiny_weights):
+    with _tmpfs(tmp_path / "disk", "ro,size=64k") as disk:
+        assert_user_error(_fit(capsys, tiny_weights, image_folder, disk / "run"),
+                          [str(disk / "run"), "read-only", "writable"])
