@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from tunewise.backbones import Backbone, Preprocess, load_backbone
 from tunewise.backbones.hf import TextEncoder, Tokenize
 from tunewise.errors import TunewiseError
-from tunewise.io import write_atomic, write_json
+from tunewise.io import failed_write, write_atomic, write_json
 from tunewise.tasks import Task, TaskModel, get_task, task_for
 
 log = logging.getLogger("tunewise")
@@ -107,8 +108,14 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: Task, clas
                             f"{auto_name} head differs from tunewise's linear head ({len(missing)} missing, "
                             f"{len(unexpected)} unexpected tensors). The run's best.pt holds the weights.")
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:  # each file lands whole
-        exported.save_pretrained(tmp)
-        preprocess.tokenizer.save_pretrained(tmp)
+        try:
+            exported.save_pretrained(tmp)
+            preprocess.tokenizer.save_pretrained(tmp)
+        except Exception as err:  # a full disk, as safetensors or the tokenizer report it
+            error = failed_write(folder, err, shutil.disk_usage(tmp).free)
+            if error is None:
+                raise
+            raise error from err
         for file in Path(tmp).iterdir():
             os.replace(file, folder / file.name)
 

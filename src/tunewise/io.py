@@ -37,9 +37,10 @@ def write_atomic(path: str | Path, write: Callable[[str], object]) -> None:
     except BaseException as err:
         free = shutil.disk_usage(path.parent).free  # measured before the partial file is removed
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, Exception) and not isinstance(err, TunewiseError):
-            raise _failed_write(path, err, free) from err
-        raise
+        error = failed_write(path, err, free) if isinstance(err, Exception) else None
+        if error is None:
+            raise
+        raise error from err
 
 
 def _fsync(path: str) -> None:
@@ -50,14 +51,17 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _failed_write(path: Path, err: Exception, free: int) -> Exception:
-    """torch.save and safetensors report a full disk as errors of their own (torch's zip writer
-    raises RuntimeErrors such as "file write failed" or "unexpected pos"), so a disk with almost
-    nothing free when the write failed counts as full whatever the error says."""
+def failed_write(path: Path, err: Exception, free: int) -> WriteError | None:
+    """`err` as a WriteError naming `path`, or None when it is not a failed write. torch.save and
+    safetensors report a full disk as errors of their own (torch's zip writer raises RuntimeErrors
+    such as "file write failed" or "unexpected pos"), so a disk with almost nothing free when the
+    write failed counts as full whatever the error says."""
+    if isinstance(err, TunewiseError):
+        return None
     if isinstance(err, OSError):
         return write_error(path, err)
     if free > FULL_BELOW and not re.search(r"write failed|no space|storagefull", str(err), re.IGNORECASE):
-        return err  # not a failed write: a fault of its own
+        return None  # a fault of its own
     before = f"; the previous copy took {path.stat().st_size / 2**20:.1f} MiB" if path.is_file() else ""
     return WriteError(f"cannot write {str(path)!r}: the disk is full ({free / 2**20:.1f} MiB free when the write "
                       f"failed{before}; {type(err).__name__}). Free some space or write elsewhere.")
