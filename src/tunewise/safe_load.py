@@ -9,7 +9,9 @@ a short allowlist, naming the file and the refused global in one line:
 - `load_tensors`: `torch.load(weights_only=True)` for checkpoints and `.pth` weights, with torch's
   long advice (which suggests `weights_only=False`) replaced by one line.
 
-`weights_only_loads` covers the loads that happen inside timm and torchvision.
+`weights_only_loads` covers the loads that happen inside timm and torchvision (transformers reads
+`.bin` weights with weights_only=True by itself). tests/unit/test_no_code_execution.py scans src/
+for any other way in (pickle, torch.load without weights_only, yaml.load, eval, subprocess, ...).
 """
 
 from __future__ import annotations
@@ -27,16 +29,20 @@ import numpy as np
 
 from tunewise.errors import TunewiseError
 
-try:  # numpy 2 writes numpy._core in its pickles, numpy 1 numpy.core: both mean this function
+try:  # numpy 2 writes numpy._core in its pickles, numpy 1 numpy.core: both mean these functions
     from numpy._core.multiarray import _reconstruct, scalar
+    from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # private: not in the stubs
 except ImportError:  # pragma: no cover - numpy < 1.26
     from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
+    from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
 
-# What a pickled numpy array (or numpy scalar) is rebuilt from; nothing here can run other code.
-# Pickle protocols 0-2 also write bytes as `_codecs.encode(text, "latin1")`: allowed for latin-1 alone.
+# What a pickled numpy array (or numpy scalar) is rebuilt from, under pickle protocols 0-5 (5 writes
+# arrays as _frombuffer, which refuses object arrays); nothing here can run other code. Protocols
+# 0-2 also write bytes as `_codecs.encode(text, "latin1")`: allowed for latin-1 alone.
 NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
     **{(module, "_reconstruct"): _reconstruct for module in ("numpy._core.multiarray", "numpy.core.multiarray")},
     **{(module, "scalar"): scalar for module in ("numpy._core.multiarray", "numpy.core.multiarray")},
+    **{(module, "_frombuffer"): _frombuffer for module in ("numpy._core.numeric", "numpy.core.numeric")},
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -95,8 +101,11 @@ def _named(path: str | Path) -> str:
     return repr(str(path)) if isinstance(path, Path) else path
 
 
-_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch words a refused global in several ways ("Unsupported global: GLOBAL io.open was not an
+# allowed global", "Trying to load unsupported GLOBAL posix.system whose module posix is blocked").
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _REASON = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", re.S)
+_ADVICE = ("Weights only load failed", "Check the documentation", "Please file an issue")
 
 
 def load_tensors(path: str | Path, error: type[TunewiseError], fix: str) -> Any:
@@ -132,7 +141,9 @@ def weights_refusal(path: str | Path, err: pickle.UnpicklingError) -> str:
     if named:
         return refused(path, named.group(1), "")
     reason = _REASON.search(text)
-    shown = " ".join(reason.group(1).split()) if reason else _first_line(err)
+    own = [p for p in text.split("\n\n") if p.strip() and not p.strip().startswith(_ADVICE)]
+    shown = " ".join((reason.group(1) if reason else own[0] if own else "not a weights-only file").split())
+    shown = shown if len(shown) <= 160 else shown[:157] + "..."
     return (f"refused to read {_named(path)}: it holds more than tensors, numbers and plain containers ({shown}), "
             f"and nothing in it was run.")
 
@@ -166,5 +177,8 @@ def weights_only_loads() -> Iterator[None]:
 
 
 def _first_line(err: BaseException) -> str:
+    """The error's first sentence: torch appends paragraphs of advice to its own."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    if not lines:
+        return "the file ends early" if isinstance(err, EOFError) else "no message"
+    return re.split(r"(?<=[.:]) (?=[A-Z])", lines[0])[0].rstrip(".:")
