@@ -333,3 +333,18 @@ def test_a_truncated_segmentation_image_or_mask_drops_its_pair(tmp_path, caplog,
     assert any("skipped 1 " in r.getMessage() and broken in r.getMessage() for r in caplog.records)
     with pytest.raises(DataError, match=rf"{broken}' is not a readable image.*--strict"):
         read_segmentation_data(root, DataConfig(data=str(root), strict=True))
+
+
+def test_a_file_is_decoded_once_while_it_stays_the_same(tmp_path, monkeypatch):
+    """A search reads its data once per trial: the check is remembered per file size and mtime."""
+    import tunewise.data.images as images
+
+    decoded = []
+    decode = images._decode
+    monkeypatch.setattr(images, "_decode", lambda path, **kw: decoded.append(path) or decode(path, **kw))
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(path)
+    assert image_problem(path) is None and image_problem(path) is None
+    assert decoded == [path]
+    Image.new("RGB", (9, 9)).save(path)  # changed: checked again
+    assert image_problem(path) is None and decoded == [path, path]

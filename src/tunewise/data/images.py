@@ -7,6 +7,7 @@ Segmentation masks are label maps: they are checked here (`convert=False`) but n
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -57,6 +58,17 @@ def image_problem(path: Path, convert: bool = True) -> str | None:
     Args:
         convert: also convert it as `open_image` does (False for masks, which are never converted).
     """
+    try:
+        stat = path.stat()
+    except OSError as err:
+        return err.strerror or str(err)
+    return _problem(path, stat.st_size, stat.st_mtime_ns, convert, os.environ.get(PIXEL_LIMIT))
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _problem(path: Path, size: int, mtime_ns: int, convert: bool, limit: str | None) -> str | None:
+    """image_problem, remembered while the file and the limit stay the same: a search reads its data
+    once per trial, and decoding every file each time would cost more than the check is worth."""
     try:
         _decode(path, full=False, convert=convert)
     except DataError as err:
