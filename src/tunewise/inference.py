@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data import ImageSet, load_data
-from tunewise.data.image_folder import IMAGE_SUFFIXES
+from tunewise.data.images import IMAGE_SUFFIXES
 from tunewise.data.text import QAExample, QASet
 from tunewise.errors import DataError, TunewiseError
 from tunewise.export import load_model, model_info
