@@ -29,7 +29,7 @@ from tunewise.config import (
     validate_data,
     validate_train,
 )
-from tunewise.errors import Interrupted, TunewiseError, one_line, write_error
+from tunewise.errors import Interrupted, TunewiseError, file_error, one_line
 from tunewise.precheck import registered, source_of
 
 T = TypeVar("T")
@@ -366,7 +366,7 @@ def explain(err: Exception) -> str:
     if isinstance(err, TunewiseError):
         return one_line(err)
     if isinstance(err, OSError) and err.filename is not None:
-        return one_line(write_error(err.filename, err))
+        return one_line(file_error(err))
     return (f"internal error ({type(err).__name__}: {one_line(err)}). Rerun with --debug to see the traceback, "
             "and please report it with the command you ran.")
 
