@@ -81,18 +81,24 @@ def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64,
 
 
 def image_files(inputs: list[str | Path]) -> list[Path]:
-    """Image files named directly, plus the images anywhere under named folders, sorted."""
+    """Image files named directly, plus the images anywhere under named folders, sorted. A named
+    file must have an image's suffix too: a text file given to an image model is refused up front
+    with what the model reads, not failed on as an unreadable image."""
     files: list[Path] = []
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
     for given in map(Path, inputs):
         if given.is_dir():
             files += sorted(p for p in given.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif given.is_file():
-            files.append(given)
-        else:
+        elif not given.is_file():
             raise DataError(f"{str(given)!r} does not exist. Pass image files or folders of images.")
+        elif given.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{str(given)!r} is not an image: this model reads images ({suffixes}). Pass image "
+                            "files or folders of images.")
+        else:
+            files.append(given)
     if not files:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))} "
-                        f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}: this model reads images "
+                        f"({suffixes}). Pass image files or folders of images.")
     return files
 
 
@@ -104,10 +110,7 @@ def predict_text(run: Path, inputs: list[str], task: Task) -> list[dict[str, Any
     """
     from transformers import pipeline
 
-    texts = []
-    for given in inputs:
-        path = Path(given)
-        texts += [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else [given]
+    texts = [text for given in inputs for text in _texts(given)]
     if not texts:
         raise DataError("no texts given. Pass texts, or .txt files with one text per line.")
     device = 0 if torch.cuda.is_available() else -1
@@ -126,6 +129,21 @@ def predict_text(run: Path, inputs: list[str], task: Task) -> list[dict[str, Any
         rows.append({"text": text, "label": best["label"], "probability": best["score"],
                      **{f"p_{s['label']}": s["score"] for s in scores}})
     return rows
+
+
+def _texts(given: str) -> list[str]:
+    """The text itself, or the non-blank lines of the text file it names; a folder or a file that
+    is not text (an image) is refused: this model reads texts."""
+    path = Path(given)
+    reads = "this model reads texts: pass texts, or .txt files with one text per line."
+    if path.is_dir():
+        raise DataError(f"{given!r} is a folder; {reads}")
+    if not path.is_file():
+        return [given]
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{given!r} is not a text file (not UTF-8 text); {reads}") from None
 
 
 class _Answers(Protocol):
