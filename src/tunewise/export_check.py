@@ -29,9 +29,11 @@ FIX = "The run folder was edited or damaged: refit it, or restore it from a copy
 COMMON: dict[str, Any] = {"source": str, "task": str, "classes": list[str]}
 LAYOUTS: dict[str | None, dict[str, Any]] = {  # the other keys, by `format`: what export writes per kind of task
     None: {"arch": str, "head_key": str, "preprocess": dict},  # image classification: timm/torchvision names
-    "tunewise": {"arch": str, "preprocess": dict, "pretrained": bool},  # detection, segmentation: the whole model
+    "tunewise": {"arch": str, "preprocess": dict},  # detection, segmentation: the whole model
     "transformers": {"max_length": int, "doc_stride": int},  # text: a transformers checkpoint beside it
 }
+OPTIONAL: dict[str, Any] = {"pretrained": bool}
+"""Checked where present: dense exports older than this key load as pretrained (BatchNorm frozen)."""
 
 
 def read_model_json(folder: Path) -> dict[str, Any]:
@@ -68,8 +70,9 @@ def _problem(info: object) -> str | None:
     if _layout(task) != layout:
         fitting = [t.name for t in all_tasks() if _layout(t) == layout]
         return f"'task' is {task.name!r}, but the files are laid out for {' or '.join(fitting)}"
-    knobs = get_type_hints(TrainConfig)  # a task's knobs (the detector) are TrainConfig's fields
-    problem = _keys_problem(info, {name: knobs[name] for name in task.knobs()}, "")
+    knobs = get_type_hints(TrainConfig)  # a task's knobs (the detector) are TrainConfig's fields; older
+    present = OPTIONAL | {name: knobs[name] for name in task.knobs()}  # exports lack some: defaults apply
+    problem = _keys_problem(info, {name: hint for name, hint in present.items() if name in info}, "")
     if problem or "preprocess" not in info:
         return problem
     settings = info["preprocess"]

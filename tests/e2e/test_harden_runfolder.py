@@ -25,7 +25,7 @@ UNWRITABLE = Path("/sys/tunewise-harden")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, image_folder, tiny_bert) -> dict[str, Path]:
+def runs(tmp_path_factory, image_folder, tiny_bert, tiny_weights) -> dict[str, Path]:
     """The three run folders every case copies, and the inputs the cases pass."""
     from tunewise import DataConfig, fit
 
@@ -38,7 +38,7 @@ def runs(tmp_path_factory, image_folder, tiny_bert) -> dict[str, Path]:
     fit(f"hf:{tiny_bert}", DataConfig(data=str(reviews), text_column="review", label_column="sentiment",
                                       max_length=16), "linear_probe", task="text_classification", out=base / "text",
         **cheap)
-    _export_segmentation(base / "dense")
+    _export_segmentation(base / "dense", tiny_weights)
     notes = base / "notes"
     notes.mkdir()
     (notes / "notes.txt").write_text("a good movie\n")
@@ -47,14 +47,15 @@ def runs(tmp_path_factory, image_folder, tiny_bert) -> dict[str, Path]:
             "notes_file": notes / "notes.txt"}
 
 
-def _export_segmentation(folder: Path) -> None:
+def _export_segmentation(folder: Path, weights: Path) -> None:
     """A segmentation model's folder as fit exports it (export_model), without the training: loading
     and predicting are what the cases try, and a dense fit is the slowest of the three."""
     from tunewise.backbones import load_backbone
     from tunewise.export import export_model
     from tunewise.tasks import get_task
 
-    backbone, task, classes = load_backbone("random:timm:test_resnet"), get_task("semantic_segmentation"), ["a", "b"]
+    backbone = load_backbone("timm:test_resnet", weights=weights)  # pretrained: its BatchNorm is frozen
+    task, classes = get_task("semantic_segmentation"), ["a", "b"]
     export_model(task.build_model(backbone, classes), backbone, backbone.preprocess.at_size(32), task, classes, folder)
 
 
@@ -150,6 +151,9 @@ CASES = {
                                   PREDICT_IMAGE, ("model.json", "input_size", "int", "str")),
     "text-max-length-wrong-type": Case("text", edit_json("model.json", same("max_length", "16")), EVAL_TEXT,
                                        ("model.json", "max_length", "int", "str")),
+    "unknown-detector": Case("dense", edit_json("model.json", lambda i: i.update(task="object_detection",
+                                                                                detector="yolo")),
+                             PREDICT_IMAGE, ("model.json", "'detector'", "'faster_rcnn', 'fcos'", *EDITED)),
     "image-classes-added": Case("image", edit_json("model.json", lambda i: i["classes"].append("pink")), EVAL_IMAGE,
                                 ("model.safetensors", "classifier.bias", "[3]", "[4]", "4 classes", *EDITED)),
     "dense-classes-added": Case("dense", edit_json("model.json", lambda i: i["classes"].append("circle")),
@@ -203,3 +207,14 @@ def test_a_damaged_run_folder_or_wrong_input_is_one_line(name, runs, tmp_path, c
     outcome = run(capsys, *(part.format(**paths) for part in case.command))
     assert_user_error(outcome, case.words)
     assert snapshot(folder) == before
+
+
+def test_an_export_older_than_its_optional_keys_still_loads(runs, tmp_path, capsys):
+    """Dense exports before `pretrained` was written load as pretrained: the check must not refuse them
+    (the export under test is of a pretrained backbone, as those were)."""
+    folder = tmp_path / "run"
+    shutil.copytree(runs["dense"], folder)
+    edit_json("model.json", lambda info: info.pop("pretrained"))(folder)
+    outcome = run(capsys, "predict", folder, runs["photo"])
+    assert outcome.code == 0, outcome.err
+    assert "000.png" in outcome.out
