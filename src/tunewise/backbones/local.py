@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tunewise.backbones.base import Backbone
@@ -17,16 +16,21 @@ def looks_like_path(name: str) -> bool:
 
 def read_arch(path: Path) -> str | None:
     """The `tunewise.arch` metadata of a safetensors file, or of the model.json beside it."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    from tunewise.export_check import read_model_json, unreadable  # it imports the tasks, which import us
 
-        with safe_open(str(path), framework="pt") as f:
-            arch = (f.metadata() or {}).get("tunewise.arch")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                arch = (f.metadata() or {}).get("tunewise.arch")
+        except (SafetensorError, OSError) as err:
+            raise unreadable(path, err) from None
         if arch:
             return arch
     sidecar = path.with_name("model.json")
     if sidecar.is_file():
-        return json.loads(sidecar.read_text()).get("arch")
+        return read_model_json(sidecar.parent).get("arch")
     return None
 
 
