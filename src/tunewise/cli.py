@@ -434,23 +434,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from tunewise.export import model_info
     from tunewise.inference import predict
+    from tunewise.io import claim_folder, write_atomic
     from tunewise.report import print_predictions
     from tunewise.tasks import get_task
 
     if get_task(model_info(args.run)[1]["task"]).dense:  # boxes and masks: files in a folder
+        if args.output:
+            claim_folder(args.output, "--output")  # new, empty, or an earlier predict's: never the user's own
         rows = predict(args.run, args.inputs, out=args.output)
         print_predictions(rows)
         if args.output:
             print(f"wrote predictions for {len(rows)} images to {args.output} (drawn/ shows them)")
         return 0
+    if args.output and Path(args.output).suffix not in (".csv", ".json"):  # before the work, not after
+        raise TunewiseError(f"--output {args.output!r} must end in .csv or .json.")
     rows = predict(args.run, args.inputs)
     if args.output is None:
         print_predictions(rows)
         return 0
     out = Path(args.output)
-    if out.suffix not in (".csv", ".json"):
-        raise TunewiseError(f"--output {args.output!r} must end in .csv or .json.")
-    from tunewise.io import write_atomic
 
     if out.suffix == ".json":
         text = json.dumps(rows, indent=2) + "\n"

@@ -27,11 +27,9 @@ def write_atomic(path: str | Path, write: Callable[[str], object]) -> None:
     except OSError as err:
         raise write_error(path, err) from err
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are for sharing like any file
     try:
         write(tmp)
+        _shareable(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException as err:
@@ -41,6 +39,14 @@ def write_atomic(path: str | Path, write: Callable[[str], object]) -> None:
         if error is None:
             raise
         raise error from err
+
+
+def _shareable(path: str) -> None:
+    """The permissions of any new file (mkstemp makes 0600, and safetensors re-creates the file):
+    results are for sharing."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _fsync(path: str) -> None:

@@ -218,3 +218,16 @@ def test_an_export_older_than_its_optional_keys_still_loads(runs, tmp_path, caps
     outcome = run(capsys, "predict", folder, runs["photo"])
     assert outcome.code == 0, outcome.err
     assert "000.png" in outcome.out
+
+
+def test_dense_predict_never_writes_into_the_users_own_folder(runs, tmp_path, capsys):
+    """Its --output is a folder (predictions.json, masks/, drawn/): a folder of the user's files is refused."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "predictions.json").write_text('{"mine": true}\n')
+    before = snapshot(mine)
+    assert_user_error(run(capsys, "predict", runs["dense"], runs["photo"], "--output", mine),
+                      [str(mine), "did not write", "predictions.json"])
+    assert snapshot(mine) == before
+    assert run(capsys, "predict", runs["dense"], runs["photo"], "--output", tmp_path / "new").code == 0
+    assert run(capsys, "predict", runs["dense"], runs["photo"], "--output", tmp_path / "new").code == 0  # ours: again
