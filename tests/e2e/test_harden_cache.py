@@ -1,0 +1,232 @@
+"""Issue 13, item 8: the feature cache under faults. A damaged entry is reported (naming the file)
+and rebuilt, a killed writer's temporary file is removed, a kill -9 mid-write changes nothing a
+rerun computes, and two runs filling one entry at once share it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hardening import run
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tunewise.features import cached_features, entry_lock, read_entry
+
+KEY = "0123456789abcdef01234567"
+
+# A fit whose cache writes pause half-written until GO exists, having touched MARKER: the moment to
+# kill it, or to start a second run that must wait for it.
+PAUSED_FIT = """
+import sys, time
+from pathlib import Path
+import safetensors.torch
+from tunewise import features
+from tunewise.cli import main
+
+marker, go = Path(sys.argv[1]), Path(sys.argv[2])
+
+def paused_save(tensors, tmp, metadata=None):
+    data = safetensors.torch.save(tensors, metadata=metadata)
+    Path(tmp).write_bytes(data[: len(data) // 2])
+    marker.touch()
+    while not go.exists():
+        time.sleep(0.05)
+    Path(tmp).write_bytes(data)
+
+features.save_file = paused_save
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _fit_args(image_folder: Path, weights: Path, cache: Path, out: Path) -> list[str]:
+    return ["fit", "--model", "timm:test_resnet", "--weights", str(weights), "--data", str(image_folder),
+            "--image-size", "32", "--strategy", "linear_probe", "--epochs", "1", "--num-workers", "0",
+            "--device", "cpu", "--cache-dir", str(cache), "--out", str(out)]
+
+
+def _entries(cache: Path) -> dict[str, dict[str, torch.Tensor]]:
+    found = {p.name: read_entry(p) for p in sorted(cache.glob("*.safetensors"))}
+    assert all(found.values()), "an entry failed its checksum"
+    return found  # type: ignore[return-value]
+
+
+def _same(a: dict[str, dict[str, torch.Tensor]], b: dict[str, dict[str, torch.Tensor]]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[n][k], b[n][k]) for n in a for k in ("features", "targets"))
+
+
+def _val(out: Path) -> float:
+    import json
+
+    return float(json.loads((out / "record.json").read_text())["val"]["accuracy"])
+
+
+def _wait(condition, process: subprocess.Popen, what: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"exited while waiting for {what}: {process.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference(image_folder, tiny_weights, tmp_path_factory):
+    """An uninterrupted run: its cache folder, its entries and its validation accuracy."""
+    from tunewise.cli import main
+
+    root = tmp_path_factory.mktemp("reference")
+    assert main(_fit_args(image_folder, tiny_weights, root / "cache", root / "run")) == 0
+    return root / "cache", _entries(root / "cache"), _val(root / "run")
+
+
+def _tiny() -> tuple[nn.Module, DataLoader]:
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(10, 4), torch.arange(10) % 3)
+    return nn.Linear(4, 3), DataLoader(data, batch_size=4)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _zero(path: Path) -> None:
+    path.write_bytes(bytes(path.stat().st_size))  # the right size, no data: a crash before it reached the disk
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # still a valid safetensors file: only the checksum sees it
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _zero, _flip_last_byte])
+def test_a_damaged_entry_is_named_and_rebuilt(tmp_path, caplog, damage):
+    backbone, loader = _tiny()
+    first = cached_features(backbone, loader, torch.device("cpu"), KEY, tmp_path)
+    entry = tmp_path / f"{KEY}.safetensors"
+    damage(entry)
+    with caplog.at_level(logging.INFO, logger="tunewise"):
+        again = cached_features(backbone, loader, torch.device("cpu"), KEY, tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(entry) in warnings[0] and "damaged" in warnings[0]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    rebuilt = read_entry(entry)
+    assert rebuilt is not None and all(torch.equal(first[k], rebuilt[k]) for k in first)
+
+
+def test_fit_on_a_truncated_entry_warns_and_reaches_the_same_result(capsys, caplog, image_folder, tiny_weights,
+                                                                    tmp_path, reference):
+    """The issue's case: before, every later run died with a SafetensorError that named no file."""
+    cache, expected, accuracy = reference
+    shutil.copytree(cache, tmp_path / "cache")
+    entry = max((tmp_path / "cache").glob("*.safetensors"), key=lambda p: p.stat().st_size)  # the train split's
+    _truncate(entry)
+    with caplog.at_level(logging.WARNING, logger="tunewise"):
+        outcome = run(capsys, *_fit_args(image_folder, tiny_weights, tmp_path / "cache", tmp_path / "run"))
+    assert outcome.code == 0 and "Traceback" not in outcome.err, outcome.err
+    assert [str(entry) in r.getMessage() for r in caplog.records] == [True]
+    assert _same(_entries(tmp_path / "cache"), expected)
+    assert _val(tmp_path / "run") == accuracy
+
+
+def test_an_entry_from_before_checksums_is_rebuilt_quietly(tmp_path, caplog):
+    backbone, loader = _tiny()
+    first = cached_features(backbone, loader, torch.device("cpu"), KEY, tmp_path)
+    entry = tmp_path / f"{KEY}.safetensors"
+    save_file(first, str(entry))  # no metadata: what tunewise wrote before entries had a checksum
+    with caplog.at_level(logging.INFO, logger="tunewise"):
+        cached_features(backbone, loader, torch.device("cpu"), KEY, tmp_path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert read_entry(entry) is not None
+
+
+def test_a_dead_writers_temporary_file_is_removed_a_live_ones_kept(tmp_path):
+    dead = tmp_path / ".aaaaaaaaaaaaaaaaaaaaaaaa.safetensors.x1y2.tmp"  # what a kill -9 mid-write leaves
+    live = tmp_path / ".bbbbbbbbbbbbbbbbbbbbbbbb.safetensors.z3w4.tmp"
+    dead.touch()
+    live.write_bytes(b"half")
+    hold = ("import sys; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+            "print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold,
+                               str(entry_lock(tmp_path / "bbbbbbbbbbbbbbbbbbbbbbbb.safetensors").lock_file)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        backbone, loader = _tiny()
+        cached_features(backbone, loader, torch.device("cpu"), KEY, tmp_path)
+        assert not dead.exists()
+        assert live.read_bytes() == b"half"  # its writer holds the lock: still at work
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_kill_during_a_cache_write_changes_nothing_a_rerun_computes(capsys, image_folder, tiny_weights,
+                                                                      tmp_path, reference):
+    _, expected, accuracy = reference
+    cache, marker = tmp_path / "cache", tmp_path / "writing"
+    killed = subprocess.Popen([sys.executable, "-c", PAUSED_FIT, str(marker), str(tmp_path / "never"),
+                               *_fit_args(image_folder, tiny_weights, cache, tmp_path / "killed")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait(marker.exists, killed, "the first cache write")
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    torn = list(cache.glob(".*.tmp"))
+    assert len(torn) == 1 and torn[0].stat().st_size > 0 and not list(cache.glob("*.safetensors"))
+
+    outcome = run(capsys, *_fit_args(image_folder, tiny_weights, cache, tmp_path / "rerun"))
+    assert outcome.code == 0, outcome.err
+    assert not list(cache.glob(".*.tmp"))
+    assert _same(_entries(cache), expected)
+    assert _val(tmp_path / "rerun") == accuracy
+
+
+def test_two_runs_filling_one_cache_at_once_share_its_entries(capsys, caplog, image_folder, tiny_weights, tmp_path,
+                                                             reference):
+    """A run pauses half-way through writing an entry; a second run (this process) must wait for
+    it, leave its temporary file alone, and then read what it wrote."""
+    _, expected, accuracy = reference
+    cache, marker, go = tmp_path / "cache", tmp_path / "writing", tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", PAUSED_FIT, str(marker), str(go),
+                              *_fit_args(image_folder, tiny_weights, cache, tmp_path / "a")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait(marker.exists, first, "the first run's cache write")
+    seen: list[int] = []
+
+    class ReleaseTheFirstWhenWaiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for another process" in record.getMessage() and not go.exists():
+                seen.append(len(list(cache.glob(".*.tmp"))))
+                go.touch()
+
+    handler = ReleaseTheFirstWhenWaiting()
+    logging.getLogger("tunewise").addHandler(handler)
+    unstick = threading.Timer(300, go.touch)  # should it never wait: the assertion on `seen` fails, no hang
+    unstick.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="tunewise"):
+            outcome = run(capsys, *_fit_args(image_folder, tiny_weights, cache, tmp_path / "b"))
+    finally:
+        logging.getLogger("tunewise").removeHandler(handler)
+        unstick.cancel()
+        go.touch()
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert outcome.code == 0, outcome.err
+    assert seen == [1]  # it waited, and the first run's write in progress was left alone
+
+    assert not list(cache.glob(".*.tmp"))
+    assert _same(_entries(cache), expected)
+    assert _val(tmp_path / "a") == _val(tmp_path / "b") == accuracy
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
