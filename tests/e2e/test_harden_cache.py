@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hardening import run
+from hardening import assert_user_error, run, snapshot
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -230,3 +230,107 @@ def test_two_runs_filling_one_cache_at_once_share_its_entries(capsys, caplog, im
     assert _val(tmp_path / "a") == _val(tmp_path / "b") == accuracy
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# Issue 13, item 7: the storage URL's password is never printed or stored.
+
+PASSWORD = "S3cret-Pw"
+
+
+def _search_args(image_folder: Path, weights: Path, out: Path) -> list[str]:
+    return ["search", "--model", "timm:test_resnet", "--weights", str(weights), "--data", str(image_folder),
+            "--image-size", "32", "--strategies", "linear_probe", "--epochs", "1", "--rates", "1", "--seeds", "1",
+            "--finalists", "1", "--no-scratch", "--no-augment", "--batch-size", "8", "--num-workers", "0",
+            "--device", "cpu", "--out", str(out)]
+
+
+def _files_holding(folder: Path, text: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize(("storage", "words"), [
+    (f"postgresql://alice:{PASSWORD}@127.0.0.1:1/db", ["cannot reach", "postgresql://alice:***@127.0.0.1:1/db",
+                                                       "TUNEWISE_STORAGE_PASSWORD"]),
+    (f"not-a-url:{PASSWORD}@", ["--storage is not a database URL", "TUNEWISE_STORAGE_PASSWORD"]),
+])
+def test_a_storage_error_shows_no_password(capsys, image_folder, tiny_weights, tmp_path, storage, words):
+    outcome = run(capsys, *_search_args(image_folder, tiny_weights, tmp_path / "search"), "--storage", storage)
+    assert_user_error(outcome, words)
+    assert PASSWORD not in outcome.out + outcome.err
+    assert not (tmp_path / "search").exists()
+
+
+@pytest.fixture
+def fake_database(monkeypatch, tmp_path):
+    """Optuna's RDBStorage on a SQLite file whatever URL it is given; the URLs it was given, in order."""
+    import optuna
+
+    given = []
+
+    class Storage(optuna.storages.RDBStorage):
+        def __init__(self, url, **kwargs):
+            given.append(url)
+            super().__init__(f"sqlite:///{tmp_path / 'study.db'}", **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Storage)
+    return given
+
+
+def test_the_storage_password_is_kept_out_of_the_search_folder(capsys, caplog, monkeypatch, image_folder,
+                                                                tiny_weights, tmp_path, fake_database):
+    url, out = f"postgresql://alice:{PASSWORD}@db.example:5432/tunewise", tmp_path / "search"
+    started = run(capsys, *_search_args(image_folder, tiny_weights, out), "--storage", url)
+    assert started.code == 0, started.err
+    assert fake_database[-1] == url  # connected with the password
+    assert PASSWORD not in started.out + started.err and not _files_holding(out, PASSWORD)
+    import json
+
+    assert json.loads((out / "settings.json").read_text())["storage"] == "postgresql://alice:***@db.example:5432/tunewise"
+    before = snapshot(out)
+
+    monkeypatch.setenv("TUNEWISE_STORAGE_PASSWORD", PASSWORD)  # a worker or a resume on another machine
+    worker = run(capsys, "search", "--worker", "--out", out)
+    assert worker.code == 0 and "ran 0 trials" in worker.out, worker.err
+    assert fake_database[-1] == url
+    assert snapshot(out) == before
+    again = run(capsys, "search", "--worker", "--out", out, "--storage", "postgresql://alice@db.example:5432/other")
+    assert_user_error(again, ["postgresql://alice:***@db.example:5432/tunewise", "not in --storage"])
+
+    monkeypatch.delenv("TUNEWISE_STORAGE_PASSWORD")
+    worker = run(capsys, "search", "--worker", "--out", out, "--storage", url)  # the URL given again
+    assert worker.code == 0 and fake_database[-1] == url, worker.err
+    worker = run(capsys, "search", "--worker", "--out", out)  # neither: the driver's own (PGPASSWORD, ~/.pgpass)
+    assert worker.code == 0 and fake_database[-1] == "postgresql://alice@db.example:5432/tunewise", worker.err
+    assert snapshot(out) == before
+    assert PASSWORD not in caplog.text
+
+
+POSTGRES = os.environ.get("TUNEWISE_TEST_POSTGRES")
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not POSTGRES, reason="set TUNEWISE_TEST_POSTGRES to a PostgreSQL URL (.ci/run does)")
+def test_a_resume_and_a_worker_take_the_password_from_the_environment(capsys, monkeypatch, image_folder,
+                                                                      tiny_weights, tmp_path):
+    """On a real server: the folder keeps no password, so a resume or a worker brings it."""
+    from sqlalchemy.engine import make_url
+
+    assert POSTGRES is not None
+    password = make_url(POSTGRES).password
+    in_url = f":{password}@"  # CI's password is also its user's and database's name: look for it in the URL
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    args, out = _search_args(image_folder, tiny_weights, tmp_path / "search"), tmp_path / "search"
+    started = run(capsys, *args, "--storage", POSTGRES)
+    assert started.code == 0, started.err
+    assert in_url not in started.out + started.err and not _files_holding(out, in_url)
+
+    monkeypatch.setenv("TUNEWISE_STORAGE_PASSWORD", str(password))
+    resumed = run(capsys, *args, "--resume")
+    assert resumed.code == 0, resumed.err
+    worker = run(capsys, "search", "--worker", "--out", out)
+    assert worker.code == 0 and "ran 0 trials" in worker.out, worker.err
+
+    monkeypatch.delenv("TUNEWISE_STORAGE_PASSWORD")
+    refused = run(capsys, "search", "--worker", "--out", out)
+    assert_user_error(refused, ["cannot reach the study storage", "TUNEWISE_STORAGE_PASSWORD"])
+    assert in_url not in refused.err and not _files_holding(out, in_url)
