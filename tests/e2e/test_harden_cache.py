@@ -1,9 +1,11 @@
-"""Issue 13, item 8: the feature cache under faults. A damaged entry is reported (naming the file)
-and rebuilt, a killed writer's temporary file is removed, a kill -9 mid-write changes nothing a
-rerun computes, and two runs filling one entry at once share it."""
+"""Issue 13, items 8 and 7. The feature cache under faults: a damaged entry is reported (naming the
+file) and rebuilt, a killed writer's temporary file is removed, a kill -9 mid-write changes nothing
+a rerun computes, and two runs filling one entry at once share it. Secrets: the storage URL's
+password is never printed or stored, and a resume or a worker brings it again."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -66,8 +68,6 @@ def _same(a: dict[str, dict[str, torch.Tensor]], b: dict[str, dict[str, torch.Te
 
 
 def _val(out: Path) -> float:
-    import json
-
     return float(json.loads((out / "record.json").read_text())["val"]["accuracy"])
 
 
@@ -283,8 +283,6 @@ def test_the_storage_password_is_kept_out_of_the_search_folder(capsys, caplog, m
     assert started.code == 0, started.err
     assert fake_database[-1] == url  # connected with the password
     assert PASSWORD not in started.out + started.err and not _files_holding(out, PASSWORD)
-    import json
-
     assert json.loads((out / "settings.json").read_text())["storage"] == "postgresql://alice:***@db.example:5432/tunewise"
     before = snapshot(out)
 
