@@ -253,8 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "rate; replaces --model")
     _task_flag(se)
     se.add_argument("--weights", help="local weights for --model's architecture")
-    se.add_argument("--storage", help="shared Optuna storage for many machines: postgresql://user:pw@host/db "
-                                      "(default: a journal file in the run folder)")
+    se.add_argument("--storage", help="shared Optuna storage for many machines: postgresql://user@host/db with the "
+                                      "password in the environment variable TUNEWISE_STORAGE_PASSWORD (or in the "
+                                      "URL; it is shown and stored as ***, so --resume and --worker take it from "
+                                      "the variable or from --storage given again) (default: a journal file in the "
+                                      "run folder)")
     se.add_argument("--out", help="run folder (default: runs/search-TIME-MODEL)")
     se.add_argument("--resume", action="store_true", help="continue the search in --out")
     se.add_argument("--worker", action="store_true",
@@ -485,7 +488,7 @@ def run_search(args: argparse.Namespace) -> int:
     if args.worker:
         from tunewise.study import serve
 
-        print(f"worker done: ran {serve(args.out)} trials of {args.out}")
+        print(f"worker done: ran {serve(args.out, args.storage)} trials of {args.out}")
         return 0
     board = search(models if args.models else args.model, data, config, train=train, out=args.out, storage=args.storage,
                    resume=args.resume, weights=args.weights, task=args.task)

@@ -59,6 +59,7 @@ from tunewise.study.workers import (
     data_parallel,
     drain,
     follow,
+    masked,
     open_study,
     requeue_interrupted,
     serve,
@@ -139,9 +140,9 @@ def search(
         if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
             return follow()
     settings = {"model": model, "models": models, "weights": weights, "task": task, "data": to_dict(data_config),
-                "train": to_dict(train), "search": asdict(config), "storage": storage}
+                "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
     run_dir = _open_search_dir(out, model, settings, resume)
-    study = open_study(run_dir)
+    study = open_study(run_dir, storage)
     if resume:  # the search goes on as it was started
         saved = json.loads((run_dir / "settings.json").read_text())
         config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
@@ -151,18 +152,18 @@ def search(
 
     if not trials_of(study, "explore"):
         enqueue_explore(study, config, kept, task)
-    drain(run_dir, study, config.workers)
+    drain(run_dir, study, config.workers, storage)
     if the_task.augments and not any("augment" in t.user_attrs for t in trials_of(study, "explore")):
         enqueue_no_augment(study, config, json.loads((run_dir / "settings.json").read_text()))
-        drain(run_dir, study, config.workers)
+        drain(run_dir, study, config.workers, storage)
     if not trials_of(study, "final"):
         enqueue_finals(study, config)
     if config.scratch and not trials_of(study, BASELINE_TIER):
         enqueue_scratch(study, config, seeds=False)
-    drain(run_dir, study, config.workers)
+    drain(run_dir, study, config.workers, storage)
     if config.scratch and not trials_of(study, BASELINE_TIER, seeds=True):
         enqueue_scratch(study, config, seeds=True)
-        drain(run_dir, study, config.workers)
+        drain(run_dir, study, config.workers, storage)
 
     board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test,
                    get_task(task), metric, metric_reason)

@@ -10,6 +10,7 @@ import socket
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import torch
@@ -21,7 +22,7 @@ from tunewise.config import (
     DataConfig,
     TrainConfig,
 )
-from tunewise.errors import TunewiseError
+from tunewise.errors import ConfigError, TunewiseError, one_line
 from tunewise.io import file_safe
 from tunewise.records import Leaderboard, RunRecord
 from tunewise.strategies import get_strategy
@@ -30,36 +31,79 @@ from tunewise.study.config import SearchConfig
 from tunewise.study.tiers import GracePruner, head_only, strategy_choices, trials_of
 from tunewise.tasks import get_task
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 log = logging.getLogger("tunewise")
 
 
-def open_study(run_dir: Path) -> optuna.Study:
-    """The search's study: in the database its settings name, or in run_dir/study.journal."""
+PASSWORD_VARIABLE = "TUNEWISE_STORAGE_PASSWORD"
+"""Where the storage's password comes from when the URL holds none: settings.json never keeps it."""
+
+
+def open_study(run_dir: Path, storage: str | None = None) -> optuna.Study:
+    """The search's study: in the database its settings name, or in run_dir/study.journal.
+    `storage`: the URL given again (--resume, --worker), for the password settings.json lacks."""
     settings = json.loads((run_dir / "settings.json").read_text())
+    saved = settings["storage"]
+    if storage and (not saved or masked(storage) != masked(saved)):
+        raise TunewiseError(f"{str(run_dir)!r} keeps its study in {masked(saved) if saved else 'its study.journal'}, "
+                            f"not in --storage {masked(storage)}. Pass that --storage, or none (the password then "
+                            f"comes from {PASSWORD_VARIABLE}).")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=settings["study"], storage=connect(settings["storage"], run_dir),
+    return optuna.create_study(study_name=settings["study"], storage=connect(storage or saved, run_dir),
                                direction="maximize", load_if_exists=True, pruner=GracePruner())
 
 
 def connect(storage: str | None, run_dir: Path | None = None) -> optuna.storages.BaseStorage:
     """A database storage (checked by connecting), or the journal file in `run_dir`."""
     if storage:
+        url = _with_password(storage)
         try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+            return optuna.storages.RDBStorage(url.render_as_string(hide_password=False),
+                                              engine_kwargs={"pool_pre_ping": True})
         except Exception as err:  # the driver's own error types vary: report any, start nothing
-            raise TunewiseError(f"cannot reach the study storage {storage!r}: {err}. Check the URL, that the "
-                                "server runs and that its driver is installed (PostgreSQL: pip install "
-                                "'tunewise[postgres]').") from None
+            reason = one_line(err).replace(url.password, "***") if url.password else one_line(err)
+            raise TunewiseError(f"cannot reach the study storage {masked(storage)}: {reason}. Check the URL, that "
+                                f"the server runs, the password (in the URL or in {PASSWORD_VARIABLE}) and that "
+                                "the driver is installed (PostgreSQL: pip install 'tunewise[postgres]').") from None
     from optuna.storages.journal import JournalFileBackend
 
     assert run_dir is not None, "without a storage URL the study is a file in the run folder"
     return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
 
 
-def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
-    """Run every waiting trial, in this process and `workers - 1` more sharing the study."""
+def masked(storage: str) -> str:
+    """A storage URL as it is printed and stored: postgresql://user:***@host/db."""
+    return _parsed(storage).render_as_string(hide_password=True)
+
+
+def _with_password(storage: str) -> URL:
+    """The URL to connect with: its own password, else the variable's; a masked one (settings.json's)
+    without the variable is dropped, so that the driver's own apply (PostgreSQL: PGPASSWORD, ~/.pgpass)."""
+    url = _parsed(storage)
+    if url.username and url.password in (None, "***"):
+        url = url._replace(password=os.environ.get(PASSWORD_VARIABLE))
+    return url
+
+
+def _parsed(storage: str) -> URL:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(storage)
+    except ArgumentError:  # not repeated in the message: it may hold a password
+        raise ConfigError("--storage is not a database URL (dialect://user@host/db, e.g. postgresql://alice@db/"
+                          f"tunewise with the password in {PASSWORD_VARIABLE}). Check it, or leave --storage out "
+                          "for a journal file in the run folder.") from None
+
+
+def drain(run_dir: Path, study: optuna.Study, workers: int, storage: str | None = None) -> None:
+    """Run every waiting trial, in this process and `workers - 1` more sharing the study (through
+    `storage`, the URL given with its password, or settings.json's)."""
     context = multiprocessing.get_context("spawn")
-    helpers = [context.Process(target=work, args=(str(run_dir),)) for _ in range(workers - 1)]
+    helpers = [context.Process(target=work, args=(str(run_dir), None, storage)) for _ in range(workers - 1)]
     for helper in helpers:
         helper.start()
     work(str(run_dir), study)
@@ -67,12 +111,12 @@ def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
         helper.join()
 
 
-def work(run_dir: str, study: optuna.Study | None = None) -> int:
+def work(run_dir: str, study: optuna.Study | None = None, storage: str | None = None) -> int:
     """Take waiting trials one at a time until none is left; past the explore tier's share of
     the budget, its waiting trials are closed as failed with the reason. Returns how many ran."""
     folder = Path(run_dir)
     settings = json.loads((folder / "settings.json").read_text())
-    study = study or open_study(folder)
+    study = study or open_study(folder, storage)
     config = SearchConfig(**settings["search"])
     unit, allowance = config.limit.unit, explore_allowance(config)
     cacheable = get_task(settings.get("task", DEFAULT_TASK)).cacheable
@@ -127,15 +171,16 @@ def time_left(study: optuna.Study, config: SearchConfig) -> str:
     return f"; the whole search has about {max(0.0, amount - compute) * seconds / compute / 60:.0f} min left at most"
 
 
-def serve(run_dir: str | Path, poll_seconds: float = 2.0) -> int:
+def serve(run_dir: str | Path, storage: str | None = None, poll_seconds: float = 2.0) -> int:
     """A worker on another machine: run the waiting trials of the search in `run_dir` (a shared
     folder; its settings.json names the storage) until the coordinator has written its
-    leaderboard. Returns the number of trials this worker ran."""
+    leaderboard. `storage`: the URL given again, for its password. Returns the number of trials this
+    worker ran."""
     folder = Path(run_dir)
     if not (folder / "settings.json").is_file():
         raise TunewiseError(f"{str(folder)!r} holds no search (no settings.json). Start the search there first "
                             "with --storage, then workers with the same --out and --storage.")
-    study = open_study(folder)
+    study = open_study(folder, storage)
     mine = 0
     while not (folder / "leaderboard.json").is_file():
         mine += work(str(folder), study)
