@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,9 @@ def cached_features(backbone: nn.Module, loader: DataLoader, device: torch.devic
         return extract_features(backbone, loader, device, desc)
     path = Path(cache_dir) / f"{key}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK):  # a shared cache that others fill: read it (checksummed), write nothing
+        stored = read_entry(path) if path.exists() else None
+        return stored if stored is not None else extract_features(backbone, loader, device, desc)
     remove_stale_temporaries(path.parent)
     lock = entry_lock(path)
     try:

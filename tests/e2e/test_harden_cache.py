@@ -150,6 +150,30 @@ def test_an_entry_from_before_checksums_is_rebuilt_quietly(tmp_path, caplog):
     assert read_entry(entry) is not None
 
 
+def test_a_read_only_cache_is_read_and_never_written(tmp_path):
+    """A cache that others filled, mounted read-only (root only; skipped elsewhere): no lock file can
+    be made there, so its entries are read as they are, checksum-verified, and a missing one is
+    extracted without being stored."""
+    backbone, loader = _tiny()
+    filled = tmp_path / "filled"
+    first = cached_features(backbone, loader, torch.device("cpu"), KEY, filled)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    bind = subprocess.run(["mount", "--bind", str(filled), str(shared)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({bind.stderr.decode().strip() or 'not permitted'})")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(shared)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only here")
+        before = sorted(p.name for p in shared.iterdir())
+        again = cached_features(backbone, loader, torch.device("cpu"), KEY, shared)
+        other = cached_features(backbone, loader, torch.device("cpu"), "another-key", shared)
+        assert all(torch.equal(first[k], again[k]) for k in first) and torch.equal(other["features"], first["features"])
+        assert sorted(p.name for p in shared.iterdir()) == before
+    finally:
+        subprocess.run(["umount", "-l", str(shared)], check=False)
+
+
 def test_a_dead_writers_temporary_file_is_removed_a_live_ones_kept(tmp_path):
     dead = tmp_path / ".aaaaaaaaaaaaaaaaaaaaaaaa.safetensors.x1y2.tmp"  # what a kill -9 mid-write leaves
     live = tmp_path / ".bbbbbbbbbbbbbbbbbbbbbbbb.safetensors.z3w4.tmp"
