@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from tunewise.errors import ConfigError
 
@@ -107,46 +109,87 @@ class TrainConfig:
     otherwise)."""
 
 
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy takes unsigned 32-bit seeds (a split's seed reaches numpy; a training seed
+is kept to the same range so that one rule holds for both)."""
+
+
+@dataclass(frozen=True)
+class Number:
+    """What a numeric setting allows: an int or a float (a float setting takes an int too), finite,
+    where `allows` says so; None where the setting is optional (its default, or "off")."""
+
+    kind: type[int] | type[float]
+    allows: Callable[[float], bool]
+    says: str
+    """The allowed range in words, as the message ends: "--epochs must be a positive integer"."""
+    optional: bool = False
+
+    def problem(self, flag: str, value: object) -> str | None:
+        if value is None and self.optional:
+            return None
+        kinds = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return f"{flag} must be {'an integer' if self.kind is int else 'a number'}, got {value!r}"
+        if not math.isfinite(value):
+            return f"{flag} must be a finite number, got {value!r}"
+        return None if self.allows(value) else f"{flag} must be {self.says}, got {value!r}"
+
+
+POSITIVE = Number(int, lambda v: v >= 1, "a positive integer")
+SEED = Number(int, lambda v: 0 <= v <= SEED_MAX, f"from 0 to {SEED_MAX}")
+FRACTION = Number(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+TRAIN_NUMBERS = {
+    "epochs": POSITIVE, "batch_size": POSITIVE, "lr": Number(float, lambda v: v > 0, "positive", optional=True),
+    "weight_decay": Number(float, lambda v: v >= 0, ">= 0"), "warmup_epochs": Number(float, lambda v: v >= 0, ">= 0"),
+    "patience": replace(POSITIVE, optional=True), "seed": SEED, "num_workers": Number(int, lambda v: v >= 0, ">= 0"),
+}
+"""The rule of every numeric TrainConfig field (a test checks that none is missing)."""
+DATA_NUMBERS = {
+    "val_fraction": FRACTION, "test_fraction": FRACTION, "seed": SEED,
+    "max_train_per_class": replace(POSITIVE, optional=True),
+    "image_size": Number(int, lambda v: v >= 8, "at least 8 pixels", optional=True),
+    "max_length": Number(int, lambda v: v >= 8, "at least 8 tokens", optional=True), "doc_stride": POSITIVE,
+}
+SEARCH_NUMBERS = {name: POSITIVE for name in ("epochs", "rates", "seeds", "finalists", "workers", "keep_models")} | {
+    "scratch_epochs": replace(POSITIVE, optional=True)}
+"""SearchConfig's, here with the others: the command line checks them before torch is imported
+(SearchConfig's own module imports it)."""
+DATA_FLAGS = {"root": "--data-root", "seed": "--split-seed"}
+"""DataConfig fields whose flag is not --field-name: a field's name would clash with TrainConfig's."""
+
+
+def number_problems(values: Mapping[str, object], rules: Mapping[str, Number],
+                    flags: Mapping[str, str] | None = None) -> list[str]:
+    """What is wrong with the numeric settings in `values` (a config's fields, or parsed flags), each
+    named by its flag."""
+    return [problem for name, rule in rules.items() if name in values
+            if (problem := rule.problem((flags or {}).get(name) or _flag(name), values[name]))]
+
+
+def choice_problems(config: DataConfig | TrainConfig) -> list[str]:
+    """Each Literal field whose value is not one of its choices (a flag's choices are argparse's,
+    but a YAML config's values arrive unchecked)."""
+    hints = get_type_hints(type(config))
+    return [f"{_flag(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            for f in fields(config) if get_origin(hints[f.name]) is Literal
+            if (value := getattr(config, f.name)) not in (choices := get_args(hints[f.name]))]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def validate_train(config: TrainConfig) -> list[str]:
     """Every problem with the training settings, each naming its flag."""
-    problems = []
-    for name in ("epochs", "batch_size"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            problems.append(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if config.lr is not None and not config.lr > 0:
-        problems.append(f"--lr must be positive, got {config.lr!r}")
-    if config.optimizer not in ("adam", "adamw", "sgd"):
-        problems.append(f"--optimizer must be adam, adamw or sgd, got {config.optimizer!r}")
-    if config.weight_decay < 0:
-        problems.append(f"--weight-decay must be >= 0, got {config.weight_decay!r}")
-    if config.warmup_epochs < 0:
-        problems.append(f"--warmup-epochs must be >= 0, got {config.warmup_epochs!r}")
-    if config.patience is not None and config.patience < 1:
-        problems.append(f"--patience must be a positive integer, got {config.patience!r}")
-    if config.num_workers < 0:
-        problems.append(f"--num-workers must be >= 0, got {config.num_workers!r}")
-    if config.detector not in ("faster_rcnn", "fcos"):
-        problems.append(f"--detector must be faster_rcnn or fcos, got {config.detector!r}")
-    return problems
+    return number_problems(to_dict(config), TRAIN_NUMBERS) + choice_problems(config)
 
 
 def validate_data(config: DataConfig) -> list[str]:
-    problems = []
-    for name in ("val_fraction", "test_fraction"):
-        value = getattr(config, name)
-        if not 0 <= value < 1:
-            problems.append(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
-    if config.val_fraction + config.test_fraction >= 1:
+    problems = number_problems(to_dict(config), DATA_NUMBERS, DATA_FLAGS) + choice_problems(config)
+    if not problems and config.val_fraction + config.test_fraction >= 1:
         problems.append("--val-fraction plus --test-fraction must leave images for training")
-    if config.max_train_per_class is not None and config.max_train_per_class < 1:
-        problems.append(f"--max-train-per-class must be a positive integer, got {config.max_train_per_class!r}")
-    if config.max_length is not None and config.max_length < 8:
-        problems.append(f"--max-length must be at least 8 tokens, got {config.max_length!r}")
-    if config.doc_stride < 1:
-        problems.append(f"--doc-stride must be a positive integer, got {config.doc_stride!r}")
-    if config.image_size is not None and config.image_size < 8:
-        problems.append(f"--image-size must be at least 8 pixels, got {config.image_size!r}")
     return problems
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import asdict
 
 import optuna
 
+from tunewise.config import SEARCH_NUMBERS, number_problems
 from tunewise.errors import ConfigError
 from tunewise.registry import did_you_mean
 from tunewise.strategies import STRATEGIES, in_search_order
@@ -95,10 +97,7 @@ def validate_search(config: SearchConfig) -> list[str]:
                             f"Allowed: all, or some of {', '.join(allowed)}")
     if not config.strategies:
         problems.append("--strategies names no strategy")
-    for name in ("epochs", "rates", "seeds", "finalists", "workers", "keep_models", "scratch_epochs"):
-        value = getattr(config, name)
-        if (value is not None or name != "scratch_epochs") and (not isinstance(value, int) or value < 1):
-            problems.append(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    problems += number_problems(asdict(config), SEARCH_NUMBERS)
     try:
         unit = config.limit.unit
     except ConfigError as err:

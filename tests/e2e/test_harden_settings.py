@@ -1,0 +1,135 @@
+"""Issue 13, settings: every numeric flag checked up front, unknown config keys refused, a diverged
+run reported and never a search's winner, and a budget that concurrent workers share.
+
+The matrix runs in-process through the harness: a refused setting costs no training. A case whose
+setting is wrongly accepted still stays short (one epoch, 32-pixel images, cached features)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pytest
+from hardening import assert_user_error, run, snapshot
+
+from tunewise.config import DataConfig, TrainConfig
+
+SEED_PAST_MAX = 2**32  # numpy's seeds are unsigned 32-bit
+
+
+def _cheap(image_folder: Path, tmp_path: Path) -> list[str]:
+    """Before a case's own flags (argparse keeps the last): a wrongly accepted case stays short."""
+    return ["--data", str(image_folder), "--epochs", "1", "--num-workers", "0", "--device", "cpu",
+            "--image-size", "32", "--cache-dir", str(tmp_path / "cache")]
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A numeric flag given a value it must refuse: `shown` is how the error line repeats it."""
+
+    flag: str
+    value: str
+    shown: str
+
+    @property
+    def given(self) -> str:
+        """One word, as argparse needs for a value such as -inf that looks like a flag."""
+        return f"{self.flag}={self.value}"
+
+
+def _bad(flag: str, kind: type, *values: str) -> list[Bad]:
+    return [Bad(flag, v, repr(kind(v))) for v in values]
+
+
+NOT_FINITE = ("nan", "inf", "-inf")
+
+FIT_CASES = [  # every numeric field of TrainConfig and DataConfig, as `fit` takes it
+    *_bad("--epochs", int, "0", "-1"),
+    *_bad("--batch-size", int, "0", "-1"),
+    *_bad("--lr", float, *NOT_FINITE, "0", "-1"),
+    *_bad("--weight-decay", float, *NOT_FINITE, "-1"),
+    *_bad("--warmup-epochs", float, *NOT_FINITE, "-1"),
+    *_bad("--patience", int, "-1"),  # 0 is "never stop early"
+    *_bad("--seed", int, "-1", str(SEED_PAST_MAX)),
+    *_bad("--num-workers", int, "-1"),
+    *_bad("--val-fraction", float, *NOT_FINITE, "-0.1", "1"),
+    *_bad("--test-fraction", float, *NOT_FINITE, "-0.1", "1"),
+    *_bad("--split-seed", int, "-1", str(SEED_PAST_MAX)),
+    *_bad("--max-train-per-class", int, "0", "-1"),
+    *_bad("--image-size", int, "-1", "4"),
+    *_bad("--max-length", int, "-1", "4"),
+    *_bad("--doc-stride", int, "0", "-1"),
+]
+
+SEARCH_CASES = [  # every numeric field of SearchConfig, and the budget's amount
+    *[case for flag in ("--epochs", "--rates", "--seeds", "--finalists", "--workers", "--keep-models",
+                        "--scratch-epochs") for case in _bad(flag, int, "0", "-1")],
+    Bad("--budget", "0epochs", "'0epochs'"), Bad("--budget", "0s", "'0s'"), Bad("--budget", "-1epochs", "'-1epochs'"),
+    Bad("--budget", "nanepochs", "'nanepochs'"), Bad("--budget", "infs", "'infs'"),
+]
+
+
+def _flag_field(flag: str) -> str:
+    return {"--split-seed": "seed"}.get(flag, flag.removeprefix("--").replace("-", "_"))
+
+
+def test_the_matrix_covers_every_numeric_field():
+    """A numeric field added later without a rule, or without a case here, fails this test."""
+    from tunewise.config import DATA_NUMBERS, SEARCH_NUMBERS, TRAIN_NUMBERS
+    from tunewise.study.config import SearchConfig
+
+    for cls, rules, cases in ((TrainConfig, TRAIN_NUMBERS, FIT_CASES), (DataConfig, DATA_NUMBERS, FIT_CASES),
+                              (SearchConfig, SEARCH_NUMBERS, SEARCH_CASES)):
+        numeric = {f.name for f in fields(cls) if str(f.type).split(" |")[0] in ("int", "float")}
+        assert numeric == set(rules), cls
+        assert numeric <= {_flag_field(c.flag) for c in cases}, cls
+
+
+def _unchanged(before: dict[Path, str], *folders: Path) -> None:
+    """Every file that was there before is byte-identical (new files, such as a feature cache, may appear)."""
+    after = snapshot(*folders)
+    assert {path: after.get(path) for path in before} == before
+
+
+@pytest.fixture
+def target(tmp_path):
+    """A folder holding a user's file, where the run folder would go: it must stay as it was."""
+    folder = tmp_path / "target"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine\n")
+    return folder
+
+
+@pytest.mark.parametrize("case", FIT_CASES, ids=lambda c: c.given)
+def test_fit_refuses_a_bad_number_up_front(capsys, image_folder, tmp_path, target, case):
+    before = snapshot(target)
+    outcome = run(capsys, "fit", *_cheap(image_folder, tmp_path), case.given, "--out", target / "run")
+    assert_user_error(outcome, [case.flag, f"got {case.shown}"])
+    assert not (target / "run").exists()
+    _unchanged(before, target)
+
+
+@pytest.mark.parametrize("case", SEARCH_CASES, ids=lambda c: c.given)
+def test_search_refuses_a_bad_number_up_front(capsys, image_folder, tmp_path, target, case):
+    before = snapshot(target)
+    outcome = run(capsys, "search", *_cheap(image_folder, tmp_path), "--strategies", "linear_probe", "--rates", "1",
+                  "--seeds", "1", "--no-scratch", case.given, "--out", target / "run")
+    assert_user_error(outcome, [case.flag, case.shown])
+    assert not (target / "run").exists()
+    _unchanged(before, target)
+
+
+def test_every_problem_is_named_in_one_line(capsys, image_folder, tmp_path):
+    """Several bad numbers: one error line naming each, so they are fixed in one go."""
+    outcome = run(capsys, "fit", *_cheap(image_folder, tmp_path), "--warmup-epochs", "nan", "--split-seed", "-1",
+                  "--lr", "inf", "--out", tmp_path / "run")
+    assert_user_error(outcome, ["--warmup-epochs", "--split-seed", "--lr"])
+
+
+def test_an_integer_flag_given_nan_is_refused_by_the_parser(capsys, image_folder, tmp_path):
+    """int('nan') fails in argparse's own type check: its one-line error, exit 2."""
+    with pytest.raises(SystemExit) as stop:
+        run(capsys, "fit", *_cheap(image_folder, tmp_path), "--epochs", "nan", "--out", tmp_path / "run")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --epochs: must be an integer, got 'nan'" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
