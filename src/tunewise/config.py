@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from tunewise.errors import ConfigError
+from tunewise.registry import did_you_mean
 
 Optimizer = Literal["adam", "adamw", "sgd"]
 
@@ -191,6 +192,41 @@ def validate_data(config: DataConfig) -> list[str]:
     if not problems and config.val_fraction + config.test_fraction >= 1:
         problems.append("--val-fraction plus --test-fraction must leave images for training")
     return problems
+
+
+RUN_KEYS = ("model", "weights", "task", "strategy", "knobs", "data", "train")
+"""The settings of one run, as a run's settings.json and a search's best.yaml hold them."""
+NEEDED_RUN_KEYS = ("model", "strategy", "data", "train")
+
+
+def run_settings(values: object, where: str) -> tuple[dict[str, Any], DataConfig, TrainConfig]:
+    """The settings of one run read from a file (`where`), checked: a key that no setting has is an
+    error naming it and the allowed ones, never ignored (a misspelt key would silently run with the
+    default). Returns the settings, and their data and train parts as configs."""
+    settings = _mapping(values, where, RUN_KEYS)
+    missing = [key for key in NEEDED_RUN_KEYS if key not in settings]
+    if missing:
+        raise ConfigError(f"{where} lacks {', '.join(map(repr, missing))}. A run's settings need model, strategy, "
+                          "data and train, as a search's best.yaml has.")
+    _mapping(settings.get("knobs", {}), f"{where}: knobs", ())
+    return (settings, DataConfig(**_mapping(settings["data"], f"{where}: data", _names(DataConfig))),
+            TrainConfig(**_mapping(settings["train"], f"{where}: train", _names(TrainConfig))))
+
+
+def _names(cls: type[DataConfig] | type[TrainConfig]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _mapping(values: object, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """`values` when it is a mapping whose keys are all `allowed` (any key where none are given)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of names to values, got {values!r}.")
+    unknown = [key for key in values if allowed and key not in allowed]
+    if unknown:
+        key = str(unknown[0])
+        raise ConfigError(f"{where} has an unknown key {key!r}.{did_you_mean(key, allowed)} Allowed: "
+                          f"{', '.join(allowed)}.")
+    return values
 
 
 def raise_if_problems(problems: list[str]) -> None:

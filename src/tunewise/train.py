@@ -29,6 +29,7 @@ from tunewise.config import (
     TrainConfig,
     default_cache_dir,
     raise_if_problems,
+    run_settings,
     to_dict,
     validate_data,
     validate_train,
@@ -284,7 +285,7 @@ def resume(run_dir: str | Path) -> RunRecord:
     if not settings_path.is_file():
         raise TunewiseError(f"{str(run_dir)!r} is not a tunewise run folder (no settings.json). "
                             "Pass the folder that `tunewise fit` printed.")
-    args, kwargs = _fit_arguments(json.loads(settings_path.read_text()))
+    args, kwargs = _fit_arguments(json.loads(settings_path.read_text()), repr(str(settings_path)))
     return fit(*args, **kwargs, out=run_dir, resume=True)
 
 
@@ -293,19 +294,21 @@ def fit_from_config(path: str | Path, out: str | Path | None = None) -> RunRecor
     import yaml
 
     try:
-        args, kwargs = _fit_arguments(yaml.safe_load(Path(path).read_text()))
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise TunewiseError(f"cannot use {str(path)!r} as a fit config ({type(err).__name__}: {err}). It needs "
-                            "model, strategy, data and train, as a search's best.yaml has.") from None
+        settings = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise TunewiseError(f"cannot read {str(path)!r} as a fit config ({type(err).__name__}: {err}). Pass a "
+                            "YAML file such as a search's best.yaml.") from None
+    args, kwargs = _fit_arguments(settings, repr(str(path)))
     return fit(*args, **kwargs, out=out)
 
 
-def _fit_arguments(s: dict[str, Any]) -> tuple[tuple[str, DataConfig, Strategy], dict[str, Any]]:
-    """fit()'s arguments from a settings record: a run's settings.json or a search's best.yaml."""
+def _fit_arguments(values: object, where: str) -> tuple[tuple[str, DataConfig, Strategy], dict[str, Any]]:
+    """fit()'s arguments from a settings record read from `where`: a run's settings.json or a search's
+    best.yaml."""
+    s, data, train = run_settings(values, where)
     strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
-    return (s["model"], DataConfig(**s["data"]), strategy), {
-        "task": s.get("task", DEFAULT_TASK), "train": TrainConfig(**s["train"]),
-        "weights": s.get("weights")}
+    return (s["model"], data, strategy), {"task": s.get("task", DEFAULT_TASK), "train": train,
+                                          "weights": s.get("weights")}
 
 
 EXAMPLE_STATS = "val_examples.npy"

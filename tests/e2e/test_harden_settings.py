@@ -6,10 +6,13 @@ setting is wrongly accepted still stays short (one epoch, 32-pixel images, cache
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
+import yaml
 from hardening import assert_user_error, run, snapshot
 
 from tunewise.config import DataConfig, TrainConfig
@@ -133,3 +136,68 @@ def test_an_integer_flag_given_nan_is_refused_by_the_parser(capsys, image_folder
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "argument --epochs: must be an integer, got 'nan'" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+# --- a YAML config (`fit --config`, a search's best.yaml): unknown keys and bad values -----------
+
+def _best_yaml(image_folder: Path, tmp_path: Path) -> dict:
+    """What a search's best.yaml holds, cheap to run."""
+    return {"model": "pkg:efficientnet_lite0", "weights": None, "task": "image_classification",
+            "strategy": "linear_probe", "knobs": {},
+            "data": {"data": str(image_folder), "image_size": 32},
+            "train": {"epochs": 1, "num_workers": 0, "device": "cpu", "cache_dir": str(tmp_path / "cache")}}
+
+
+def _edit(settings: dict, path: str, value: object) -> dict:
+    """`settings` with the key at `path` ("train.lrr") set to `value`, or removed when value is DROP."""
+    *parents, key = path.split(".")
+    part = settings
+    for name in parents:
+        part = part[name]
+    if value is DROP:
+        del part[key]
+    else:
+        part[key] = value
+    return settings
+
+
+DROP = object()
+
+CONFIG_CASES = {
+    "unknown-top-level-key": ("lerning_rate", 0.1, ["'lerning_rate'", "allowed", "model", "strategy", "train"]),
+    "misspelt-top-level-key": ("strategyy", "full", ["'strategyy'", "did you mean 'strategy'"]),
+    "unknown-train-key": ("train.lrr", 0.1, ["'lrr'", "train", "did you mean 'lr'", "allowed", "warmup_epochs"]),
+    "unknown-data-key": ("data.val_frac", 0.2, ["'val_frac'", "data", "did you mean 'val_fraction'"]),
+    "missing-model": ("model", DROP, ["'model'", "model, strategy, data and train"]),
+    "train-not-a-mapping": ("train", 3, ["train", "mapping", "3"]),
+    "knobs-not-a-mapping": ("knobs", [1], ["knobs", "mapping"]),
+    "nan-warmup": ("train.warmup_epochs", math.nan, ["--warmup-epochs", "nan"]),
+    "nan-epochs": ("train.epochs", math.nan, ["--epochs", "an integer", "nan"]),
+    "float-epochs": ("train.epochs", 2.5, ["--epochs", "an integer", "2.5"]),
+    "negative-split-seed": ("data.seed", -1, ["--split-seed", "-1"]),
+    "unknown-device": ("train.device", "tpu", ["--device", "'tpu'", "cpu"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_CASES))
+def test_fit_config_refuses_unknown_keys_and_bad_values(capsys, image_folder, tmp_path, target, name):
+    key, value, words = CONFIG_CASES[name]
+    config = target / "best.yaml"
+    config.write_text(yaml.safe_dump(_edit(_best_yaml(image_folder, tmp_path), key, value)))
+    before = snapshot(target)
+    outcome = run(capsys, "fit", "--config", config, "--out", target / "run")
+    assert_user_error(outcome, words)
+    assert not (target / "run").exists()
+    _unchanged(before, target)
+
+
+def test_a_run_with_an_edited_settings_file_is_not_resumed(capsys, image_folder, tmp_path):
+    """settings.json is read the same way: a key that no setting has is named, the folder untouched."""
+    folder = tmp_path / "run"
+    assert run(capsys, "fit", *_cheap(image_folder, tmp_path), "--out", folder).code == 0
+    settings = json.loads((folder / "settings.json").read_text())
+    settings["train"]["bacth_size"] = 8
+    (folder / "settings.json").write_text(json.dumps(settings))
+    before = snapshot(folder)
+    assert_user_error(run(capsys, "fit", "--resume", folder), ["'bacth_size'", "did you mean 'batch_size'"])
+    _unchanged(before, folder)
