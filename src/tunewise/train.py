@@ -255,6 +255,10 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
     test_metrics = None
     if test and "test" in run.loaders:
         test_metrics = evaluate_loader(run.trained, run.loaders["test"], task, accelerator)
+    why_diverged = divergence(_per_epoch(run_dir, "train_loss"))
+    if main and why_diverged:
+        log.warning("the run in %s diverged: %s; its model is unlikely to be of use. Lower the rate (--lr; its peak "
+                    "was %.3g).", run_dir, why_diverged, run.train.lr or run.strategy.default_lr)
     trainable, total = count_parameters(run.net)  # before finalize: merged adapters no longer train
     run.strategy.finalize(run.net)
     if main:
@@ -268,7 +272,7 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
         seconds=round(time.perf_counter() - run.started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(run.train), data_config=to_dict(run.data),
         strategy_knobs=run.strategy.knobs(), cached_features=run.cached, stopped=stopped,
-        curve=_curve(run_dir, metric),
+        curve=_per_epoch(run_dir, f"val_{metric}"), diverged=why_diverged,
         compute=round((run.progress.epoch if not run.cached else 1 / 3) + _probe_compute(run_dir), 3),
         processes=accelerator.num_processes,
     )
@@ -336,11 +340,34 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _curve(run_dir: Path, metric: str) -> list[float]:
-    """The validation metric of each epoch, the last line of an epoch counting (a run killed between
+def _per_epoch(run_dir: Path, key: str) -> list[float]:
+    """`key` of each epoch in metrics.jsonl, the last line of an epoch counting (a run killed between
     its log line and its checkpoint logs that epoch twice)."""
-    by_epoch = {line["epoch"]: line[f"val_{metric}"] for line in read_jsonl(run_dir / "metrics.jsonl")}
+    by_epoch = {line["epoch"]: line[key] for line in read_jsonl(run_dir / "metrics.jsonl")}
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence(train_losses: list[float]) -> str | None:
+    """Why a run counts as diverged, or None: its last epoch's training loss is not finite, or at
+    least ten times its first epoch's.
+
+    A NaN loss stops a run mid-epoch already; a rate far too high can instead make the loss grow
+    without overflowing (a linear probe at lr 1000 went from 2e4 to 1e20 in six epochs on data it
+    otherwise learns perfectly), and such a run still exports a model. A run that learns ends below
+    its first epoch's loss, and one that stalls or wobbles stays within a few times it (SGD at lr 10
+    rose three-fold, then fell); runaway growth passes ten times within an epoch or two. The run is
+    compared with itself, so the rule holds for every task's loss. It cannot see a one-epoch run, nor
+    a loss that explodes within the first epoch and then stays flat (the first epoch is the reference).
+    """
+    if len(train_losses) < 2:
+        return None
+    first, last = train_losses[0], train_losses[-1]
+    if math.isfinite(last) and not (first > 0 and last >= DIVERGENCE_FACTOR * first):
+        return None
+    return f"its training loss rose from {first:.3g} in the first epoch to {last:.3g} in the last"
 
 
 @torch.no_grad()

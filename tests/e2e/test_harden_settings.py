@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hardening import assert_user_error, run, snapshot
+from hardening import Outcome, assert_user_error, run, snapshot
 
 from tunewise.config import DataConfig, TrainConfig
 
@@ -201,3 +201,61 @@ def test_a_run_with_an_edited_settings_file_is_not_resumed(capsys, image_folder,
     before = snapshot(folder)
     assert_user_error(run(capsys, "fit", "--resume", folder), ["'bacth_size'", "did you mean 'batch_size'"])
     _unchanged(before, folder)
+
+
+# --- divergence ------------------------------------------------------------------------------------
+
+def _fit_lr(capsys, image_folder: Path, tmp_path: Path, lr: str) -> tuple[Outcome, dict]:
+    folder = tmp_path / f"lr{lr}"
+    outcome = run(capsys, "fit", *_cheap(image_folder, tmp_path), "--epochs", "3", "--batch-size", "8",
+                  "--lr", lr, "--out", folder)
+    return outcome, json.loads((folder / "record.json").read_text())
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings logged (the CLI prints them to stderr; pytest's capture of logging takes them first)."""
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_diverged_fit_warns_in_one_line_and_says_so_in_its_record(capsys, caplog, image_folder, tmp_path):
+    """lr 1000 on a linear probe: the loss grows by orders of magnitude each epoch, without a NaN."""
+    outcome, record = _fit_lr(capsys, image_folder, tmp_path, "1000")
+    assert outcome.code == 0 and "Traceback" not in outcome.err
+    warned = [line for line in _warnings(caplog) if "diverged" in line]
+    assert len(warned) == 1 and "\n" not in warned[0] and "--lr" in warned[0], _warnings(caplog)
+    assert "training loss rose" in record["diverged"]
+
+
+def test_a_run_that_learns_is_not_called_diverged(capsys, caplog, image_folder, tmp_path):
+    outcome, record = _fit_lr(capsys, image_folder, tmp_path, "0.01")
+    assert outcome.code == 0 and not any("diverged" in line for line in _warnings(caplog))
+    assert record["diverged"] is None
+
+
+def test_divergence_is_a_tenfold_rise_of_the_training_loss():
+    from tunewise.train import divergence
+
+    assert divergence([2.0, 5.0, 20.0]) and divergence([1.0, math.inf]) and divergence([1.0, math.nan])
+    assert not any(map(divergence, ([2.0, 19.9], [2.0, 0.1, 3.0], [0.0, 0.0], [2.0], [])))
+
+
+def test_a_search_never_picks_a_diverged_run(image_folder, tmp_path, monkeypatch):
+    """Two rates of a linear probe: 0.05 learns the colours, 1e-9 cannot move. The rule is made to
+    call the run that learns diverged: the search must pass it over and say so."""
+    from tunewise import train
+    from tunewise.records import Leaderboard
+    from tunewise.strategies import STRATEGIES
+    from tunewise.study import SearchConfig, search
+
+    monkeypatch.setattr(STRATEGIES.get("linear_probe"), "rate_range", (1e-9, 0.05))
+    monkeypatch.setattr(train, "divergence", lambda losses: "learnt" if losses[-1] < 0.9 * losses[0] else None)
+    config = SearchConfig(strategies=("linear_probe",), epochs=2, rates=2, seeds=1, scratch=False, budget="5epochs")
+    data = DataConfig(data=str(image_folder), image_size=32)
+    board = search("pkg:efficientnet_lite0", data, config, out=tmp_path / "search",
+                   train=TrainConfig(num_workers=0, device="cpu", batch_size=8))
+    states = {t.lr: t.state for t in board.trials}
+    assert states == {0.05: "diverged", 1e-9: "complete"}
+    assert [a.lr for a in board.arms] == [1e-9] and board.winner == "linear_probe"
+    assert any("diverged" in w and "0.05" in w for w in board.warnings)
+    assert "diverged" in (tmp_path / "search" / "report.md").read_text()
+    assert Leaderboard.load(tmp_path / "search" / "leaderboard.json") == board

@@ -207,7 +207,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
     trial.set_user_attr("compute", record.compute)
     trial.set_user_attr("seconds", record.seconds)
     drop_run_state(out)
-    if record.stopped == "pruned":
+    if record.diverged:  # never a finalist, a winner, or the rate of the scratch baseline's seeds
+        trial.set_user_attr("diverged", f"diverged: {record.diverged}")
+        tqdm.write(f"  {strategy} lr {lr:.3g}: {trial.user_attrs['diverged']}; not considered")
+        study.tell(trial, state=TrialState.FAIL)
+    elif record.stopped == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, record.val_score)
