@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import pytest
@@ -259,3 +259,79 @@ def test_a_search_never_picks_a_diverged_run(image_folder, tmp_path, monkeypatch
     assert any("diverged" in w and "0.05" in w for w in board.warnings)
     assert "diverged" in (tmp_path / "search" / "report.md").read_text()
     assert Leaderboard.load(tmp_path / "search" / "leaderboard.json") == board
+
+
+# --- the budget, shared by concurrent workers --------------------------------------------------------
+
+def _fake_fit(epoch_seconds: float):
+    """fit_trial without training: each epoch sleeps, then asks should_stop, as fit() does."""
+    import time
+
+    from tunewise.records import RunRecord
+
+    def fit_trial(run: dict, should_stop) -> RunRecord:
+        epochs, ran, stopped = run["train"]["epochs"], 0, None
+        for epoch in range(epochs):
+            time.sleep(epoch_seconds)
+            ran = epoch + 1
+            if should_stop(epoch, 0.5):
+                stopped = "pruned"
+                break
+        Path(run["out"]).mkdir(parents=True, exist_ok=True)
+        return RunRecord(run_dir=run["out"], model="m", arch="a", strategy=run["strategy"], task="t", data="d",
+                         classes=[], metric="accuracy", best_epoch=0, epochs_run=ran, val={"accuracy": 0.5},
+                         test=None, seconds=ran * epoch_seconds, trainable_params=1, total_params=1,
+                         stopped=stopped, compute=float(ran))
+
+    return fit_trial
+
+
+def _explore_spent(folder: Path) -> float:
+    from tunewise.study.workers import open_study
+
+    return sum(t.user_attrs.get("compute", 0.0) for t in open_study(folder).get_trials()
+               if t.user_attrs.get("tier") == "explore")
+
+
+def test_two_workers_never_spend_more_than_the_explore_tier_has(tmp_path, monkeypatch):
+    """Two workers drain one journal study, each with its own storage object as a worker process has
+    (threads here, so that the faked training reaches both; spawned processes cost two torch imports).
+    Both would admit a 2-epoch grace run while nothing is spent yet; with 3 epochs to spend, only one
+    may run (the check without reservations let both run: 4 epochs)."""
+    import threading
+
+    from tunewise.study import workers
+    from tunewise.study.config import SearchConfig
+    from tunewise.study.tiers import enqueue_explore
+
+    monkeypatch.setattr(workers, "fit_trial", _fake_fit(epoch_seconds=0.3))
+    config = SearchConfig(strategies=("full", "l2sp"), epochs=3, rates=2, seeds=1, scratch=False, budget="3epochs")
+    folder = tmp_path / "search"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "model": "m", "weights": None, "task": "image_classification", "storage": None, "study": "s",
+        "data": asdict(DataConfig()), "train": asdict(TrainConfig()), "search": asdict(config)}))
+    enqueue_explore(workers.open_study(folder), config, ["m"], "image_classification")
+    threads = [threading.Thread(target=workers.work, args=(str(folder),)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 0 < _explore_spent(folder) <= 3.0 + 1e-9
+
+
+@pytest.mark.slow
+def test_a_search_with_two_worker_processes_stays_within_its_budget(image_folder, tmp_path):
+    """The real thing: `search --workers 2` on tiny data, a journal storage, trials that train the
+    backbone (7.5 minutes on 2 loaded CPU cores: opt-in with -m slow)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "search"
+    done = subprocess.run(
+        [sys.executable, "-m", "tunewise", "search", "--model", "pkg:efficientnet_lite0", "--data", str(image_folder),
+         "--image-size", "32", "--strategies", "bitfit,norm_only", "--epochs", "3", "--rates", "2", "--seeds", "1",
+         "--no-scratch", "--budget", "4epochs", "--batch-size", "8", "--num-workers", "0", "--device", "cpu",
+         "--workers", "2", "--out", str(folder)], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 0 < _explore_spent(folder) <= 4.0 + 1e-9
