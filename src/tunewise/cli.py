@@ -140,13 +140,20 @@ CONVERTERS: dict[type, Callable[[str], object]] = {int: _converter(int, "an inte
                                                   float: _converter(float, "a number"), str: str}
 
 
-def positive_int(text: str) -> int:
-    """The type of the few flags that are no config field checked by a validate_* function."""
-    value = CONVERTERS[int](text)
-    assert isinstance(value, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def at_least(least: int, says: str) -> Callable[[str], int]:
+    """The type of the few numeric flags that are no config field (validate_* checks the others)."""
+
+    def convert(text: str) -> int:
+        value = CONVERTERS[int](text)
+        assert isinstance(value, int)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {says}, got {text!r}")
+        return value
+
+    return convert
+
+
+positive_int = at_least(1, "a positive integer")
 
 
 def add_config_flags(group: argparse._ActionsContainer, key: str, fields: list[ConfigField], *,
@@ -288,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma list of candidates: pkg:efficientnet_lite0,pkg:efficientnet_lite1,timm:resnet50; "
                          "random:SOURCE:NAME gives random weights (a weak reference)")
     _task_flag(rk, more="; one label per example or token (classification, NER)")
-    rk.add_argument("--verify", type=int, default=0, metavar="K",
+    rk.add_argument("--verify", type=at_least(0, "0 (no fine-tuning) or more"), default=0, metavar="K",
                     help="fine-tune the top K candidates and the last one, and report Kendall's tau between the "
                          "ranking and their results (default: %(default)s, no fine-tuning)")
     rk.add_argument("--verify-strategy", default=VERIFY_STRATEGY,

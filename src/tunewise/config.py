@@ -158,7 +158,7 @@ SEARCH_NUMBERS = {name: POSITIVE for name in ("epochs", "rates", "seeds", "final
 """SearchConfig's, here with the others: the command line checks them before torch is imported
 (SearchConfig's own module imports it)."""
 DATA_FLAGS = {"root": "--data-root", "seed": "--split-seed"}
-"""DataConfig fields whose flag is not --field-name: a field's name would clash with TrainConfig's."""
+"""DataConfig fields whose flag is not --field-name (--seed is TrainConfig's)."""
 
 
 def number_problems(values: Mapping[str, object], rules: Mapping[str, Number],
@@ -202,15 +202,18 @@ NEEDED_RUN_KEYS = ("model", "strategy", "data", "train")
 def run_settings(values: object, where: str) -> tuple[dict[str, Any], DataConfig, TrainConfig]:
     """The settings of one run read from a file (`where`), checked: a key that no setting has is an
     error naming it and the allowed ones, never ignored (a misspelt key would silently run with the
-    default). Returns the settings, and their data and train parts as configs."""
+    default), and a bad value is named with the file. Returns the settings, and their data and train
+    parts as configs."""
     settings = _mapping(values, where, RUN_KEYS)
     missing = [key for key in NEEDED_RUN_KEYS if key not in settings]
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(map(repr, missing))}. A run's settings need model, strategy, "
                           "data and train, as a search's best.yaml has.")
     _mapping(settings.get("knobs", {}), f"{where}: knobs", ())
-    return (settings, DataConfig(**_mapping(settings["data"], f"{where}: data", _names(DataConfig))),
-            TrainConfig(**_mapping(settings["train"], f"{where}: train", _names(TrainConfig))))
+    data = DataConfig(**_mapping(settings["data"], f"{where}: data", _names(DataConfig)))
+    train = TrainConfig(**_mapping(settings["train"], f"{where}: train", _names(TrainConfig)))
+    raise_if_problems(validate_data(data) + validate_train(train), where)
+    return settings, data, train
 
 
 def _names(cls: type[DataConfig] | type[TrainConfig]) -> tuple[str, ...]:
@@ -229,10 +232,10 @@ def _mapping(values: object, where: str, allowed: tuple[str, ...]) -> dict[str, 
     return values
 
 
-def raise_if_problems(problems: list[str]) -> None:
-    """One error listing every problem, so the user fixes them all in one go."""
+def raise_if_problems(problems: list[str], where: str = "") -> None:
+    """One error listing every problem, so the user fixes them all in one go; `where`: the file they are in."""
     if problems:
-        raise ConfigError("; ".join(problems) + ".")
+        raise ConfigError(f"{where}: " * bool(where) + "; ".join(problems) + ".")
 
 
 def to_dict(config: DataConfig | TrainConfig) -> dict[str, Any]:

@@ -129,12 +129,20 @@ def test_every_problem_is_named_in_one_line(capsys, image_folder, tmp_path):
     assert_user_error(outcome, ["--warmup-epochs", "--split-seed", "--lr"])
 
 
-def test_an_integer_flag_given_nan_is_refused_by_the_parser(capsys, image_folder, tmp_path):
-    """int('nan') fails in argparse's own type check: its one-line error, exit 2."""
+@pytest.mark.parametrize(("argv", "says"), [
+    (["fit", "--epochs=nan"], "argument --epochs: must be an integer, got 'nan'"),
+    (["rank", "--models", "pkg:efficientnet_lite0", "--verify=-1"],  # verified every candidate but the last
+     "argument --verify: must be 0 (no fine-tuning) or more, got '-1'"),
+    (["rank", "--models", "pkg:efficientnet_lite0", "--max-examples=0"],
+     "argument --max-examples: must be a positive integer, got '0'"),
+])
+def test_a_number_that_is_no_config_field_is_refused_by_the_parser(capsys, image_folder, tmp_path, argv, says):
+    """int('nan') fails in argparse's own type check, as do the ranges of rank's own flags: argparse's
+    one-line error, exit 2."""
     with pytest.raises(SystemExit) as stop:
-        run(capsys, "fit", *_cheap(image_folder, tmp_path), "--epochs", "nan", "--out", tmp_path / "run")
+        run(capsys, *argv, "--data", image_folder, "--out", tmp_path / "run")
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "argument --epochs: must be an integer, got 'nan'" in err
+    assert stop.value.code == 2 and says in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
@@ -171,7 +179,7 @@ CONFIG_CASES = {
     "missing-model": ("model", DROP, ["'model'", "model, strategy, data and train"]),
     "train-not-a-mapping": ("train", 3, ["train", "mapping", "3"]),
     "knobs-not-a-mapping": ("knobs", [1], ["knobs", "mapping"]),
-    "nan-warmup": ("train.warmup_epochs", math.nan, ["--warmup-epochs", "nan"]),
+    "nan-warmup": ("train.warmup_epochs", math.nan, ["best.yaml", "--warmup-epochs", "nan"]),
     "nan-epochs": ("train.epochs", math.nan, ["--epochs", "an integer", "nan"]),
     "float-epochs": ("train.epochs", 2.5, ["--epochs", "an integer", "2.5"]),
     "negative-split-seed": ("data.seed", -1, ["--split-seed", "-1"]),
