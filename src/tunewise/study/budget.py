@@ -86,6 +86,9 @@ def least_cost(strategy: str, config: SearchConfig, cacheable: bool = True) -> f
     return float(min(config.epochs, grace(strategy)))
 
 
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
 def committed(study: optuna.Study, unit: str, but: int | None = None) -> float:
     """What the trials have spent, each running one counted at least at what it has reserved: what
     no other worker may spend. `but`: a trial left out (the one asking)."""
@@ -96,9 +99,6 @@ def committed(study: optuna.Study, unit: str, but: int | None = None) -> float:
             used = t.user_attrs.get(key, 0.0)
             total += max(used, t.user_attrs.get("reserved", 0.0)) if t.state == TrialState.RUNNING else used
     return total
-
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def reserve(study: optuna.Study, trial: optuna.Trial, unit: str, need: float, allowance: float, lock: Path) -> bool:

@@ -113,7 +113,8 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
     steady = [a for a in arms if a is not scratch and not a.diverged_seeds]
     if not steady and (scratch is None or scratch.diverged_seeds):
         raise TunewiseError(f"every arm of the search in {str(run_dir)!r} diverged on some seed (leaderboard.csv "
-                            "says which); search lower rates, or give a larger --budget.")
+                            "says which): their rates are too high for these data. Fit a strategy with a lower --lr "
+                            "to see where it trains.")
     winner, pick = pick_winner(steady, scratch if scratch and not scratch.diverged_seeds else None, judge)
     others = [a for a in arms if a is not winner and a is not scratch]
     probe_arm = next((a for a in arms if head_only(a.strategy)), None)
@@ -155,8 +156,8 @@ def pick_winner(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tup
     pretrained arm significantly (or nothing pretrained completed)."""
     if not pretrained:
         assert scratch is not None, "decide() has at least one arm"
-        return scratch, {"rule": "no pretrained arm completed", "best_by_mean": scratch.name, "tied": [],
-                         "picked": scratch.name}
+        return scratch, {"rule": "no pretrained arm completed without diverging", "best_by_mean": scratch.name,
+                         "tied": [], "picked": scratch.name}
     best = pretrained[0]
     if scratch is not None and judge.difference(scratch, best)["significant"] and scratch.mean > best.mean:
         return scratch, {"rule": "scratch beat the best pretrained arm significantly", "best_by_mean": scratch.name,
