@@ -20,11 +20,14 @@ from typing import Any, TypeVar
 
 from tunewise.config import (
     BASELINE_STRATEGY,
+    DATA_FLAGS,
     DEFAULT_STRATEGY,
     DEFAULT_TASK,
+    SEARCH_NUMBERS,
     VERIFY_STRATEGY,
     DataConfig,
     TrainConfig,
+    number_problems,
     raise_if_problems,
     validate_data,
     validate_train,
@@ -137,13 +140,20 @@ CONVERTERS: dict[type, Callable[[str], object]] = {int: _converter(int, "an inte
                                                   float: _converter(float, "a number"), str: str}
 
 
-def positive_int(text: str) -> int:
-    """The type of the few flags that are no config field checked by a validate_* function."""
-    value = CONVERTERS[int](text)
-    assert isinstance(value, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def at_least(least: int, says: str) -> Callable[[str], int]:
+    """The type of the few numeric flags that are no config field (validate_* checks the others)."""
+
+    def convert(text: str) -> int:
+        value = CONVERTERS[int](text)
+        assert isinstance(value, int)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {says}, got {text!r}")
+        return value
+
+    return convert
+
+
+positive_int = at_least(1, "a positive integer")
 
 
 def add_config_flags(group: argparse._ActionsContainer, key: str, fields: list[ConfigField], *,
@@ -173,14 +183,17 @@ def add_config_flags(group: argparse._ActionsContainer, key: str, fields: list[C
 
 def config_from(args: argparse.Namespace, key: str, cls: type[T], **fixed: object) -> T:
     """The `cls` whose fields the flags of `add_config_flags(..., key, ...)` gave, and `fixed`."""
-    given = {dest.partition(".")[2]: value for dest, value in vars(args).items() if dest.startswith(key + ".")}
-    return cls(**given | fixed)
+    return cls(**_given(args, key) | fixed)
+
+
+def _given(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """{field: value} of the flags `add_config_flags(..., key, ...)` added."""
+    return {dest.partition(".")[2]: value for dest, value in vars(args).items() if dest.startswith(key + ".")}
 
 
 TRAIN_FIELDS = config_fields("tunewise.config", "TrainConfig")
 DATA_FIELDS = config_fields("tunewise.config", "DataConfig")
 SEARCH_FIELDS = config_fields("tunewise.study.config", "SearchConfig")
-DATA_FLAGS = {"root": "--data-root", "seed": "--split-seed"}
 SEARCH_FLAGS = {"knobs": "--search-knobs"}
 SEARCH_CHOOSES = {"lr": "it tries --rates rates on each strategy's range",
                   "seed": "the finalists run --seeds seeds",
@@ -285,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma list of candidates: pkg:efficientnet_lite0,pkg:efficientnet_lite1,timm:resnet50; "
                          "random:SOURCE:NAME gives random weights (a weak reference)")
     _task_flag(rk, more="; one label per example or token (classification, NER)")
-    rk.add_argument("--verify", type=int, default=0, metavar="K",
+    rk.add_argument("--verify", type=at_least(0, "0 (no fine-tuning) or more"), default=0, metavar="K",
                     help="fine-tune the top K candidates and the last one, and report Kendall's tau between the "
                          "ranking and their results (default: %(default)s, no fine-tuning)")
     rk.add_argument("--verify-strategy", default=VERIFY_STRATEGY,
@@ -322,15 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
 DEBUG_HELP = "show the full traceback of any error (also: TUNEWISE_DEBUG=1)"
 
 
-def _valid(*configs: TrainConfig | DataConfig, models: tuple[str, ...] = ()) -> Any:
-    """The configs, or a ConfigError listing every problem validate_train and validate_data find, and
-    a data set or model source that no module registers: the one check of their values, run here
-    before torch is imported (and again by fit(), search())."""
+def _valid(*configs: TrainConfig | DataConfig, models: tuple[str, ...] = (),
+           search: dict[str, Any] | None = None) -> Any:
+    """The configs, or a ConfigError listing every problem validate_train and validate_data find (and
+    in `search`'s numbers, the parsed search flags), and a data set or model source that no module
+    registers: the one check of their values, run here before torch is imported (and again by fit(),
+    search())."""
     from tunewise.precheck import data_problems, model_problems
 
-    raise_if_problems([problem for c in configs
-                       for problem in (validate_train(c) if isinstance(c, TrainConfig) else
-                                       validate_data(c) + (data_problems(c) if not validate_data(c) else []))]
+    raise_if_problems(number_problems(search or {}, SEARCH_NUMBERS)
+                      + [problem for c in configs
+                         for problem in (validate_train(c) if isinstance(c, TrainConfig) else
+                                         validate_data(c) + (data_problems(c) if not validate_data(c) else []))]
                       + [problem for model in models for problem in model_problems(model)])
     return configs if len(configs) > 1 else configs[0]
 
@@ -478,7 +494,8 @@ def run_search(args: argparse.Namespace) -> int:
                             f"a {flag} of your own, use `tunewise fit {flag} ...`.")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [args.model]
     train, data = _valid(config_from(args, "train", TrainConfig), config_from(args, "data", DataConfig),
-                         models=tuple(models) if not (args.resume or args.worker) else ())
+                         models=tuple(models) if not (args.resume or args.worker) else (),
+                         search=_given(args, "search"))
     from tunewise.report import print_leaderboard
     from tunewise.study import SearchConfig, search
 

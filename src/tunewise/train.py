@@ -32,6 +32,7 @@ from tunewise.config import (
     TrainConfig,
     default_cache_dir,
     raise_if_problems,
+    run_settings,
     to_dict,
     validate_data,
     validate_train,
@@ -280,6 +281,10 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
     test_metrics = None
     if test and "test" in run.loaders:
         test_metrics = evaluate_loader(run.trained, run.loaders["test"], task, accelerator)
+    why_diverged = divergence(_per_epoch(run_dir, "train_loss"))
+    if main and why_diverged:
+        log.warning("the run in %s diverged: %s; its model is unlikely to be of use. Lower the rate (--lr; its peak "
+                    "was %.3g).", run_dir, why_diverged, run.train.lr or run.strategy.default_lr)
     trainable, total = count_parameters(run.net)  # before finalize: merged adapters no longer train
     run.strategy.finalize(run.net)
     if main:
@@ -293,7 +298,7 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
         seconds=round(time.perf_counter() - run.started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(run.train), data_config=to_dict(run.data),
         strategy_knobs=run.strategy.knobs(), cached_features=run.cached, stopped=stopped,
-        curve=_curve(run_dir, metric),
+        curve=_per_epoch(run_dir, f"val_{metric}"), diverged=why_diverged,
         compute=round((run.progress.epoch if not run.cached else 1 / 3) + _probe_compute(run_dir), 3),
         processes=accelerator.num_processes,
     )
@@ -310,7 +315,7 @@ def resume(run_dir: str | Path) -> RunRecord:
     if not settings_path.is_file():
         raise TunewiseError(f"{str(run_dir)!r} is not a tunewise run folder (no settings.json). "
                             "Pass the folder that `tunewise fit` printed.")
-    args, kwargs = _fit_arguments(json.loads(settings_path.read_text()))
+    args, kwargs = _fit_arguments(json.loads(settings_path.read_text()), repr(str(settings_path)))
     return fit(*args, **kwargs, out=run_dir, resume=True)
 
 
@@ -319,19 +324,21 @@ def fit_from_config(path: str | Path, out: str | Path | None = None) -> RunRecor
     import yaml
 
     try:
-        args, kwargs = _fit_arguments(yaml.safe_load(Path(path).read_text()))
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise TunewiseError(f"cannot use {str(path)!r} as a fit config ({type(err).__name__}: {err}). It needs "
-                            "model, strategy, data and train, as a search's best.yaml has.") from None
+        settings = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise TunewiseError(f"cannot read {str(path)!r} as a fit config ({type(err).__name__}: {err}). Pass a "
+                            "YAML file such as a search's best.yaml.") from None
+    args, kwargs = _fit_arguments(settings, repr(str(path)))
     return fit(*args, **kwargs, out=out)
 
 
-def _fit_arguments(s: dict[str, Any]) -> tuple[tuple[str, DataConfig, Strategy], dict[str, Any]]:
-    """fit()'s arguments from a settings record: a run's settings.json or a search's best.yaml."""
+def _fit_arguments(values: object, where: str) -> tuple[tuple[str, DataConfig, Strategy], dict[str, Any]]:
+    """fit()'s arguments from a settings record read from `where`: a run's settings.json or a search's
+    best.yaml."""
+    s, data, train = run_settings(values, where)
     strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
-    return (s["model"], DataConfig(**s["data"]), strategy), {
-        "task": s.get("task", DEFAULT_TASK), "train": TrainConfig(**s["train"]),
-        "weights": s.get("weights")}
+    return (s["model"], data, strategy), {"task": s.get("task", DEFAULT_TASK), "train": train,
+                                          "weights": s.get("weights")}
 
 
 EXAMPLE_STATS = "val_examples.npy"
@@ -359,11 +366,34 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _curve(run_dir: Path, metric: str) -> list[float]:
-    """The validation metric of each epoch, the last line of an epoch counting (a run killed between
+def _per_epoch(run_dir: Path, key: str) -> list[float]:
+    """`key` of each epoch in metrics.jsonl, the last line of an epoch counting (a run killed between
     its log line and its checkpoint logs that epoch twice)."""
-    by_epoch = {line["epoch"]: line[f"val_{metric}"] for line in read_jsonl(run_dir / "metrics.jsonl")}
+    by_epoch = {line["epoch"]: line[key] for line in read_jsonl(run_dir / "metrics.jsonl")}
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence(train_losses: list[float]) -> str | None:
+    """Why a run counts as diverged, or None: its last epoch's training loss is not finite, or at
+    least ten times its first epoch's.
+
+    A NaN loss stops a run mid-epoch already; a rate far too high can instead make the loss grow
+    without overflowing (a linear probe at lr 1000 went from 2e4 to 1e20 in six epochs on data it
+    otherwise learns perfectly), and such a run still exports a model. A run that learns ends below
+    its first epoch's loss, and one that stalls or wobbles stays within a few times it (SGD at lr 10
+    rose three-fold, then fell); runaway growth passes ten times within an epoch or two. The run is
+    compared with itself, so the rule holds for every task's loss. It cannot see a one-epoch run, nor
+    a loss that explodes within the first epoch and then stays flat (the first epoch is the reference).
+    """
+    if len(train_losses) < 2:
+        return None
+    first, last = train_losses[0], train_losses[-1]
+    if math.isfinite(last) and not (first > 0 and last >= DIVERGENCE_FACTOR * first):
+        return None
+    return f"its training loss rose from {first:.3g} in the first epoch to {last:.3g} in the last"
 
 
 @torch.no_grad()

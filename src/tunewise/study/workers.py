@@ -26,7 +26,7 @@ from tunewise.errors import ConfigError, TunewiseError, one_line
 from tunewise.io import file_safe
 from tunewise.records import Leaderboard, RunRecord
 from tunewise.strategies import get_strategy
-from tunewise.study.budget import CHEAP_TIER_COST, explore_allowance, least_cost, spent
+from tunewise.study.budget import CHEAP_TIER_COST, explore_allowance, least_cost, reserve
 from tunewise.study.config import SearchConfig
 from tunewise.study.tiers import GracePruner, head_only, strategy_choices, trials_of
 from tunewise.tasks import get_task
@@ -111,6 +111,10 @@ def drain(run_dir: Path, study: optuna.Study, workers: int, storage: str | None 
         helper.join()
 
 
+BUDGET_LOCK = "budget.lock"
+"""The file lock in the search folder under which workers reserve the explore tier's budget."""
+
+
 def work(run_dir: str, study: optuna.Study | None = None, storage: str | None = None) -> int:
     """Take waiting trials one at a time until none is left; past the explore tier's share of
     the budget, its waiting trials are closed as failed with the reason. Returns how many ran."""
@@ -130,9 +134,10 @@ def work(run_dir: str, study: optuna.Study | None = None, storage: str | None = 
         strategy = trial.suggest_categorical("strategy", strategy_choices())
         lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
         least = least_cost(strategy, config, cacheable) if unit == "epochs" else 0.0
-        if trial.user_attrs["tier"] == "explore" and spent(study, unit) + least > allowance + 1e-9:
+        if trial.user_attrs["tier"] == "explore" and not reserve(study, trial, unit, least, allowance,
+                                                                 folder / BUDGET_LOCK):
             reason = (f"not run: the explore tier's part of the budget ({allowance:g} of {config.budget}) "
-                      f"is spent")
+                      f"is spent or reserved by running trials")
             trial.set_user_attr("skipped", reason)
             study.tell(trial, state=TrialState.FAIL)
             _say(study, trial, strategy, lr, f"skipped: {reason}")
@@ -216,6 +221,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
     cached = head_only(strategy) and get_task(settings.get("task", DEFAULT_TASK)).cacheable
     started = time.perf_counter()
 
+    def through_next_epoch(epoch: int) -> float:
+        """What the trial will have cost once the epoch after `epoch` is done: its reservation to go on."""
+        if unit == "seconds":
+            return (time.perf_counter() - started) * (epoch + 2) / (epoch + 1)
+        return CHEAP_TIER_COST if cached else float(epoch + 2)
+
     def should_stop(epoch: int, score: float) -> bool:
         trial.report(score, epoch)
         # charged as it goes, so that other workers and the budget check see what it has spent
@@ -226,9 +237,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
         if trial.should_prune():
             trial.set_user_attr("reason", f"pruned after epoch {epoch + 1}: validation {score:.4f} not in the "
                                           f"top third of its rung")
-        elif attrs["tier"] == "explore" and spent(study, unit) >= explore_allowance(config) - 1e-9:
+        elif attrs["tier"] == "explore" and not reserve(study, trial, unit, through_next_epoch(epoch),
+                                                        explore_allowance(config), folder / BUDGET_LOCK):
             trial.set_user_attr("reason", f"stopped after epoch {epoch + 1} of {attrs['epochs']}: the explore "
-                                          f"tier's part of the budget is spent")
+                                          f"tier's part of the budget is spent or reserved by other trials")
         else:
             return False
         tqdm.write(f"  {strategy} lr {lr:.3g}: {trial.user_attrs['reason']}")
@@ -252,7 +264,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
     trial.set_user_attr("compute", record.compute)
     trial.set_user_attr("seconds", record.seconds)
     drop_run_state(out)
-    if record.stopped == "pruned":
+    if record.diverged:  # never a finalist, a winner, or the rate of the scratch baseline's seeds
+        trial.set_user_attr("diverged", f"diverged: {record.diverged}")
+        tqdm.write(f"  {strategy} lr {lr:.3g}: {trial.user_attrs['diverged']}; not considered")
+        study.tell(trial, state=TrialState.FAIL)
+    elif record.stopped == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, record.val_score)
