@@ -26,6 +26,7 @@ _PUBLIC = {
     "fit": "tunewise.train",
     "resume": "tunewise.train",
     "search": "tunewise.study",
+    "resume_search": "tunewise.study",
     "SearchConfig": "tunewise.study",
 }
 __all__ = sorted(_PUBLIC)

@@ -53,8 +53,10 @@ def rank(
     ranking = score_candidates(models, data_config, the_task, run_dir, max_examples)
     if verify:
         train = train or TrainConfig(epochs=3)
+        # rerun with the same --out after an interrupt, a verification run resumes (and a finished one only finishes)
         verify_ranking(ranking, verify, lambda model, folder: fit(model, data_config, verify_strategy, task=task,
-                                                                    train=replace(train), out=folder, test=False))
+                                                                    train=replace(train), out=folder, test=False,
+                                                                    resume=(folder / "settings.json").is_file()))
     ranking.save(run_dir / "ranking.json")
     write_ranking_report(ranking, run_dir)
     return ranking

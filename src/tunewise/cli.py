@@ -32,7 +32,7 @@ from tunewise.config import (
     validate_data,
     validate_train,
 )
-from tunewise.errors import Interrupted, TunewiseError, file_error, one_line
+from tunewise.errors import Interrupted, TunewiseError, file_error, interrupt_behind, one_line
 from tunewise.precheck import registered, source_of
 
 T = TypeVar("T")
@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "the variable or from --storage given again) (default: a journal file in the "
                                       "run folder)")
     se.add_argument("--out", help="run folder (default: runs/search-TIME-MODEL)")
-    se.add_argument("--resume", action="store_true", help="continue the search in --out")
+    se.add_argument("--resume", action="store_true",
+                    help="continue the search in --out with its own settings (no other flag is needed)")
     se.add_argument("--worker", action="store_true",
                     help="join the search in --out (a shared folder) as a worker on this machine: run its "
                          "waiting trials until it is decided; start the search itself first")
@@ -362,19 +363,26 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return COMMANDS[args.command](args)
         except Exception as err:
+            stop = interrupt_behind(err)
+            if stop is not None:
+                return _interrupted(args.command, stop)
             if args.debug or os.environ.get("TUNEWISE_DEBUG"):
                 raise
             print(f"error: {explain(err)}", file=sys.stderr)
             return 2 if isinstance(err, TunewiseError | OSError) else 1
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as Interrupted
-            print(f"interrupted; {RESUME_HINTS[args.command]}", file=sys.stderr)
-            return err.exit_code if isinstance(err, Interrupted) else 130
+            return _interrupted(args.command, err)
+
+
+def _interrupted(command: str, err: KeyboardInterrupt) -> int:
+    print(f"interrupted; {RESUME_HINTS[command]}", file=sys.stderr)
+    return err.exit_code if isinstance(err, Interrupted) else 130
 
 
 RESUME_HINTS = {
     "fit": "the run resumes from its last finished epoch with: tunewise fit --resume RUN_DIR",
     "search": "the search resumes with: tunewise search --resume --out SEARCH_DIR",
-    "rank": "rerun the same command: finished scores are not kept, nothing was half written",
+    "rank": "rerun the same command with the same --out: features are cached, verification runs resume",
     "demo": "the demo's search resumes with: tunewise search --resume --out DEMO_DIR",
 }
 
@@ -492,26 +500,50 @@ def run_search(args: argparse.Namespace) -> int:
         flag = "--" + chosen[0].replace("_", "-")
         raise TunewiseError(f"{flag} is the search's to choose: {SEARCH_CHOOSES[chosen[0]]}. To train with "
                             f"a {flag} of your own, use `tunewise fit {flag} ...`.")
+    if (args.resume or args.worker) and not args.out:
+        raise TunewiseError("--resume and --worker need --out RUN_DIR: the search folder.")
+    from tunewise.report import print_leaderboard
+
+    if args.resume:
+        from tunewise.study import resume_search
+
+        board = resume_search(args.out, storage=args.storage, given=_given_again(args))
+        print_leaderboard(board)
+        print(f"search folder: {board.run_dir} (report.html, leaderboard.csv, best.yaml, model/)")
+        return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [args.model]
     train, data = _valid(config_from(args, "train", TrainConfig), config_from(args, "data", DataConfig),
-                         models=tuple(models) if not (args.resume or args.worker) else (),
-                         search=_given(args, "search"))
-    from tunewise.report import print_leaderboard
+                         models=tuple(models) if not args.worker else (), search=_given(args, "search"))
     from tunewise.study import SearchConfig, search
 
     config = config_from(args, "search", SearchConfig)  # search() checks it (it needs the strategies: torch)
-    if (args.resume or args.worker) and not args.out:
-        raise TunewiseError("--resume and --worker need --out RUN_DIR: the search folder.")
     if args.worker:
         from tunewise.study import serve
 
         print(f"worker done: ran {serve(args.out, args.storage)} trials of {args.out}")
         return 0
     board = search(models if args.models else args.model, data, config, train=train, out=args.out, storage=args.storage,
-                   resume=args.resume, weights=args.weights, task=args.task)
+                   weights=args.weights, task=args.task)
     print_leaderboard(board)
     print(f"search folder: {board.run_dir} (report.html, leaderboard.csv, best.yaml, model/)")
     return 0
+
+
+def _given_again(args: argparse.Namespace) -> dict[str, object]:
+    """The settings that flags gave to `search --resume` (those not at their default), spelled as the
+    search's settings.json has them, for resume_search to check against the folder's."""
+    defaults = vars(build_parser().parse_args(["search"]))
+    not_settings = {"command", "out", "resume", "storage", "worker", "quiet", "debug"}
+    given = {k: v for k, v in vars(args).items() if k not in not_settings and v != defaults.get(k)}
+    if "model" in given:
+        given["models"] = [given.pop("model")]
+    if isinstance(given.get("models"), str):
+        given["models"] = [m.strip() for m in str(given["models"]).split(",") if m.strip()]
+    if "search.strategies" in given:
+        from tunewise.study.config import strategy_list
+
+        given["search.strategies"] = list(strategy_list(str(given["search.strategies"])))
+    return given
 
 
 def run_rank(args: argparse.Namespace) -> int:

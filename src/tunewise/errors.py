@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib
 import re
+import signal
 
 
 class TunewiseError(ValueError):
@@ -36,6 +39,28 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signal_number: int) -> None:
         super().__init__(signal_number)
         self.exit_code = 128 + signal_number
+
+
+def interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that the program was stopping for when `err` was raised, or None. torch
+    reports a loader worker that died of the same signal (one still starting, or one that a SIGTERM
+    to the whole group killed) as a RuntimeError raised while the KeyboardInterrupt unwinds: the
+    program must still stop, not report a failed worker (or a search mark its trial failed)."""
+    cause = err.__context__
+    while cause is not None and not isinstance(cause, KeyboardInterrupt):
+        cause = cause.__context__
+    return cause
+
+
+def stopped_quietly(module: str, function: str, *args: object) -> None:
+    """`module.function(*args)` as a helper process's whole work (a search's --workers): Ctrl-C and
+    SIGTERM end it without a traceback (its parent says how to resume). Named by strings, so that the
+    handlers are in place before the module's imports (torch: seconds); its parent starts it with
+    Ctrl-C ignored until then (study.workers.drain)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        getattr(importlib.import_module(module), function)(*args)
 
 
 _WORKER = re.compile(r"Caught (\w+) in DataLoader worker process \d+")

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,10 +38,11 @@ from tunewise.config import (
     validate_train,
 )
 from tunewise.data import DataSplits, load_data
+from tunewise.epochs import epoch_seed, seed_all, set_epoch
 from tunewise.errors import ConfigError, RunFolderError, TunewiseError
 from tunewise.export import export_model
 from tunewise.features import cache_key, cached_features, feature_loader, to_cpu, to_device, weights_digest
-from tunewise.io import append_jsonl, claim_folder, default_run_dir, read_jsonl, write_atomic, write_json
+from tunewise.io import claim_folder, default_run_dir, read_jsonl, write_atomic, write_json
 from tunewise.records import RunRecord
 from tunewise.registry import did_you_mean
 from tunewise.safe_load import load_tensors
@@ -63,6 +64,12 @@ class Progress:
     bad_epochs: int = 0
     start: float | None = None
     """The validation metric before the first epoch, where training starts from a trained head (LP-FT)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Each finished epoch's line of metrics.jsonl: kept in the checkpoint, so the log never holds
+    an epoch the checkpoint does not (nor misses one it does)."""
+    stopped: str | None = None
+    """Why the run stopped early ("patience", "pruned"): a run killed after deciding it resumes to
+    its finish, not to more epochs."""
 
     def improved_by(self, score: float, greater_is_better: bool) -> bool:
         better = self.best is None or (score > self.best if greater_is_better else score < self.best)
@@ -211,7 +218,9 @@ def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, task: 
     schedule = WarmupCosine(round(train.warmup_epochs * steps), steps, train.epochs)
     trained, optimizer = accelerator.prepare(trained, optimizer)
     resumable = (run_dir / "checkpoint.pt").is_file()
-    progress = _restore(run_dir, _unwrap(accelerator, trained), optimizer) if resumable else Progress()
+    progress = _restore(run_dir, accelerator, _unwrap(accelerator, trained), optimizer) if resumable else Progress()
+    if resume and accelerator.is_main_process:  # drops the lines of epochs after the checkpoint's
+        _write_metrics(run_dir, progress.history)
     if from_probe and not resumable:  # the probe's state is the first candidate for the best epoch
         progress.start = evaluate_loader(trained, loaders["val"], the_task, accelerator)[metric]
         progress.best = progress.start
@@ -222,16 +231,18 @@ def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, task: 
 
 
 def _train(run: _Run, should_stop: Callable[[int, float], bool] | None, label: str | None) -> str | None:
-    """The epochs from where the run stands: train, validate, keep the best, checkpoint. Returns why
-    it stopped early ("patience", "pruned") or None."""
+    """The epochs from where the run stands: train, validate, decide whether to stop, keep the best,
+    checkpoint, then log. Returns why it stopped early ("patience", "pruned") or None."""
     train, progress, accelerator, metric = run.train, run.progress, run.accelerator, run.metric
+    if progress.stopped:  # killed after deciding to stop: the resumed run only finishes
+        return progress.stopped
     main = accelerator.is_main_process  # under DDP (accelerate launch, torchrun) only rank 0 writes
     bar = tqdm(range(progress.epoch, train.epochs), desc=label or run.strategy.name, unit="epoch",
                initial=progress.epoch, total=train.epochs, disable=None)
-    stopped = None
     for epoch in bar:
         progress.epoch = epoch
-        torch.manual_seed(train.seed + epoch)  # shuffling and augmentation depend on the epoch alone
+        seed_all(epoch_seed(train.seed, epoch))  # shuffling, augmentation and dropout depend on the epoch alone
+        set_epoch(run.loaders["train"], epoch)
         run.strategy.on_epoch_start(run.net, run.optimizer, epoch)
         epoch_start = time.perf_counter()
         train_loss = _train_one_epoch(run.net, run.trained, run.loaders["train"], run.optimizer,
@@ -239,30 +250,31 @@ def _train(run: _Run, should_stop: Callable[[int, float], bool] | None, label: s
         val = evaluate_loader(run.trained, run.loaders["val"], run.task, accelerator)
         improved = progress.improved_by(val[metric], run.task.greater_is_better)
         progress.epoch = epoch + 1
-        if main:
-            if improved:
-                write_atomic(run.run_dir / "best.pt",
-                             lambda tmp: torch.save(_unwrap(accelerator, run.trained).state_dict(), tmp))
-            append_jsonl(run.run_dir / "metrics.jsonl", {
-                "epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],
-                "steps": len(run.loaders["train"]), "seconds": round(time.perf_counter() - epoch_start, 3),
-                **{f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)},
-            })
-            _save_checkpoint(run.run_dir, accelerator, run.trained, run.optimizer, progress)
+        progress.history.append({
+            "epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],
+            "steps": len(run.loaders["train"]), "seconds": round(time.perf_counter() - epoch_start, 3),
+            **{f"val_{k}": float(v) for k, v in val.items() if isinstance(v, int | float)},  # numpy's: no pickle
+        })
         # the metric's name is a keyword: mypy cannot tell it from set_postfix's own parameters
         bar.set_postfix(loss=f"{train_loss:.3f}", **{metric: f"{val[metric]:.3f}"})  # type: ignore[arg-type]
         if bar.disable:  # no terminal: one log line per epoch instead of a bar
             log.info("%s epoch %d/%d: train loss %.4f, val %s %.4f", run.strategy.name, epoch + 1, train.epochs,
                      train_loss, metric, val[metric])
-        if train.patience and progress.bad_epochs >= train.patience:
-            stopped = "patience"
-            break
         score = val[metric]
-        if should_stop is not None and _shared(accelerator, lambda: should_stop(epoch, score)):  # noqa: B023
-            stopped = "pruned"
+        if train.patience and progress.bad_epochs >= train.patience:
+            progress.stopped = "patience"
+        elif should_stop is not None and _shared(accelerator, lambda: should_stop(epoch, score)):  # noqa: B023
+            progress.stopped = "pruned"
+        if main:  # a kill between these writes leaves the last checkpoint's epoch to redo, exactly
+            if improved:
+                write_atomic(run.run_dir / "best.pt",
+                             lambda tmp: torch.save(_unwrap(accelerator, run.trained).state_dict(), tmp))
+            _save_checkpoint(run.run_dir, accelerator, run.trained, run.optimizer, progress)
+            _write_metrics(run.run_dir, progress.history)
+        if progress.stopped:
             break
     bar.close()
-    return stopped
+    return progress.stopped
 
 
 def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
@@ -281,7 +293,7 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
     test_metrics = None
     if test and "test" in run.loaders:
         test_metrics = evaluate_loader(run.trained, run.loaders["test"], task, accelerator)
-    why_diverged = divergence(_per_epoch(run_dir, "train_loss"))
+    why_diverged = divergence([row["train_loss"] for row in run.progress.history])
     if main and why_diverged:
         log.warning("the run in %s diverged: %s; its model is unlikely to be of use. Lower the rate (--lr; its peak "
                     "was %.3g).", run_dir, why_diverged, run.train.lr or run.strategy.default_lr)
@@ -298,7 +310,7 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
         seconds=round(time.perf_counter() - run.started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(run.train), data_config=to_dict(run.data),
         strategy_knobs=run.strategy.knobs(), cached_features=run.cached, stopped=stopped,
-        curve=_per_epoch(run_dir, f"val_{metric}"), diverged=why_diverged,
+        curve=[row[f"val_{metric}"] for row in run.progress.history], diverged=why_diverged,
         compute=round((run.progress.epoch if not run.cached else 1 / 3) + _probe_compute(run_dir), 3),
         processes=accelerator.num_processes,
     )
@@ -364,13 +376,6 @@ def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)  # np.save to a path would add ".npy" to the temporary file's name
     return buffer.getvalue()
-
-
-def _per_epoch(run_dir: Path, key: str) -> list[float]:
-    """`key` of each epoch in metrics.jsonl, the last line of an epoch counting (a run killed between
-    its log line and its checkpoint logs that epoch twice)."""
-    by_epoch = {line["epoch"]: line[key] for line in read_jsonl(run_dir / "metrics.jsonl")}
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 DIVERGENCE_FACTOR = 10.0
@@ -545,16 +550,34 @@ def _open_run_dir(run_dir: Path, settings: dict[str, Any], resume: bool) -> Path
 
 def _save_checkpoint(run_dir: Path, accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer,
                      progress: Progress) -> None:
+    """What the next epoch starts from: the weights, the optimizer, where training stands, and the
+    fp16 loss scale on GPUs without bf16. Its random state is not here: each epoch draws from
+    (seed, epoch) alone (tunewise.epochs)."""
     state = {"model": _unwrap(accelerator, model).state_dict(), "optimizer": optimizer.state_dict(),
              "progress": vars(progress).copy()}
+    if accelerator.scaler is not None:
+        state["scaler"] = accelerator.scaler.state_dict()
     write_atomic(run_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
 
 
-def _restore(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
+def _restore(run_dir: Path, accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
     state = _read_run_file(run_dir / "checkpoint.pt", "Delete it to restart the run from its first epoch.")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    return Progress(**state["progress"])
+    if accelerator.scaler is not None and "scaler" in state:
+        accelerator.scaler.load_state_dict(state["scaler"])
+    saved = state["progress"]
+    if "history" not in saved:  # a checkpoint from before it kept the log: the log's finished epochs
+        rows = {row["epoch"]: row for row in read_jsonl(run_dir / "metrics.jsonl") if row["epoch"] < saved["epoch"]}
+        saved["history"] = [rows[e] for e in sorted(rows)]
+    return Progress(**saved)
+
+
+def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl, one line per finished epoch: rewritten whole (atomically) after each
+    checkpoint from the checkpoint's own history, so the two always agree."""
+    text = "".join(json.dumps(row, default=str) + "\n" for row in history)
+    write_atomic(run_dir / "metrics.jsonl", lambda tmp: Path(tmp).write_text(text))
 
 
 def _read_run_file(path: Path, fix: str) -> Any:

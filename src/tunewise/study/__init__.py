@@ -38,7 +38,7 @@ from tunewise.config import (
     validate_train,
 )
 from tunewise.data import load_data
-from tunewise.errors import ConfigError, TunewiseError
+from tunewise.errors import ConfigError, RunFolderError, TunewiseError
 from tunewise.io import claim_folder, default_run_dir, write_atomic, write_json
 from tunewise.records import Leaderboard
 from tunewise.report.search_report import write_report
@@ -68,7 +68,8 @@ from tunewise.study.workers import (
 from tunewise.tasks import get_task
 from tunewise.train import selection_metric
 
-__all__ = ["SearchConfig", "default_budget", "reserved_cost", "search", "serve", "unmeasurable", "work"]
+__all__ = ["SearchConfig", "default_budget", "reserved_cost", "resume_search", "search", "serve", "unmeasurable",
+           "work"]
 
 log = logging.getLogger("tunewise")
 
@@ -179,6 +180,47 @@ def search(
     return board
 
 
+def resume_search(run_dir: str | Path, storage: str | None = None, given: dict[str, Any] | None = None) -> Leaderboard:
+    """Continue the search in `run_dir` with the settings it was started with (its settings.json).
+
+    Args:
+        storage: the study storage's URL, where it is not the one in settings.json (a password
+            kept out of it).
+        given: settings passed again, spelled as the command line's (`model`, `models`, `weights`,
+            `task`, `data.image_size`, `train.batch_size`, `search.epochs`, ...); refused where
+            they differ from the search's own, as nothing of a started search can change.
+    """
+    run_dir = Path(run_dir)
+    saved = _saved_settings(run_dir)
+    differ = [f"{key} {value!r} (the search's: {_setting(saved, key)!r})" for key, value in (given or {}).items()
+              if _setting(saved, key) != value]
+    if differ:
+        raise ConfigError(f"cannot resume {str(run_dir)!r} with other settings: {'; '.join(differ)}. A started search "
+                          "keeps its settings: drop those flags (`tunewise search --resume --out DIR` needs no "
+                          "other), or start a new search in another --out.")
+    config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
+    return search(saved["models"], DataConfig(**saved["data"]), config, train=TrainConfig(**saved["train"]),
+                  out=run_dir, storage=storage or saved.get("storage"), resume=True, weights=saved.get("weights"),
+                  task=saved.get("task", DEFAULT_TASK))
+
+
+def _saved_settings(run_dir: Path) -> dict[str, Any]:
+    """A search folder's settings.json, with `models` (a search from before --models has `model` alone)."""
+    path = run_dir / "settings.json"
+    if not path.is_file():
+        raise RunFolderError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Pass the folder a search "
+                             "wrote (its --out), or start a new search without --resume.")
+    saved: dict[str, Any] = json.loads(path.read_text())
+    saved.setdefault("models", [saved.get("model")])
+    return saved
+
+
+def _setting(saved: dict[str, Any], key: str) -> Any:
+    """`data.image_size` -> saved["data"]["image_size"]; `weights` -> saved["weights"]."""
+    section, _, name = key.rpartition(".")
+    return saved.get(section, {}).get(name) if section else saved.get(name)
+
+
 def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reason: str) -> None:
     """What the user should know before the search spends anything."""
     log.info("selecting on %s", metric_reason)
@@ -218,11 +260,7 @@ def _open_search_dir(out: str | Path | None, model: str, settings: dict[str, Any
     run_dir = Path(out) if out is not None else default_run_dir(model, prefix="search-")
     saved_path = run_dir / "settings.json"
     if resume:
-        if not saved_path.is_file():
-            raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Start a new search "
-                                "without --resume.")
-        saved = json.loads(saved_path.read_text())
-        saved.setdefault("models", [saved.get("model")])  # a search from before --models
+        saved = _saved_settings(run_dir)
         differ = [k for k in ("models", "weights", "data") if saved.get(k) != settings[k]]
         if differ:
             detail = "; ".join(f"{k}: {saved.get(k)!r} there, {settings[k]!r} given" for k in differ)

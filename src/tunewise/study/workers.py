@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +26,7 @@ from tunewise.config import (
     DataConfig,
     TrainConfig,
 )
-from tunewise.errors import ConfigError, TunewiseError, one_line
+from tunewise.errors import ConfigError, TunewiseError, interrupt_behind, one_line, stopped_quietly
 from tunewise.io import file_safe
 from tunewise.records import Leaderboard, RunRecord
 from tunewise.strategies import get_strategy
@@ -101,14 +105,40 @@ def _parsed(storage: str) -> URL:
 
 def drain(run_dir: Path, study: optuna.Study, workers: int, storage: str | None = None) -> None:
     """Run every waiting trial, in this process and `workers - 1` more sharing the study (through
-    `storage`, the URL given with its password, or settings.json's)."""
+    `storage`, the URL given with its password, or settings.json's). Stopped
+    (Ctrl-C, SIGTERM), it stops the others too: each leaves its trial running in the study, to be
+    queued again by `search --resume`."""
     context = multiprocessing.get_context("spawn")
-    helpers = [context.Process(target=work, args=(str(run_dir), None, storage)) for _ in range(workers - 1)]
-    for helper in helpers:
-        helper.start()
-    work(str(run_dir), study)
-    for helper in helpers:
-        helper.join()
+    helpers = [context.Process(target=stopped_quietly, args=(__name__, "work", str(run_dir), None, storage))
+               for _ in range(workers - 1)]
+    with _ctrl_c_ignored():
+        for helper in helpers:
+            helper.start()
+    try:
+        work(str(run_dir), study)
+    except KeyboardInterrupt:
+        for helper in helpers:  # a SIGTERM reaches this process alone; Ctrl-C reached them already
+            helper.terminate()
+        raise
+    finally:
+        for helper in helpers:
+            helper.join()
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C ignored while helpers start: they inherit that and keep it until stopped_quietly's handler
+    is in place, so a Ctrl-C during their start-up code (seconds of imports) prints no traceback from
+    each. The coordinator, stopped, stops them with SIGTERM. (One in the milliseconds of start() is
+    lost: blocking it instead would not do, another thread of this process would take it.)"""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 BUDGET_LOCK = "budget.lock"
@@ -194,11 +224,15 @@ def serve(run_dir: str | Path, storage: str | None = None, poll_seconds: float =
 
 
 def requeue_interrupted(study: optuna.Study) -> int:
-    """Trials left running by a killed search: closed as failed and queued again (their run
-    folder is reused, so the new trial resumes from the last finished epoch)."""
+    """Trials left running by a killed search: queued again and closed as failed. The new trial
+    reuses the old one's run folder, so it resumes from its last checkpoint and charges all the
+    epochs there: the old trial's charge is cleared, so that each epoch counts once."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
-        study.enqueue_trial(dict(t.params), user_attrs={**t.user_attrs, "requeued_from": t.number})
+        attrs = {k: v for k, v in t.user_attrs.items() if k != "seconds"}  # its time stays the old trial's
+        study.enqueue_trial(dict(t.params), user_attrs={**attrs, "requeued_from": t.number})
+        # optuna sets attributes through a Trial object only, made for a trial that runs here
+        study._storage.set_trial_user_attr(t._trial_id, "compute", 0.0)
         study.tell(t.number, state=TrialState.FAIL)
     return len(stale)
 
@@ -256,6 +290,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
     try:
         record = fit_trial(run, should_stop)
     except (TunewiseError, RuntimeError) as err:  # a NaN loss, a shape error: this arm fails, the search goes on
+        stop = interrupt_behind(err)
+        if stop is not None:  # not the arm's failure: the search was being stopped
+            raise stop from None
         trial.set_user_attr("reason", str(err))
         study.tell(trial, state=TrialState.FAIL)
         return

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tunewise.backbones import Backbone, Preprocess
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data.base import DataSplits, ImageSet
+from tunewise.epochs import image_loader
 from tunewise.tasks import TASKS, Task, TaskModel
 
 
@@ -120,6 +121,4 @@ class ImageClassification(Classification):
 
     def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         transform = preprocess.train_transform() if training and train.augment else preprocess.eval_transform()
-        return DataLoader(data.with_transform(transform), batch_size=train.batch_size, shuffle=training,
-                          num_workers=train.num_workers, persistent_workers=train.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return image_loader(data.with_transform(transform), train, training, pin_memory=torch.cuda.is_available())

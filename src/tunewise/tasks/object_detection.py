@@ -23,6 +23,7 @@ from tunewise.backbones.multiscale import Pyramid, pyramid
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data.base import DataSplits
 from tunewise.data.dense import DetectionSet
+from tunewise.epochs import image_loader
 from tunewise.tasks import TASKS, Task, TaskModel
 
 LEVELS = 3  # backbone maps at strides 8, 16 and 32 (plus the pyramid's max-pooled level at 64)
@@ -146,9 +147,7 @@ class ObjectDetection(Task):
         if training and train.augment:
             steps = [v2.ToImage(), to_size, v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
                      v2.SanitizeBoundingBoxes()]
-        return DataLoader(data.with_transform(v2.Compose(steps)), batch_size=train.batch_size, shuffle=training,
-                          num_workers=train.num_workers, persistent_workers=train.num_workers > 0,
-                          collate_fn=collate)
+        return image_loader(data.with_transform(v2.Compose(steps)), train, training, collate_fn=collate)
 
     def loss(self, outputs: dict[str, torch.Tensor], targets) -> torch.Tensor:
         """Shape: outputs the detector's losses (RPN objectness and boxes, classifier, box regression)."""

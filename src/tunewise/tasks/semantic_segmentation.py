@@ -23,6 +23,7 @@ from tunewise.backbones.multiscale import pyramid
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data.base import DataSplits
 from tunewise.data.dense import IGNORE_INDEX, SegmentationSet
+from tunewise.epochs import image_loader
 from tunewise.tasks import TASKS, Task, TaskModel
 
 LEVELS = 4  # strides 4 to 32
@@ -96,9 +97,8 @@ class SemanticSegmentation(Task):
             geometry = [v2.Resize(size, antialias=True)]
         transform = v2.Compose([v2.RGB(), *geometry, v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                                 v2.Normalize(preprocess.mean, preprocess.std)])
-        return DataLoader(data.with_transform(transform), batch_size=train.batch_size, shuffle=training,
-                          num_workers=train.num_workers, persistent_workers=train.num_workers > 0,
-                          collate_fn=collate, pin_memory=torch.cuda.is_available())
+        return image_loader(data.with_transform(transform), train, training, collate_fn=collate,
+                            pin_memory=torch.cuda.is_available())
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Shape: outputs (B, C, H, W) logits, targets (B, H, W) class indices -> scalar."""
