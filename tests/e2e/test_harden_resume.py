@@ -157,7 +157,7 @@ def test_kill_9_between_the_checkpoint_and_the_log_line(straight, image_folder, 
 
 
 @pytest.mark.parametrize(("name", "call", "workers", "where"), [
-    ("set_rates", 6, 2, "in the middle of the second epoch, its workers running"),
+    # in the middle of an epoch, its workers running: test_ctrl_c_during_a_fit_then_resume
     ("_save_checkpoint", 2, 2, "after the second epoch's best.pt, before its checkpoint"),
     # without workers: the same weights as with two, since no worker keeps a random state
     ("export_model", 1, 0, "after the last checkpoint, before the export"),
