@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tunewise.backbones.base import Backbone
@@ -29,9 +30,15 @@ def read_arch(path: Path) -> str | None:
         if arch:
             return arch
     sidecar = path.with_name("model.json")
-    if sidecar.is_file():
+    if not sidecar.is_file():
+        return None
+    if path.name == "model.safetensors":  # a tunewise export: its model.json is checked whole
         return read_model_json(sidecar.parent).get("arch")
-    return None
+    try:  # a weights file of the user's, beside a model.json that only names the architecture
+        arch = json.loads(sidecar.read_bytes()).get("arch")
+    except (ValueError, AttributeError) as err:
+        raise unreadable(sidecar, err) from None
+    return arch if isinstance(arch, str) else None
 
 
 def load(name: str, pretrained: bool = True) -> Backbone:
