@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tunewise.config import DEFAULT_TASK, VERIFY_STRATEGY, DataConfig, TrainConfig
-from tunewise.io import default_run_dir
+from tunewise.io import claim_folder, default_run_dir
 from tunewise.records import Ranking
 
 
@@ -49,7 +49,7 @@ def rank(
 
     the_task = get_task(task)
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
-    run_dir = Path(out) if out is not None else default_run_dir("rank", prefix="rank-")
+    run_dir = claim_folder(Path(out) if out is not None else default_run_dir("rank", prefix="rank-"))
     ranking = score_candidates(models, data_config, the_task, run_dir, max_examples)
     if verify:
         train = train or TrainConfig(epochs=3)
@@ -57,7 +57,6 @@ def rank(
         verify_ranking(ranking, verify, lambda model, folder: fit(model, data_config, verify_strategy, task=task,
                                                                     train=replace(train), out=folder, test=False,
                                                                     resume=(folder / "settings.json").is_file()))
-    run_dir.mkdir(parents=True, exist_ok=True)
     ranking.save(run_dir / "ranking.json")
     write_ranking_report(ranking, run_dir)
     return ranking

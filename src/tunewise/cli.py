@@ -20,16 +20,19 @@ from typing import Any, TypeVar
 
 from tunewise.config import (
     BASELINE_STRATEGY,
+    DATA_FLAGS,
     DEFAULT_STRATEGY,
     DEFAULT_TASK,
+    SEARCH_NUMBERS,
     VERIFY_STRATEGY,
     DataConfig,
     TrainConfig,
+    number_problems,
     raise_if_problems,
     validate_data,
     validate_train,
 )
-from tunewise.errors import Interrupted, TunewiseError, interrupt_behind, one_line, write_error
+from tunewise.errors import Interrupted, TunewiseError, file_error, interrupt_behind, one_line
 from tunewise.precheck import registered, source_of
 
 T = TypeVar("T")
@@ -137,13 +140,20 @@ CONVERTERS: dict[type, Callable[[str], object]] = {int: _converter(int, "an inte
                                                   float: _converter(float, "a number"), str: str}
 
 
-def positive_int(text: str) -> int:
-    """The type of the few flags that are no config field checked by a validate_* function."""
-    value = CONVERTERS[int](text)
-    assert isinstance(value, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def at_least(least: int, says: str) -> Callable[[str], int]:
+    """The type of the few numeric flags that are no config field (validate_* checks the others)."""
+
+    def convert(text: str) -> int:
+        value = CONVERTERS[int](text)
+        assert isinstance(value, int)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {says}, got {text!r}")
+        return value
+
+    return convert
+
+
+positive_int = at_least(1, "a positive integer")
 
 
 def add_config_flags(group: argparse._ActionsContainer, key: str, fields: list[ConfigField], *,
@@ -173,14 +183,17 @@ def add_config_flags(group: argparse._ActionsContainer, key: str, fields: list[C
 
 def config_from(args: argparse.Namespace, key: str, cls: type[T], **fixed: object) -> T:
     """The `cls` whose fields the flags of `add_config_flags(..., key, ...)` gave, and `fixed`."""
-    given = {dest.partition(".")[2]: value for dest, value in vars(args).items() if dest.startswith(key + ".")}
-    return cls(**given | fixed)
+    return cls(**_given(args, key) | fixed)
+
+
+def _given(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """{field: value} of the flags `add_config_flags(..., key, ...)` added."""
+    return {dest.partition(".")[2]: value for dest, value in vars(args).items() if dest.startswith(key + ".")}
 
 
 TRAIN_FIELDS = config_fields("tunewise.config", "TrainConfig")
 DATA_FIELDS = config_fields("tunewise.config", "DataConfig")
 SEARCH_FIELDS = config_fields("tunewise.study.config", "SearchConfig")
-DATA_FLAGS = {"root": "--data-root", "seed": "--split-seed"}
 SEARCH_FLAGS = {"knobs": "--search-knobs"}
 SEARCH_CHOOSES = {"lr": "it tries --rates rates on each strategy's range",
                   "seed": "the finalists run --seeds seeds",
@@ -253,8 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "rate; replaces --model")
     _task_flag(se)
     se.add_argument("--weights", help="local weights for --model's architecture")
-    se.add_argument("--storage", help="shared Optuna storage for many machines: postgresql://user:pw@host/db "
-                                      "(default: a journal file in the run folder)")
+    se.add_argument("--storage", help="shared Optuna storage for many machines: postgresql://user@host/db with the "
+                                      "password in the environment variable TUNEWISE_STORAGE_PASSWORD (or in the "
+                                      "URL; it is shown and stored as ***, so --resume and --worker take it from "
+                                      "the variable or from --storage given again) (default: a journal file in the "
+                                      "run folder)")
     se.add_argument("--out", help="run folder (default: runs/search-TIME-MODEL)")
     se.add_argument("--resume", action="store_true",
                     help="continue the search in --out with its own settings (no other flag is needed)")
@@ -283,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma list of candidates: pkg:efficientnet_lite0,pkg:efficientnet_lite1,timm:resnet50; "
                          "random:SOURCE:NAME gives random weights (a weak reference)")
     _task_flag(rk, more="; one label per example or token (classification, NER)")
-    rk.add_argument("--verify", type=int, default=0, metavar="K",
+    rk.add_argument("--verify", type=at_least(0, "0 (no fine-tuning) or more"), default=0, metavar="K",
                     help="fine-tune the top K candidates and the last one, and report Kendall's tau between the "
                          "ranking and their results (default: %(default)s, no fine-tuning)")
     rk.add_argument("--verify-strategy", default=VERIFY_STRATEGY,
@@ -320,15 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
 DEBUG_HELP = "show the full traceback of any error (also: TUNEWISE_DEBUG=1)"
 
 
-def _valid(*configs: TrainConfig | DataConfig, models: tuple[str, ...] = ()) -> Any:
-    """The configs, or a ConfigError listing every problem validate_train and validate_data find, and
-    a data set or model source that no module registers: the one check of their values, run here
-    before torch is imported (and again by fit(), search())."""
+def _valid(*configs: TrainConfig | DataConfig, models: tuple[str, ...] = (),
+           search: dict[str, Any] | None = None) -> Any:
+    """The configs, or a ConfigError listing every problem validate_train and validate_data find (and
+    in `search`'s numbers, the parsed search flags), and a data set or model source that no module
+    registers: the one check of their values, run here before torch is imported (and again by fit(),
+    search())."""
     from tunewise.precheck import data_problems, model_problems
 
-    raise_if_problems([problem for c in configs
-                       for problem in (validate_train(c) if isinstance(c, TrainConfig) else
-                                       validate_data(c) + (data_problems(c) if not validate_data(c) else []))]
+    raise_if_problems(number_problems(search or {}, SEARCH_NUMBERS)
+                      + [problem for c in configs
+                         for problem in (validate_train(c) if isinstance(c, TrainConfig) else
+                                         validate_data(c) + (data_problems(c) if not validate_data(c) else []))]
                       + [problem for model in models for problem in model_problems(model)])
     return configs if len(configs) > 1 else configs[0]
 
@@ -374,7 +393,7 @@ def explain(err: Exception) -> str:
     if isinstance(err, TunewiseError):
         return one_line(err)
     if isinstance(err, OSError) and err.filename is not None:
-        return one_line(write_error(err.filename, err))
+        return one_line(file_error(err))
     return (f"internal error ({type(err).__name__}: {one_line(err)}). Rerun with --debug to see the traceback, "
             "and please report it with the command you ran.")
 
@@ -442,23 +461,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from tunewise.export import model_info
     from tunewise.inference import predict
+    from tunewise.io import claim_folder, write_atomic
     from tunewise.report import print_predictions
     from tunewise.tasks import get_task
 
     if get_task(model_info(args.run)[1]["task"]).dense:  # boxes and masks: files in a folder
+        if args.output:
+            claim_folder(args.output, "--output")  # new, empty, or an earlier predict's: never the user's own
         rows = predict(args.run, args.inputs, out=args.output)
         print_predictions(rows)
         if args.output:
             print(f"wrote predictions for {len(rows)} images to {args.output} (drawn/ shows them)")
         return 0
+    if args.output and Path(args.output).suffix not in (".csv", ".json"):  # before the work, not after
+        raise TunewiseError(f"--output {args.output!r} must end in .csv or .json.")
     rows = predict(args.run, args.inputs)
     if args.output is None:
         print_predictions(rows)
         return 0
     out = Path(args.output)
-    if out.suffix not in (".csv", ".json"):
-        raise TunewiseError(f"--output {args.output!r} must end in .csv or .json.")
-    from tunewise.io import write_atomic
 
     if out.suffix == ".json":
         text = json.dumps(rows, indent=2) + "\n"
@@ -492,14 +513,14 @@ def run_search(args: argparse.Namespace) -> int:
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [args.model]
     train, data = _valid(config_from(args, "train", TrainConfig), config_from(args, "data", DataConfig),
-                         models=tuple(models) if not args.worker else ())
+                         models=tuple(models) if not args.worker else (), search=_given(args, "search"))
     from tunewise.study import SearchConfig, search
 
     config = config_from(args, "search", SearchConfig)  # search() checks it (it needs the strategies: torch)
     if args.worker:
         from tunewise.study import serve
 
-        print(f"worker done: ran {serve(args.out)} trials of {args.out}")
+        print(f"worker done: ran {serve(args.out, args.storage)} trials of {args.out}")
         return 0
     board = search(models if args.models else args.model, data, config, train=train, out=args.out, storage=args.storage,
                    weights=args.weights, task=args.task)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from tunewise.errors import ConfigError
+from tunewise.registry import did_you_mean
 
 Optimizer = Literal["adam", "adamw", "sgd"]
 
@@ -107,53 +110,132 @@ class TrainConfig:
     otherwise)."""
 
 
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy takes unsigned 32-bit seeds (a split's seed reaches numpy; a training seed
+is kept to the same range so that one rule holds for both)."""
+
+
+@dataclass(frozen=True)
+class Number:
+    """What a numeric setting allows: an int or a float (a float setting takes an int too), finite,
+    where `allows` says so; None where the setting is optional (its default, or "off")."""
+
+    kind: type[int] | type[float]
+    allows: Callable[[float], bool]
+    says: str
+    """The allowed range in words, as the message ends: "--epochs must be a positive integer"."""
+    optional: bool = False
+
+    def problem(self, flag: str, value: object) -> str | None:
+        if value is None and self.optional:
+            return None
+        kinds = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return f"{flag} must be {'an integer' if self.kind is int else 'a number'}, got {value!r}"
+        if not math.isfinite(value):
+            return f"{flag} must be a finite number, got {value!r}"
+        return None if self.allows(value) else f"{flag} must be {self.says}, got {value!r}"
+
+
+POSITIVE = Number(int, lambda v: v >= 1, "a positive integer")
+SEED = Number(int, lambda v: 0 <= v <= SEED_MAX, f"from 0 to {SEED_MAX}")
+FRACTION = Number(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+TRAIN_NUMBERS = {
+    "epochs": POSITIVE, "batch_size": POSITIVE, "lr": Number(float, lambda v: v > 0, "positive", optional=True),
+    "weight_decay": Number(float, lambda v: v >= 0, ">= 0"), "warmup_epochs": Number(float, lambda v: v >= 0, ">= 0"),
+    "patience": replace(POSITIVE, optional=True), "seed": SEED, "num_workers": Number(int, lambda v: v >= 0, ">= 0"),
+}
+"""The rule of every numeric TrainConfig field (a test checks that none is missing)."""
+DATA_NUMBERS = {
+    "val_fraction": FRACTION, "test_fraction": FRACTION, "seed": SEED,
+    "max_train_per_class": replace(POSITIVE, optional=True),
+    "image_size": Number(int, lambda v: v >= 8, "at least 8 pixels", optional=True),
+    "max_length": Number(int, lambda v: v >= 8, "at least 8 tokens", optional=True), "doc_stride": POSITIVE,
+}
+SEARCH_NUMBERS = {name: POSITIVE for name in ("epochs", "rates", "seeds", "finalists", "workers", "keep_models")} | {
+    "scratch_epochs": replace(POSITIVE, optional=True)}
+"""SearchConfig's, here with the others: the command line checks them before torch is imported
+(SearchConfig's own module imports it)."""
+DATA_FLAGS = {"root": "--data-root", "seed": "--split-seed"}
+"""DataConfig fields whose flag is not --field-name (--seed is TrainConfig's)."""
+
+
+def number_problems(values: Mapping[str, object], rules: Mapping[str, Number],
+                    flags: Mapping[str, str] | None = None) -> list[str]:
+    """What is wrong with the numeric settings in `values` (a config's fields, or parsed flags), each
+    named by its flag."""
+    return [problem for name, rule in rules.items() if name in values
+            if (problem := rule.problem((flags or {}).get(name) or _flag(name), values[name]))]
+
+
+def choice_problems(config: DataConfig | TrainConfig) -> list[str]:
+    """Each Literal field whose value is not one of its choices (a flag's choices are argparse's,
+    but a YAML config's values arrive unchecked)."""
+    hints = get_type_hints(type(config))
+    return [f"{_flag(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            for f in fields(config) if get_origin(hints[f.name]) is Literal
+            if (value := getattr(config, f.name)) not in (choices := get_args(hints[f.name]))]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def validate_train(config: TrainConfig) -> list[str]:
     """Every problem with the training settings, each naming its flag."""
-    problems = []
-    for name in ("epochs", "batch_size"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            problems.append(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if config.lr is not None and not config.lr > 0:
-        problems.append(f"--lr must be positive, got {config.lr!r}")
-    if config.optimizer not in ("adam", "adamw", "sgd"):
-        problems.append(f"--optimizer must be adam, adamw or sgd, got {config.optimizer!r}")
-    if config.weight_decay < 0:
-        problems.append(f"--weight-decay must be >= 0, got {config.weight_decay!r}")
-    if config.warmup_epochs < 0:
-        problems.append(f"--warmup-epochs must be >= 0, got {config.warmup_epochs!r}")
-    if config.patience is not None and config.patience < 1:
-        problems.append(f"--patience must be a positive integer, got {config.patience!r}")
-    if config.num_workers < 0:
-        problems.append(f"--num-workers must be >= 0, got {config.num_workers!r}")
-    if config.detector not in ("faster_rcnn", "fcos"):
-        problems.append(f"--detector must be faster_rcnn or fcos, got {config.detector!r}")
-    return problems
+    return number_problems(to_dict(config), TRAIN_NUMBERS) + choice_problems(config)
 
 
 def validate_data(config: DataConfig) -> list[str]:
-    problems = []
-    for name in ("val_fraction", "test_fraction"):
-        value = getattr(config, name)
-        if not 0 <= value < 1:
-            problems.append(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
-    if config.val_fraction + config.test_fraction >= 1:
+    problems = number_problems(to_dict(config), DATA_NUMBERS, DATA_FLAGS) + choice_problems(config)
+    if not problems and config.val_fraction + config.test_fraction >= 1:
         problems.append("--val-fraction plus --test-fraction must leave images for training")
-    if config.max_train_per_class is not None and config.max_train_per_class < 1:
-        problems.append(f"--max-train-per-class must be a positive integer, got {config.max_train_per_class!r}")
-    if config.max_length is not None and config.max_length < 8:
-        problems.append(f"--max-length must be at least 8 tokens, got {config.max_length!r}")
-    if config.doc_stride < 1:
-        problems.append(f"--doc-stride must be a positive integer, got {config.doc_stride!r}")
-    if config.image_size is not None and config.image_size < 8:
-        problems.append(f"--image-size must be at least 8 pixels, got {config.image_size!r}")
     return problems
 
 
-def raise_if_problems(problems: list[str]) -> None:
-    """One error listing every problem, so the user fixes them all in one go."""
+RUN_KEYS = ("model", "weights", "task", "strategy", "knobs", "data", "train")
+"""The settings of one run, as a run's settings.json and a search's best.yaml hold them."""
+NEEDED_RUN_KEYS = ("model", "strategy", "data", "train")
+
+
+def run_settings(values: object, where: str) -> tuple[dict[str, Any], DataConfig, TrainConfig]:
+    """The settings of one run read from a file (`where`), checked: a key that no setting has is an
+    error naming it and the allowed ones, never ignored (a misspelt key would silently run with the
+    default), and a bad value is named with the file. Returns the settings, and their data and train
+    parts as configs."""
+    settings = _mapping(values, where, RUN_KEYS)
+    missing = [key for key in NEEDED_RUN_KEYS if key not in settings]
+    if missing:
+        raise ConfigError(f"{where} lacks {', '.join(map(repr, missing))}. A run's settings need model, strategy, "
+                          "data and train, as a search's best.yaml has.")
+    _mapping(settings.get("knobs", {}), f"{where}: knobs", ())
+    data = DataConfig(**_mapping(settings["data"], f"{where}: data", _names(DataConfig)))
+    train = TrainConfig(**_mapping(settings["train"], f"{where}: train", _names(TrainConfig)))
+    raise_if_problems(validate_data(data) + validate_train(train), where)
+    return settings, data, train
+
+
+def _names(cls: type[DataConfig] | type[TrainConfig]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _mapping(values: object, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """`values` when it is a mapping whose keys are all `allowed` (any key where none are given)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of names to values, got {values!r}.")
+    unknown = [key for key in values if allowed and key not in allowed]
+    if unknown:
+        key = str(unknown[0])
+        raise ConfigError(f"{where} has an unknown key {key!r}.{did_you_mean(key, allowed)} Allowed: "
+                          f"{', '.join(allowed)}.")
+    return values
+
+
+def raise_if_problems(problems: list[str], where: str = "") -> None:
+    """One error listing every problem, so the user fixes them all in one go; `where`: the file they are in."""
     if problems:
-        raise ConfigError("; ".join(problems) + ".")
+        raise ConfigError(f"{where}: " * bool(where) + "; ".join(problems) + ".")
 
 
 def to_dict(config: DataConfig | TrainConfig) -> dict[str, Any]:

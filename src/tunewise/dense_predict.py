@@ -14,8 +14,8 @@ from torch.nn import functional as F
 from torchvision.transforms import v2
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from tunewise.data.base import open_image
 from tunewise.data.dense import DetectionSet, SegmentationSet
+from tunewise.data.images import open_image
 from tunewise.io import write_atomic
 from tunewise.tasks.object_detection import ObjectDetection
 

@@ -76,11 +76,21 @@ def one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+WRITE_FAULTS = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+                errno.EROFS: "pass a writable folder"}
+
+
 def write_error(path: object, err: BaseException) -> WriteError:
     """A WriteError that names the path and the cause, and says what to do."""
     cause = err.strerror if isinstance(err, OSError) and err.strerror else one_line(err)
-    hint = {errno.ENOSPC: "free some space or write elsewhere",
-            errno.EROFS: "pass a writable folder", errno.EACCES: "pass a folder you may write to",
-            errno.EDQUOT: "free some space or write elsewhere"}.get(getattr(err, "errno", None) or -1,
-                                                                   "check the disk and the folder's permissions")
+    hint = WRITE_FAULTS.get(getattr(err, "errno", None) or -1, "check the disk and the folder's permissions")
     return WriteError(f"cannot write {str(path)!r}: {cause}. {hint[0].upper()}{hint[1:]}.")
+
+
+def file_error(err: OSError) -> TunewiseError:
+    """An OSError about a named file, as one line: a full or read-only disk is a failed write; anything
+    else (missing, no permission, a folder where a file was expected) a file that cannot be used."""
+    if err.errno in WRITE_FAULTS:
+        return write_error(err.filename, err)
+    return TunewiseError(f"cannot use {str(err.filename)!r}: {err.strerror or one_line(err)}. Check the path and "
+                         "its permissions.")

@@ -11,33 +11,43 @@ either records what tunewise needs to rebuild it (task, classes, preprocessing).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from tunewise.backbones import Backbone, Preprocess, load_backbone
 from tunewise.backbones.hf import TextEncoder, Tokenize
 from tunewise.errors import TunewiseError
-from tunewise.io import write_atomic, write_json
+from tunewise.export_check import (
+    check_transformers,
+    check_weights,
+    load_weights,
+    read_model_json,
+    transformers_files,
+)
+from tunewise.io import failed_write, write_atomic, write_json
 from tunewise.tasks import Task, TaskModel, get_task, task_for
 
 log = logging.getLogger("tunewise")
 
 
 def native_state_dict(model: TaskModel, head_key: str) -> dict[str, torch.Tensor]:
-    """`backbone.x` -> `x` and `head.y` -> `{head_key}.y`, contiguous copies for safetensors."""
-    renamed = {}
-    for key, tensor in model.state_dict().items():
-        part, _, rest = key.partition(".")
-        renamed[rest if part == "backbone" else f"{head_key}.{rest}"] = tensor.detach().cpu().contiguous()
-    return renamed
+    """The state dict under the source's own names, contiguous copies for safetensors."""
+    return {native_name(key, head_key): tensor.detach().cpu().contiguous()
+            for key, tensor in model.state_dict().items()}
+
+
+def native_name(key: str, head_key: str) -> str:
+    """`backbone.x` -> `x` and `head.y` -> `{head_key}.y`: the name timm or torchvision gives it."""
+    part, _, rest = key.partition(".")
+    return rest if part == "backbone" else f"{head_key}.{rest}"
 
 
 def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | Tokenize, task: Task,
@@ -107,8 +117,14 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: Task, clas
                             f"{auto_name} head differs from tunewise's linear head ({len(missing)} missing, "
                             f"{len(unexpected)} unexpected tensors). The run's best.pt holds the weights.")
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:  # each file lands whole
-        exported.save_pretrained(tmp)
-        preprocess.tokenizer.save_pretrained(tmp)
+        try:
+            exported.save_pretrained(tmp)
+            preprocess.tokenizer.save_pretrained(tmp)
+        except Exception as err:  # a full disk, as safetensors or the tokenizer report it
+            error = failed_write(folder, err, shutil.disk_usage(tmp).free)
+            if error is None:
+                raise
+            raise error from err
         for file in Path(tmp).iterdir():
             os.replace(file, folder / file.name)
 
@@ -132,13 +148,15 @@ def load_transformers(folder: Path, info: dict) -> tuple[TaskModel, Tokenize]:
     import transformers
 
     task = get_task(info["task"])
+    check_transformers(folder, task)
     assert task.transformers_head is not None, "only a task with a transformers head exports this format"
     auto_name, head_name = task.transformers_head
-    exported = getattr(transformers, auto_name).from_pretrained(folder)
+    with transformers_files(folder):
+        exported = getattr(transformers, auto_name).from_pretrained(folder)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     encoder = TextEncoder(exported.base_model)
     encoder.tokens = task.per_token
-    tokenize = Tokenize(transformers.AutoTokenizer.from_pretrained(folder), name=str(folder),
-                        max_length=info["max_length"], doc_stride=info["doc_stride"])
+    tokenize = Tokenize(tokenizer, name=str(folder), max_length=info["max_length"], doc_stride=info["doc_stride"])
     return TaskModel(encoder, getattr(exported, head_name), []), tokenize
 
 
@@ -147,13 +165,14 @@ def model_info(path: str | Path) -> tuple[Path, dict]:
 
     Raises:
         TunewiseError: `path` holds no exported model.
+        RunFolderError: its model.json is not what export writes.
     """
     folder = Path(path)
     folder = folder.parent if folder.suffix == ".safetensors" else folder
     if not (folder / "model.json").is_file() or not (folder / "model.safetensors").is_file():
         raise TunewiseError(f"{str(path)!r} holds no exported model (model.safetensors and "
                             "model.json). Pass a run folder written by `tunewise fit`.")
-    return folder, json.loads((folder / "model.json").read_text())
+    return folder, read_model_json(folder)
 
 
 def load_model(path: str | Path) -> tuple[TaskModel, dict]:
@@ -161,6 +180,9 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
 
     Returns:
         The model in eval mode, and model.json's contents (classes, preprocess, task, arch).
+
+    Raises:
+        RunFolderError: model.json, or the weights' names and shapes, are not what export wrote.
     """
     folder, info = model_info(path)
     if info.get("format") == "transformers":
@@ -172,17 +194,13 @@ def load_model(path: str | Path) -> tuple[TaskModel, dict]:
                        pretrained=info.get("pretrained", True))  # dense models: the same BatchNorm layers
     task = task_for(info["task"], **info)  # its knobs (detector) as exported
     model = task.build_model(backbone, info["classes"])
-    state = load_file(str(folder / "model.safetensors"))
     info["preprocess"] = preprocess
-    if info.get("format") == "tunewise":
-        model.load_state_dict(state)
-        return model.eval(), info
-    head_key = info["head_key"]
-    own = {}
-    for key, tensor in state.items():
-        if key.startswith(head_key + "."):
-            own["head." + key[len(head_key) + 1:]] = tensor
-        else:
-            own["backbone." + key] = tensor
-    model.load_state_dict(own)
+    # the file's names for the model's own: the same for a dense model, timm's or torchvision's otherwise
+    names = {key if info.get("format") == "tunewise" else native_name(key, info["head_key"]): key
+             for key in model.state_dict()}
+    expected = model.state_dict(keep_vars=True)
+    weights = folder / "model.safetensors"
+    check_weights(weights, {name: expected[key] for name, key in names.items()},
+                  f"a {info['arch']} {task.name} model of {len(info['classes'])} classes (model.json)")
+    model.load_state_dict({names[name]: tensor for name, tensor in load_weights(weights).items()})
     return model.eval(), info

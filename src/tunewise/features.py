@@ -2,6 +2,8 @@
 
 Shared by linear probes and LP-FT (and later kNN and transferability ranking). A cache entry
 is keyed by the backbone's weights, the preprocessing and the data, so any change recomputes.
+An entry is filled under a lock, written to a temporary name and renamed, and carries a checksum
+of its tensors: a killed, torn or edited entry is never used, and concurrent runs share one entry.
 Pooled features are stored one row per example; token features (NER) one row per labelled
 token, with each example's row count, so the head trains on exactly what it would see.
 """
@@ -9,17 +11,25 @@ token, with each example's row count, so the head trains on exactly what it woul
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from filelock import FileLock, Timeout
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
+from tunewise.errors import one_line
 from tunewise.io import write_atomic
+
+log = logging.getLogger("tunewise")
 
 IGNORE = -100
 """The target of a position that is not scored (padding, later sub-words): PyTorch's ignore_index."""
@@ -31,8 +41,21 @@ def weights_digest(module: nn.Module) -> str:
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(_raw_bytes(tensor))
     return digest.hexdigest()[:16]
+
+
+def checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of each tensor's name, dtype, shape and bytes: stored in a cache entry, checked on read."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(f"{name}|{tensors[name].dtype}|{tuple(tensors[name].shape)}".encode())
+        digest.update(_raw_bytes(tensors[name]))
+    return digest.hexdigest()
+
+
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
 
 
 def cache_key(weights: str, preprocess, data) -> str:
@@ -96,11 +119,61 @@ def cached_features(backbone: nn.Module, loader: DataLoader, device: torch.devic
     if cache_dir is None or key is None:
         return extract_features(backbone, loader, device, desc)
     path = Path(cache_dir) / f"{key}.safetensors"
-    if path.is_file():
-        return load_file(str(path))
-    stored = extract_features(backbone, loader, device, desc)
-    write_atomic(path, lambda tmp: save_file(stored, tmp))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK):  # a shared cache that others fill: read it (checksummed), write nothing
+        stored = read_entry(path) if path.exists() else None
+        return stored if stored is not None else extract_features(backbone, loader, device, desc)
+    remove_stale_temporaries(path.parent)
+    lock = entry_lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:  # it would look like a hang: say why
+        log.info("%s: waiting for another process that is extracting the same features (%s)", desc, path)
+        lock.acquire()
+    try:
+        stored = read_entry(path) if path.exists() else None
+        if stored is None:
+            stored = extract_features(backbone, loader, device, desc)
+            write_atomic(path, lambda tmp: save_file(stored, tmp, metadata={"sha256": checksum(stored)}))
+    finally:
+        lock.release()
     return stored
+
+
+def entry_lock(path: Path) -> FileLock:
+    """The lock its writer holds from extraction to rename; the kernel releases it when a writer dies."""
+    return FileLock(path.with_name(f".{path.stem}.lock"))
+
+
+def read_entry(path: Path) -> dict[str, torch.Tensor] | None:
+    """The entry's tensors; None, with a warning naming the file, when it cannot be read or its
+    checksum does not match (a disk that filled up, a crash before the data reached the disk, an
+    edit): the caller extracts again and replaces it."""
+    try:
+        with safe_open(str(path), "pt") as entry:
+            stored = {name: entry.get_tensor(name) for name in entry.keys()}  # noqa: SIM118 (not a dict)
+            expected = (entry.metadata() or {}).get("sha256")
+    except (SafetensorError, OSError) as err:
+        problem = one_line(err)
+    else:
+        if expected == checksum(stored):
+            return stored
+        if expected is None:
+            log.info("%s was written without a checksum, by an earlier tunewise: extracting again", path)
+            return None
+        problem = "its checksum does not match its contents"
+    log.warning("the feature cache entry %s is damaged (%s): extracting the features again", path, problem)
+    return None
+
+
+def remove_stale_temporaries(cache_dir: Path) -> None:
+    """Delete what writers that died mid-write (kill -9, power loss) left: a writer holds its
+    entry's lock while its temporary file exists, so a temporary file whose lock is free is stale."""
+    for tmp in cache_dir.glob(".*.safetensors.*.tmp"):
+        entry = cache_dir / (tmp.name[1:].split(".safetensors.")[0] + ".safetensors")
+        with suppress(Timeout), entry_lock(entry).acquire(timeout=0):  # a Timeout: its writer is at work
+            tmp.unlink(missing_ok=True)
+            log.info("removed %s, left by a feature extraction that was killed", tmp)
 
 
 class TokenFeatures(Dataset):

@@ -11,10 +11,11 @@ from torch.utils.data import DataLoader
 
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data import ImageSet, load_data
-from tunewise.data.image_folder import IMAGE_SUFFIXES
+from tunewise.data.images import IMAGE_SUFFIXES
 from tunewise.data.text import QAExample, QASet
 from tunewise.errors import DataError, TunewiseError
 from tunewise.export import load_model, model_info
+from tunewise.export_check import check_transformers, transformers_files
 from tunewise.features import to_cpu, to_device
 from tunewise.tasks import Task, get_task, task_for
 
@@ -64,7 +65,7 @@ def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64,
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return predict_dense(model.to(device), info, image_files(inputs), out)
     if task.modality == "text":  # the text paths load the model their own way
-        return predict_text(run, [str(x) for x in inputs], task)
+        return predict_text(model_info(run)[0], [str(x) for x in inputs], task)
     model, info = load_model(run)
     files = image_files(inputs)
     images = ImageSet(items=files, labels=[0] * len(files), classes=info["classes"], source="predict",
@@ -80,50 +81,69 @@ def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64,
 
 
 def image_files(inputs: list[str | Path]) -> list[Path]:
-    """Image files named directly, plus the images anywhere under named folders, sorted."""
+    """Image files named directly, plus the images anywhere under named folders, sorted. A named
+    file must have an image's suffix too: a text file given to an image model is refused up front
+    with what the model reads, not failed on as an unreadable image."""
     files: list[Path] = []
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
     for given in map(Path, inputs):
         if given.is_dir():
             files += sorted(p for p in given.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif given.is_file():
-            files.append(given)
-        else:
+        elif not given.is_file():
             raise DataError(f"{str(given)!r} does not exist. Pass image files or folders of images.")
+        elif given.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{str(given)!r} is not an image: this model reads images ({suffixes}). Pass image "
+                            "files or folders of images.")
+        else:
+            files.append(given)
     if not files:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))} "
-                        f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}: this model reads images "
+                        f"({suffixes}). Pass image files or folders of images.")
     return files
 
 
-def predict_text(run: str | Path, inputs: list[str], task: Task) -> list[dict[str, Any]]:
-    """Run an exported text model through transformers' own pipeline (the export's proof).
+def predict_text(run: Path, inputs: list[str], task: Task) -> list[dict[str, Any]]:
+    """Run an exported text model (its folder) through transformers' own pipeline (the export's proof).
 
     Inputs are texts, or .txt files of one text per line; question answering takes lines of
     `question ||| context`.
     """
     from transformers import pipeline
 
-    texts = []
-    for given in inputs:
-        path = Path(given)
-        texts += [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else [given]
+    texts = [text for given in inputs for text in _texts(given)]
     if not texts:
         raise DataError("no texts given. Pass texts, or .txt files with one text per line.")
     device = 0 if torch.cuda.is_available() else -1
     if task.pipeline is None:  # question answering: transformers 5 has no QA pipeline; decode as evaluate does
         return answer_questions(run, [_question_and_context(t) for t in texts])
-    # transformers types pipeline() per literal task name; ours is the task's own (str)
+    check_transformers(run, task)  # the pipeline would fill a mis-shaped head with random weights
+    options: dict[str, Any] = {"aggregation_strategy": "first"} if task.per_token else {"top_k": None}
+    with transformers_files(run):
+        # transformers types pipeline() per literal task name; ours is the task's own (str)
+        pipe = pipeline(task.pipeline, model=str(run), device=device, **options)  # type: ignore[call-overload]
     if task.per_token:
-        tag = pipeline(task.pipeline, model=str(run), aggregation_strategy="first",  # type: ignore[call-overload]
-                       device=device)
-        return [{"text": t, "entities": [{**e, "score": float(e["score"])} for e in tag(t)]} for t in texts]
-    classify = pipeline(task.pipeline, model=str(run), top_k=None, device=device)  # type: ignore[call-overload]
+        return [{"text": t, "entities": [{**e, "score": float(e["score"])} for e in pipe(t)]} for t in texts]
     rows = []
-    for text, scores in zip(texts, classify(texts), strict=True):
+    for text, scores in zip(texts, pipe(texts), strict=True):
         best = max(scores, key=lambda s: s["score"])
         rows.append({"text": text, "label": best["label"], "probability": best["score"],
                      **{f"p_{s['label']}": s["score"] for s in scores}})
     return rows
+
+
+def _texts(given: str) -> list[str]:
+    """The text itself, or the non-blank lines of the text file it names; a folder or a file that
+    is not text (an image) is refused: this model reads texts."""
+    path = Path(given)
+    reads = "this model reads texts: pass texts, or .txt files with one text per line."
+    if path.is_dir():
+        raise DataError(f"{given!r} is a folder; {reads}")
+    if not path.is_file():
+        return [given]
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{given!r} is not a text file (not UTF-8 text); {reads}") from None
 
 
 class _Answers(Protocol):

@@ -56,6 +56,9 @@ class RunRecord:
     """The selection metric before the first epoch, for runs that start from a trained head (LP-FT)."""
     second_metric: str | None = None
     """The metric the task shows beside `metric` (reports)."""
+    diverged: str | None = None
+    """Why the run counts as diverged (its training loss rose tenfold or more: `train.divergence`), or
+    None. Its model is exported, but a search never takes it as a finalist or a winner."""
 
     @property
     def val_score(self) -> float:
@@ -82,7 +85,8 @@ class TrialRecord:
     lr: float
     seed: int
     state: str
-    """complete, pruned, fail, or skipped (the budget ran out before it)."""
+    """complete, pruned, fail, diverged (its training loss rose tenfold: never a finalist or a winner),
+    or skipped (the budget ran out before it)."""
     reason: str | None
     """Why it was pruned or failed."""
     epochs_run: int
@@ -126,6 +130,8 @@ class Arm:
     trainable_params: int = 0
     val: dict[str, Any] | None = None
     """All validation metrics of the seed-0 run (confusion matrix, per-class recall and F1)."""
+    diverged_seeds: list[int] = field(default_factory=list)
+    """Seeds whose run diverged (not among `seeds`): such an arm is never the winner."""
 
     @property
     def name(self) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,18 +32,20 @@ from tunewise.config import (
     TrainConfig,
     default_cache_dir,
     raise_if_problems,
+    run_settings,
     to_dict,
     validate_data,
     validate_train,
 )
 from tunewise.data import DataSplits, load_data
 from tunewise.epochs import epoch_seed, seed_all, set_epoch
-from tunewise.errors import ConfigError, TunewiseError
+from tunewise.errors import ConfigError, RunFolderError, TunewiseError
 from tunewise.export import export_model
 from tunewise.features import cache_key, cached_features, feature_loader, to_cpu, to_device, weights_digest
-from tunewise.io import default_run_dir, read_jsonl, write_atomic, write_json
+from tunewise.io import claim_folder, default_run_dir, read_jsonl, write_atomic, write_json
 from tunewise.records import RunRecord
 from tunewise.registry import did_you_mean
+from tunewise.safe_load import load_tensors
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
 from tunewise.tasks import Task, TaskModel, task_for
@@ -115,10 +120,32 @@ def fit(
     Raises:
         TunewiseError: bad settings, data or model, before anything is written.
     """
-    run = _assemble(model, data, strategy, task, replace(train or TrainConfig(), **train_overrides), out, weights,
-                    resume)
-    stopped = _train(run, should_stop, label)
+    the_strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    run_dir = Path(out) if out is not None else default_run_dir(model, the_strategy.name)
+    with _discarded_if_unstarted(run_dir, fresh=not resume):
+        run = _assemble(model, data, the_strategy, task, replace(train or TrainConfig(), **train_overrides), run_dir,
+                        weights, resume)
+        stopped = _train(run, should_stop, label)
     return _finish(run, stopped, test)
+
+
+@contextlib.contextmanager
+def _discarded_if_unstarted(run_dir: Path, fresh: bool) -> Iterator[None]:
+    """A new run that fails (or is interrupted) before its first checkpoint leaves no trace: there
+    is nothing in it to resume, and rerunning the same command must not be refused as "already
+    holds a run". Only what this run wrote is removed; what was in the folder before stays."""
+    before = set(run_dir.iterdir()) if run_dir.is_dir() else None
+    try:
+        yield
+    except BaseException:
+        started = run_dir.is_dir() and any(run_dir.rglob("checkpoint.pt"))
+        if fresh and not started and os.environ.get("RANK", "0") == "0":  # under DDP, rank 0 owns the folder
+            if before is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                for path in set(run_dir.iterdir()) - before:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        raise
 
 
 @dataclass
@@ -148,15 +175,14 @@ class _Run:
     started: float
 
 
-def _assemble(model: str, data: str | DataConfig, strategy: str | Strategy, task: str, train: TrainConfig,
-              out: str | Path | None, weights: str | Path | None, resume: bool) -> _Run:
+def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, task: str, train: TrainConfig,
+              out: Path, weights: str | Path | None, resume: bool) -> _Run:
     """Check the settings, read the data, load the backbone, build the task model and the strategy's
     optimizer, open (or reopen) the run folder: everything before the first epoch."""
     started = time.perf_counter()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_train(train) + validate_data(data_config))
     the_task = task_for(task, detector=train.detector)  # the detector's architecture: a knob of its task
-    the_strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
     splits = load_data(data_config, the_task)
     metric, metric_reason = selection_metric(the_task, splits, train.metric)
     torch.manual_seed(train.seed)  # before any random draw: a scratch backbone is initialised as it loads
@@ -170,7 +196,7 @@ def _assemble(model: str, data: str | DataConfig, strategy: str | Strategy, task
     settings = {"model": model, "weights": str(weights) if weights else None, "strategy": the_strategy.name,
                 "knobs": the_strategy.knobs(), "task": task, "train": to_dict(train), "data": to_dict(data_config)}
     accelerator = _accelerator(train.device)
-    run_dir = _shared(accelerator, lambda: _open_run_dir(out, model, the_strategy.name, settings, resume))
+    run_dir = _shared(accelerator, lambda: _open_run_dir(out, settings, resume))
     cached = is_frozen(net.backbone) and the_task.cacheable
     if cached:  # the backbone is a fixed function: run it once, train the head on its output
         with accelerator.main_process_first():  # rank 0 fills the cache, the others read it
@@ -257,7 +283,8 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
     accelerator, task, metric, run_dir = run.accelerator, run.task, run.metric, run.run_dir
     main = accelerator.is_main_process
     accelerator.wait_for_everyone()  # best.pt is written
-    _unwrap(accelerator, run.trained).load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    best = _read_run_file(run_dir / "best.pt", "Delete the run folder and start the run again.")
+    _unwrap(accelerator, run.trained).load_state_dict(best)
     outputs, targets = predict_loader(run.trained, run.loaders["val"], task, accelerator)
     val = task.metrics(outputs, targets, run.loaders["val"].dataset)
     if main and hasattr(task, "example_stats"):  # what a search's intervals resample
@@ -266,6 +293,10 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
     test_metrics = None
     if test and "test" in run.loaders:
         test_metrics = evaluate_loader(run.trained, run.loaders["test"], task, accelerator)
+    why_diverged = divergence([row["train_loss"] for row in run.progress.history])
+    if main and why_diverged:
+        log.warning("the run in %s diverged: %s; its model is unlikely to be of use. Lower the rate (--lr; its peak "
+                    "was %.3g).", run_dir, why_diverged, run.train.lr or run.strategy.default_lr)
     trainable, total = count_parameters(run.net)  # before finalize: merged adapters no longer train
     run.strategy.finalize(run.net)
     if main:
@@ -279,7 +310,7 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
         seconds=round(time.perf_counter() - run.started, 2), trainable_params=trainable,
         total_params=total, train_config=to_dict(run.train), data_config=to_dict(run.data),
         strategy_knobs=run.strategy.knobs(), cached_features=run.cached, stopped=stopped,
-        curve=[row[f"val_{metric}"] for row in run.progress.history],
+        curve=[row[f"val_{metric}"] for row in run.progress.history], diverged=why_diverged,
         compute=round((run.progress.epoch if not run.cached else 1 / 3) + _probe_compute(run_dir), 3),
         processes=accelerator.num_processes,
     )
@@ -296,7 +327,7 @@ def resume(run_dir: str | Path) -> RunRecord:
     if not settings_path.is_file():
         raise TunewiseError(f"{str(run_dir)!r} is not a tunewise run folder (no settings.json). "
                             "Pass the folder that `tunewise fit` printed.")
-    args, kwargs = _fit_arguments(json.loads(settings_path.read_text()))
+    args, kwargs = _fit_arguments(json.loads(settings_path.read_text()), repr(str(settings_path)))
     return fit(*args, **kwargs, out=run_dir, resume=True)
 
 
@@ -305,19 +336,21 @@ def fit_from_config(path: str | Path, out: str | Path | None = None) -> RunRecor
     import yaml
 
     try:
-        args, kwargs = _fit_arguments(yaml.safe_load(Path(path).read_text()))
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise TunewiseError(f"cannot use {str(path)!r} as a fit config ({type(err).__name__}: {err}). It needs "
-                            "model, strategy, data and train, as a search's best.yaml has.") from None
+        settings = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise TunewiseError(f"cannot read {str(path)!r} as a fit config ({type(err).__name__}: {err}). Pass a "
+                            "YAML file such as a search's best.yaml.") from None
+    args, kwargs = _fit_arguments(settings, repr(str(path)))
     return fit(*args, **kwargs, out=out)
 
 
-def _fit_arguments(s: dict[str, Any]) -> tuple[tuple[str, DataConfig, Strategy], dict[str, Any]]:
-    """fit()'s arguments from a settings record: a run's settings.json or a search's best.yaml."""
+def _fit_arguments(values: object, where: str) -> tuple[tuple[str, DataConfig, Strategy], dict[str, Any]]:
+    """fit()'s arguments from a settings record read from `where`: a run's settings.json or a search's
+    best.yaml."""
+    s, data, train = run_settings(values, where)
     strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
-    return (s["model"], DataConfig(**s["data"]), strategy), {
-        "task": s.get("task", DEFAULT_TASK), "train": TrainConfig(**s["train"]),
-        "weights": s.get("weights")}
+    return (s["model"], data, strategy), {"task": s.get("task", DEFAULT_TASK), "train": train,
+                                          "weights": s.get("weights")}
 
 
 EXAMPLE_STATS = "val_examples.npy"
@@ -343,6 +376,29 @@ def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)  # np.save to a path would add ".npy" to the temporary file's name
     return buffer.getvalue()
+
+
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence(train_losses: list[float]) -> str | None:
+    """Why a run counts as diverged, or None: its last epoch's training loss is not finite, or at
+    least ten times its first epoch's.
+
+    A NaN loss stops a run mid-epoch already; a rate far too high can instead make the loss grow
+    without overflowing (a linear probe at lr 1000 went from 2e4 to 1e20 in six epochs on data it
+    otherwise learns perfectly), and such a run still exports a model. A run that learns ends below
+    its first epoch's loss, and one that stalls or wobbles stays within a few times it (SGD at lr 10
+    rose three-fold, then fell); runaway growth passes ten times within an epoch or two. The run is
+    compared with itself, so the rule holds for every task's loss. It cannot see a one-epoch run, nor
+    a loss that explodes within the first epoch and then stays flat (the first epoch is the reference).
+    """
+    if len(train_losses) < 2:
+        return None
+    first, last = train_losses[0], train_losses[-1]
+    if math.isfinite(last) and not (first > 0 and last >= DIVERGENCE_FACTOR * first):
+        return None
+    return f"its training loss rose from {first:.3g} in the first epoch to {last:.3g} in the last"
 
 
 @torch.no_grad()
@@ -473,8 +529,7 @@ def _optimizer(groups: list[dict[str, Any]], train: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(split)
 
 
-def _open_run_dir(out: str | Path | None, model: str, strategy: str, settings: dict[str, Any], resume: bool) -> Path:
-    run_dir = Path(out) if out is not None else default_run_dir(model, strategy)
+def _open_run_dir(run_dir: Path, settings: dict[str, Any], resume: bool) -> Path:
     if resume:
         if not (run_dir / "settings.json").is_file():
             raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Start "
@@ -488,7 +543,7 @@ def _open_run_dir(out: str | Path | None, model: str, strategy: str, settings: d
     if (run_dir / "settings.json").exists():
         raise TunewiseError(f"run folder {str(run_dir)!r} already holds a run. Pass --resume to "
                             "continue it, or another --out.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(run_dir)
     write_json(run_dir / "settings.json", settings)
     return run_dir
 
@@ -506,7 +561,7 @@ def _save_checkpoint(run_dir: Path, accelerator: Accelerator, model: nn.Module, 
 
 
 def _restore(run_dir: Path, accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
-    state = torch.load(run_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
+    state = _read_run_file(run_dir / "checkpoint.pt", "Delete it to restart the run from its first epoch.")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if accelerator.scaler is not None and "scaler" in state:
@@ -525,6 +580,13 @@ def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     write_atomic(run_dir / "metrics.jsonl", lambda tmp: Path(tmp).write_text(text))
 
 
+def _read_run_file(path: Path, fix: str) -> Any:
+    """A checkpoint this run wrote, read with weights_only: one a user or a program put in its place
+    runs nothing and is refused in one line naming it."""
+    return load_tensors(path, RunFolderError, f"tunewise writes it with tensors only, so it was replaced or "
+                                              f"damaged. {fix}")
+
+
 def _probe_compute(run_dir: Path) -> float:
     """What a warm start's probe (LP-FT's, in run_dir/probe) cost, in epoch-equivalents: part of the run's cost."""
     probe = run_dir / "probe" / "record.json"
@@ -538,7 +600,8 @@ def _probe_head(model: str, data_config: DataConfig, task: str, train: TrainConf
     if not (probe_dir / "record.json").is_file():
         fit(model, data_config, strategy, task=task, out=probe_dir, weights=weights,
             resume=(probe_dir / "settings.json").is_file(), train=train)
-    state: dict[str, torch.Tensor] = torch.load(probe_dir / "best.pt", weights_only=True)
+    state: dict[str, torch.Tensor] = _read_run_file(probe_dir / "best.pt",
+                                                    f"Delete {str(probe_dir)!r} to run the probe again.")
     if any(k.startswith("head.") for k in state):  # not cached (QA, detection): the whole model was saved
         state = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
     return state

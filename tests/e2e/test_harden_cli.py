@@ -22,6 +22,8 @@ def _failing(err: Exception):
     (OSError(errno.ENOSPC, "No space left on device", "/runs/a/checkpoint.pt"), 2,
      ["/runs/a/checkpoint.pt", "no space left", "free some space"]),
     (PermissionError(errno.EROFS, "Read-only file system", "/ro/run"), 2, ["/ro/run", "read-only", "writable"]),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "/data/gone.png"), 2,
+     ["cannot use", "/data/gone.png", "no such file"]),
     (KeyError("val_accuracy"), 1, ["internal error", "KeyError", "--debug", "report"]),
 ])
 def test_every_failure_is_one_line(capsys, monkeypatch, err, code, words):

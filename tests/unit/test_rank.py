@@ -44,11 +44,11 @@ def test_features_come_from_the_linear_probe_cache(image_folder, tmp_path):
 
     data = DataConfig(data=str(image_folder), image_size=32)
     rank(TINY[:2], data, out=tmp_path / "rank")
-    entries = sorted((default_cache_dir() / "features").iterdir())
+    entries = sorted((default_cache_dir() / "features").glob("*.safetensors"))  # not their locks
     assert len(entries) == 2  # one per candidate
     record = fit(TINY[0], data, "linear_probe", out=tmp_path / "probe", epochs=1, num_workers=0)
     assert record.cached_features
-    after = set((default_cache_dir() / "features").iterdir())
+    after = set((default_cache_dir() / "features").glob("*.safetensors"))
     assert set(entries) <= after and len(after) == len(entries) + 2  # val and test; train came from the cache
 
 

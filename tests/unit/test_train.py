@@ -39,11 +39,11 @@ def test_features_are_cached_once_per_split(image_folder, tiny_weights, tmp_path
     cache = tmp_path / "cache"
     train = TrainConfig(epochs=1, num_workers=0, cache_dir=str(cache))
     tunewise.fit("timm:test_resnet", _data(image_folder), train=train, weights=tiny_weights, out=tmp_path / "a")
-    files = sorted(cache.iterdir())
+    files = sorted(cache.glob("*.safetensors"))  # not their lock files
     assert len(files) == 3  # train, val, test
     mtimes = [f.stat().st_mtime_ns for f in files]
     tunewise.fit("timm:test_resnet", _data(image_folder), train=train, weights=tiny_weights, out=tmp_path / "b")
-    assert [f.stat().st_mtime_ns for f in sorted(cache.iterdir())] == mtimes  # read, not rewritten
+    assert [f.stat().st_mtime_ns for f in sorted(cache.glob("*.safetensors"))] == mtimes  # read, not rewritten
 
 
 def test_export_loads_in_timm_and_predicts_like_tunewise(image_folder, tiny_weights, tmp_path):

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from tunewise.errors import BackboneError
+from tunewise.errors import BackboneError, one_line
+from tunewise.safe_load import load_tensors
 
 if TYPE_CHECKING:
     from tunewise.backbones.hf import Tokenize
@@ -143,17 +144,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise BackboneError(f"weights file {str(path)!r} does not exist. Pass the path of a "
                             ".safetensors or .pth file.")
-    try:
-        if path.suffix == ".safetensors":
+    fix = "Pass a .safetensors file, or a .pth state dict saved with torch.save(model.state_dict(), path)."
+    if path.suffix != ".safetensors":
+        state = load_tensors(path, BackboneError, fix)  # weights_only: a crafted .pth runs nothing
+    else:
+        try:
             from safetensors.torch import load_file
 
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any reader failure means the file is not usable weights
-        raise BackboneError(
-            f"cannot read weights from {str(path)!r}: {err}. Pass a .safetensors file, or a "
-            ".pth state dict saved with torch.save(model.state_dict(), path)."
-        ) from None
+            state = load_file(str(path))
+        except Exception as err:  # any reader failure means the file is not usable weights
+            raise BackboneError(f"cannot read weights from {str(path)!r}: {one_line(err)}. {fix}") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

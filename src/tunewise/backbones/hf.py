@@ -19,7 +19,7 @@ from torch import nn
 from tunewise.backbones import SOURCES
 from tunewise.backbones.base import Backbone, read_state_dict
 from tunewise.backbones.network import offline_message, reachable
-from tunewise.errors import BackboneError, ConfigError
+from tunewise.errors import BackboneError, ConfigError, one_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -111,7 +111,11 @@ def from_pretrained(path: str, name: str, pretrained: bool = True, weights: str 
         else:
             model = AutoModel.from_config(config, trust_remote_code=trust)
     except (OSError, ValueError) as err:
-        raise BackboneError(f"cannot load the Hugging Face model {path!r}: {err}. Pass a hub id "
+        if not trust and "trust_remote_code" in str(err):
+            raise BackboneError(f"the Hugging Face model {path!r} needs its own Python code (config.json's "
+                                "auto_map), and tunewise runs none unless told to. Read that code; to run it, set "
+                                "TUNEWISE_TRUST_REMOTE_CODE=1.") from None
+        raise BackboneError(f"cannot load the Hugging Face model {path!r}: {one_line(err)}. Pass a hub id "
                             "(bert-base-uncased) or a folder holding config.json, the weights and "
                             "the tokenizer files.") from None
     if weights is not None:

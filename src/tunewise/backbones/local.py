@@ -17,17 +17,28 @@ def looks_like_path(name: str) -> bool:
 
 def read_arch(path: Path) -> str | None:
     """The `tunewise.arch` metadata of a safetensors file, or of the model.json beside it."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    from tunewise.export_check import read_model_json, unreadable  # it imports the tasks, which import us
 
-        with safe_open(str(path), framework="pt") as f:
-            arch = (f.metadata() or {}).get("tunewise.arch")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                arch = (f.metadata() or {}).get("tunewise.arch")
+        except (SafetensorError, OSError) as err:
+            raise unreadable(path, err) from None
         if arch:
             return arch
     sidecar = path.with_name("model.json")
-    if sidecar.is_file():
-        return json.loads(sidecar.read_text()).get("arch")
-    return None
+    if not sidecar.is_file():
+        return None
+    if path.name == "model.safetensors":  # a tunewise export: its model.json is checked whole
+        return read_model_json(sidecar.parent).get("arch")
+    try:  # a weights file of the user's, beside a model.json that only names the architecture
+        arch = json.loads(sidecar.read_bytes()).get("arch")
+    except (ValueError, AttributeError) as err:
+        raise unreadable(sidecar, err) from None
+    return arch if isinstance(arch, str) else None
 
 
 def load(name: str, pretrained: bool = True) -> Backbone:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -16,6 +17,7 @@ from tunewise.backbones.base import Backbone, Preprocess, load_matching, read_st
 from tunewise.backbones.network import cached_url, offline_message, reachable
 from tunewise.errors import BackboneError
 from tunewise.registry import did_you_mean
+from tunewise.safe_load import weights_only_loads, weights_refusal
 
 
 @SOURCES.register("timm")
@@ -31,7 +33,12 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
     if download:
         _check_weights_reachable(model_name)
     try:
-        model = timm.create_model(model_name, pretrained=download)
+        with weights_only_loads():  # a file put in timm's or torch's cache runs nothing
+            model = timm.create_model(model_name, pretrained=download)
+    except pickle.UnpicklingError as err:
+        raise BackboneError(f"{weights_refusal(f'the cached weights of timm:{model_name}', err)} Delete them "
+                            "from the cache (torch.hub.get_dir() or the Hugging Face cache) to download "
+                            "them again.") from None
     except (OSError, RuntimeError) as err:
         raise BackboneError(f"{offline_message('timm:' + model_name, 'the weight host')} ({err})") from None
     has_head = download

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from urllib.error import URLError
 
+import torch
 import torchvision
 from torch import nn
 
@@ -19,6 +21,7 @@ from tunewise.backbones.base import (
 from tunewise.backbones.network import cached_url, offline_message, reachable
 from tunewise.errors import BackboneError
 from tunewise.registry import did_you_mean
+from tunewise.safe_load import weights_only_loads, weights_refusal
 
 HEAD_ATTRIBUTES = ("fc", "classifier", "heads", "head")
 
@@ -37,7 +40,12 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
     if download is not None and not cached_url(download.url) and not reachable(download.url):
         raise BackboneError(offline_message(f"torchvision:{model_name}", download.url))
     try:
-        model = torchvision.models.get_model(model_name, weights=download)
+        with weights_only_loads():  # torch.hub loads its cache with weights_only=False: force it on
+            model = torchvision.models.get_model(model_name, weights=download)
+    except pickle.UnpicklingError as err:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(download.url).name if download else model_name
+        raise BackboneError(f"{weights_refusal(cached, err)} Delete it to download the official file again, "
+                            "or pass your own weights with --weights.") from None
     except URLError as err:
         raise BackboneError(f"{offline_message(f'torchvision:{model_name}', 'the weight host')} ({err})") from None
     head_key = _last_linear_name(model)

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Protocol, Self
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from tunewise.errors import DataError
+from tunewise.data.images import open_image
 
 
 @dataclass
@@ -56,16 +55,6 @@ class ImageSet(Dataset):
                 digest.update(np.ascontiguousarray(item).tobytes())
                 digest.update(f":{label};".encode())
         return digest.hexdigest()[:16]
-
-
-def open_image(item: Path | np.ndarray) -> Image.Image:
-    if isinstance(item, np.ndarray):
-        return Image.fromarray(item).convert("RGB")
-    try:
-        with Image.open(item) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(f"cannot read image {str(item)!r}: {err}. Remove or replace the file.") from None
 
 
 class Examples(Protocol):

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from tunewise.data.base import open_image
+from tunewise.data.images import open_image
 from tunewise.errors import DataError
 
 IGNORE_INDEX = 255

@@ -1,8 +1,9 @@
 """Detection data (COCO JSON, Pascal VOC XML) and segmentation data (image and mask folders, VOC) read from files.
 
 Boxes come out as x1 y1 x2 y2 in pixel-edge coordinates (0 is the left edge of the first pixel, x2 the right
-edge of the last pixel covered), classes as indices 0..C-1. Masks stay file paths and are decoded per item;
-loading reads only image and mask headers, except to count the classes when nothing names them.
+edge of the last pixel covered), classes as indices 0..C-1. Masks stay file paths and are decoded per item.
+Loading decodes every image and mask once, so that a broken file is skipped (or refused under --strict) then
+rather than mid-run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from tunewise.config import DataConfig
 from tunewise.data.base import DataSplits
 from tunewise.data.dense import IGNORE_INDEX, DetectionSet, SegmentationSet, read_mask
-from tunewise.data.image_folder import IMAGE_SUFFIXES
+from tunewise.data.images import IMAGE_SUFFIXES, Unreadable
 from tunewise.errors import DataError
 
 log = logging.getLogger("tunewise")
@@ -61,10 +62,11 @@ class _Tally:
     """Checks boxes against their image and counts what one summary line reports.
 
     Without `clip`, a box outside its image or without area is an error; with it, boxes are clipped to the
-    image and those left without area dropped.
+    image and those left without area dropped. Images that do not decode are left out by `unreadable`.
     """
 
     clip: bool
+    unreadable: Unreadable
     clipped: int = 0
     dropped: int = 0
     images: int = 0
@@ -94,6 +96,7 @@ class _Tally:
         return fixed[keep].reshape(-1, 4), classes[keep].astype(np.int64)
 
     def report(self, source: Path) -> None:
+        self.unreadable.warn(source)
         if self.clipped or self.dropped:
             log.warning("%s: clipped %d boxes to their image and dropped %d left without area (--clip-boxes)",
                         source, self.clipped, self.dropped)
@@ -177,7 +180,7 @@ def read_detection_data(path: Path, config: DataConfig) -> DataSplits:
         DataError: unreadable or malformed annotations, missing images, unknown classes, boxes outside
             their image or without area (unless config.clip_boxes), or no layout of the above.
     """
-    tally = _Tally(config.clip_boxes)
+    tally = _Tally(config.clip_boxes, Unreadable(config.strict))
     if path.is_file() and path.suffix.lower() == ".json":
         records, categories = _read_coco(path, tally, None)
         parts, classes, whole = {"train": records}, [categories[c] for c in sorted(categories)], True
@@ -281,7 +284,8 @@ def _read_coco(path: Path, tally: _Tally, categories: dict | None) -> tuple[list
                             f"({', '.join(map(str, sorted(index)))}). Add the category or fix the annotation.")
         boxes.setdefault(entry["id"], []).append((_coco_box(ann, entry, path), index[ann["category_id"]]))
     folders = _coco_image_folders(path)
-    return [_coco_record(entry, boxes.get(key, []), folders, path, tally) for key, entry in images.items()], categories
+    records = (_coco_record(entry, boxes.get(key, []), folders, path, tally) for key, entry in images.items())
+    return [r for r in records if r is not None], categories
 
 
 def _coco_images(data: dict, path: Path) -> dict:
@@ -318,13 +322,16 @@ def _coco_image_folders(path: Path) -> list[Path]:
     return folders
 
 
-def _coco_record(entry: dict, found: list, folders: list[Path], path: Path, tally: _Tally) -> _Boxed:
+def _coco_record(entry: dict, found: list, folders: list[Path], path: Path, tally: _Tally) -> _Boxed | None:
+    """The image's record, or None when it does not decode (left out by `tally.unreadable`)."""
     name = str(entry["file_name"])
     image = next((folder / name for folder in folders if (folder / name).is_file()), None)
     if image is None:
         raise DataError(f"image {name!r} listed in {str(path)!r} does not exist in "
                         f"{', '.join(repr(str(f)) for f in folders[:2])}. Put the images beside the JSON file or "
                         "in an images/ folder next to it, or fix its file_name.")
+    if not tally.unreadable.usable(image):
+        return None
     width, height = entry.get("width"), entry.get("height")
     if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
         size = (width, height)
@@ -361,7 +368,8 @@ def _read_voc_detection(root: Path, tally: _Tally) -> tuple[dict[str, list[_Boxe
         if not files["train"]:
             raise DataError(f"{str(root / 'Annotations')!r} holds no .xml files. Add one VOC annotation per "
                             "image.")
-    parsed = {split: [_parse_voc(root, xml) for xml in xmls] for split, xmls in files.items()}
+    parsed = {split: [o for xml in xmls if (o := _parse_voc(root, xml, tally.unreadable))]
+              for split, xmls in files.items()}
     classes = _classes_file(root) or sorted({n for objs in parsed.values() for o in objs for n in o.names})
     if not classes:
         raise DataError(f"the annotations in {str(root)!r} hold no objects and there is no classes.txt. Add "
@@ -378,7 +386,8 @@ def _voc_xml(root: Path, image_id: str, listing: Path) -> Path:
     return xml
 
 
-def _parse_voc(root: Path, xml: Path) -> _VocObjects:
+def _parse_voc(root: Path, xml: Path, unreadable: Unreadable) -> _VocObjects | None:
+    """The annotation's objects, or None when its image does not decode (left out by `unreadable`)."""
     try:
         tree = ET.parse(xml).getroot()
     except ET.ParseError as err:
@@ -391,6 +400,8 @@ def _parse_voc(root: Path, xml: Path) -> _VocObjects:
     if image is None:
         raise DataError(f"the image of {str(xml)!r} ({filename or xml.stem!r}) does not exist in "
                         f"{str(root / 'JPEGImages')!r}. Add the image or remove the annotation.")
+    if not unreadable.usable(image):
+        return None
     names, boxes = [], []
     for obj in tree.findall("object"):  # difficult objects are kept
         name, box = (obj.findtext("name") or "").strip(), obj.find("bndbox")
@@ -461,6 +472,10 @@ def read_segmentation_data(path: Path, config: DataConfig) -> DataSplits:
         raise DataError(f"data {str(path)!r} holds no segmentation layout. Give it images/ and masks/ (a PNG mask "
                         "per image, same file stem), train/ val/ [test/] folders of those, or VOC's JPEGImages/ "
                         "and SegmentationClass/.")
+    unreadable = Unreadable(config.strict)
+    parts = {split: [p for p in pairs if unreadable.usable(p.image) and unreadable.usable(p.mask, convert=False)]
+             for split, pairs in parts.items()}
+    unreadable.warn(path)
     for pairs in parts.values():
         for pair in pairs:
             _check_pair(pair)

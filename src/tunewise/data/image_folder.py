@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
 
 from tunewise.config import DataConfig
 from tunewise.data import DATASETS
 from tunewise.data.base import DataSplits, ImageSet, split_stratified
+from tunewise.data.images import IMAGE_SUFFIXES, Unreadable
 from tunewise.errors import DataError
-
-log = logging.getLogger("tunewise")
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 
 def read_splits(root: Path, config: DataConfig) -> DataSplits:
@@ -44,7 +38,8 @@ def _optional(folder: Path, train: ImageSet, config: DataConfig) -> ImageSet | N
 
 
 def read_classes(folder: Path, strict: bool, classes: list[str] | None = None) -> ImageSet:
-    """One folder per class, images inside; unreadable files are skipped (counted) or fatal.
+    """One folder per class, images inside; each file is decoded once, and the unreadable ones are
+    skipped (one warning counts them) or, with `strict`, fatal.
 
     Args:
         classes: the training classes, when reading val/test: other class names are an error.
@@ -62,36 +57,21 @@ def read_classes(folder: Path, strict: bool, classes: list[str] | None = None) -
     if unknown:
         raise DataError(f"{str(folder)!r} has classes the training set does not: {', '.join(unknown)}. "
                         f"Training classes: {', '.join(classes)}.")
-    items, labels, skipped = [], [], []
+    items, labels, unreadable = [], [], Unreadable(strict)
     for label, name in enumerate(classes):
         if name not in found:
             continue
         files = sorted(p for p in (folder / name).iterdir() if p.is_file() and not p.name.startswith("."))
-        good = [p for p in files if _is_image(p)]
-        skipped += [p for p in files if p not in set(good)]
-        if strict and skipped:
-            raise DataError(f"{str(skipped[0])!r} is not a readable image (--strict). Remove it, or "
-                            "drop --strict to skip such files with a warning.")
+        for other in (p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES):
+            unreadable.skip(other, f"not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        good = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and unreadable.usable(p)]
         if not good:
             raise DataError(f"class folder {str(folder / name)!r} has no images "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))}). Add images or remove the folder.")
         items += good
         labels += [label] * len(good)
-    if skipped:
-        log.warning("skipped %d unreadable or non-image files in %s (first: %s); --strict makes "
-                    "this an error", len(skipped), folder, skipped[0])
+    unreadable.warn(folder)
     return ImageSet(items=items, labels=labels, classes=list(classes), source=str(folder.resolve()))
-
-
-def _is_image(path: Path) -> bool:
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return False
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (OSError, UnidentifiedImageError, SyntaxError):
-        return False
-    return True
 
 
 @DATASETS.register("textile")

@@ -4,69 +4,102 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 
 import numpy as np
 import torchvision
+from torchvision.datasets.utils import download_and_extract_archive
 
 from tunewise.config import DataConfig, default_cache_dir
 from tunewise.data import DATASETS
 from tunewise.data.base import DataSplits, ImageSet, split_stratified
-from tunewise.errors import DataError
+from tunewise.errors import DataError, one_line
+from tunewise.safe_load import unpickle_arrays
 
 # Debian's dataset-fashion-mnist package puts the IDX files here.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-class _LocalFilesCIFAR10(torchvision.datasets.CIFAR10):
-    """CIFAR-10 whose files count as present when they exist; torchvision also checks md5s,
-    which rejects any re-packed or trimmed copy a user (or a test) has."""
+def _cifar(config: DataConfig, dataset: Any, name: str) -> DataSplits:
+    """Read torchvision's CIFAR layout under config.root (downloading it when a file is missing).
 
-    def _check_integrity(self) -> bool:
-        base = Path(self.root) / self.base_folder
-        return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:
-        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-
-class _LocalFilesCIFAR100(_LocalFilesCIFAR10, torchvision.datasets.CIFAR100):
-    pass
-
-
-def _cifar(config: DataConfig, cls: type[_LocalFilesCIFAR10], name: str) -> DataSplits:
+    The batches are pickles, and a pickle can run code as it loads, so they are read with
+    `unpickle_arrays` (numpy arrays, lists, strings and numbers; any other global is refused) and
+    never through torchvision's CIFAR10, whose loader calls plain `pickle.load`. No md5 is
+    required: a re-packed or trimmed copy in the same format reads like the official files.
+    """
     root = Path(config.root) if config.root else default_cache_dir() / "data"
+    folder = root / dataset.base_folder
+    train_files = [file for file, _ in dataset.train_list]
+    test_files = [file for file, _ in dataset.test_list]
+    if not all((folder / file).is_file() for file in train_files + test_files):
+        try:
+            download_and_extract_archive(dataset.url, str(root), filename=dataset.filename, md5=dataset.tgz_md5)
+        except (URLError, OSError, RuntimeError, EOFError) as err:
+            raise DataError(
+                f"{name} is not under {str(root)!r} and cannot be downloaded ({one_line(err)}). Extract "
+                f"{dataset.filename} so that {str(folder)!r} exists and pass --data-root {root}."
+            ) from None
+    fix = (f"Extract the official {dataset.filename} ({dataset.url}) so that {str(folder)!r} holds its files, "
+           f"or write each batch as a dict of plain lists and a uint8 numpy array.")
+    train_x, train_y = _read_batches(folder, train_files, fix)
+    test_x, test_y = _read_batches(folder, test_files, fix)
+    meta_path = folder / dataset.meta["filename"]
+    classes = _read_batch(meta_path, fix).get(dataset.meta["key"])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{str(meta_path)!r} has no list of class names under {dataset.meta['key']!r}. {fix}")
+    return _splits_from_arrays(train_x, train_y, test_x, test_y, classes, name, config)
+
+
+def _read_batch(path: Path, fix: str) -> dict:
     try:
-        train = cls(str(root), train=True, download=not _has_files(cls, root))
-        test = cls(str(root), train=False)
-    except (URLError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise DataError(
-            f"{name} is not under or not readable in {str(root)!r} and cannot be downloaded ({err}). Extract "
-            f"{cls.filename} so that {str(root / cls.base_folder)!r} exists and pass --data-root "
-            f"{root}."
-        ) from None
-    return _splits_from_arrays(train.data, train.targets, test.data, test.targets, train.classes, name, config)
+        batch = unpickle_arrays(path, DataError, fix)
+    except OSError as err:
+        raise DataError(f"cannot read {str(path)!r}: {err.strerror or one_line(err)}. {fix}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{str(path)!r} holds a {type(batch).__name__}, not a CIFAR batch (a dict). {fix}")
+    return batch
 
 
-def _has_files(cls: type[_LocalFilesCIFAR10], root: Path) -> bool:
-    return all((root / cls.base_folder / n).is_file() for n, _ in cls.train_list + cls.test_list)
+def _read_batches(folder: Path, files: list[str], fix: str) -> tuple[np.ndarray, list[int]]:
+    """The images (N, 32, 32, 3) uint8 and labels of CIFAR python batches, in file order."""
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for file in files:
+        path = folder / file
+        batch = _read_batch(path, fix)
+        data = batch.get("data")
+        found = batch.get("labels", batch.get("fine_labels"))
+        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            shape = getattr(data, "shape", type(data).__name__)
+            raise DataError(f"{str(path)!r} has no 'data' array of 3072 values per image (found {shape}). {fix}")
+        pixels_fit = data.dtype.kind in "iu" and (not data.size or (data.min() >= 0 and data.max() <= 255))
+        if data.dtype != np.uint8 and not pixels_fit:
+            raise DataError(f"{str(path)!r} holds {data.dtype} pixel values, not 0-255 integers. {fix}")
+        if not isinstance(found, list) or len(found) != len(data) \
+                or not all(isinstance(y, int | np.integer) for y in found):
+            count = len(found) if isinstance(found, list) else "no"
+            raise DataError(f"{str(path)!r} has {count} integer labels for {len(data)} images ('labels', or "
+                            f"'fine_labels' for CIFAR-100). {fix}")
+        images.append(data.astype(np.uint8, copy=False))
+        labels.extend(int(y) for y in found)
+    stacked = np.vstack(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # HWC, as torchvision
+    return stacked, labels
 
 
 @DATASETS.register("cifar10")
 def cifar10(config: DataConfig) -> DataSplits:
     """CIFAR-10: 50k train (val held out from it), 10k test, 32x32, 10 classes."""
-    return _cifar(config, _LocalFilesCIFAR10, "cifar10")
+    return _cifar(config, torchvision.datasets.CIFAR10, "cifar10")
 
 
 @DATASETS.register("cifar100")
 def cifar100(config: DataConfig) -> DataSplits:
     """CIFAR-100: 50k train (val held out from it), 10k test, 32x32, 100 classes."""
-    return _cifar(config, _LocalFilesCIFAR100, "cifar100")
+    return _cifar(config, torchvision.datasets.CIFAR100, "cifar100")
 
 
 IDX_FILES = (

@@ -39,7 +39,7 @@ from tunewise.config import (
 )
 from tunewise.data import load_data
 from tunewise.errors import ConfigError, RunFolderError, TunewiseError
-from tunewise.io import default_run_dir, write_atomic, write_json
+from tunewise.io import claim_folder, default_run_dir, write_atomic, write_json
 from tunewise.records import Leaderboard
 from tunewise.report.search_report import write_report
 from tunewise.study.budget import default_budget, reserved_cost, unmeasurable, validate_search
@@ -59,6 +59,7 @@ from tunewise.study.workers import (
     data_parallel,
     drain,
     follow,
+    masked,
     open_study,
     requeue_interrupted,
     serve,
@@ -140,9 +141,9 @@ def search(
         if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
             return follow()
     settings = {"model": model, "models": models, "weights": weights, "task": task, "data": to_dict(data_config),
-                "train": to_dict(train), "search": asdict(config), "storage": storage}
+                "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
     run_dir = _open_search_dir(out, model, settings, resume)
-    study = open_study(run_dir)
+    study = open_study(run_dir, storage)
     if resume:  # the search goes on as it was started
         saved = json.loads((run_dir / "settings.json").read_text())
         config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
@@ -152,18 +153,18 @@ def search(
 
     if not trials_of(study, "explore"):
         enqueue_explore(study, config, kept, task)
-    drain(run_dir, study, config.workers)
+    drain(run_dir, study, config.workers, storage)
     if the_task.augments and not any("augment" in t.user_attrs for t in trials_of(study, "explore")):
         enqueue_no_augment(study, config, json.loads((run_dir / "settings.json").read_text()))
-        drain(run_dir, study, config.workers)
+        drain(run_dir, study, config.workers, storage)
     if not trials_of(study, "final"):
         enqueue_finals(study, config)
     if config.scratch and not trials_of(study, BASELINE_TIER):
         enqueue_scratch(study, config, seeds=False)
-    drain(run_dir, study, config.workers)
+    drain(run_dir, study, config.workers, storage)
     if config.scratch and not trials_of(study, BASELINE_TIER, seeds=True):
         enqueue_scratch(study, config, seeds=True)
-        drain(run_dir, study, config.workers)
+        drain(run_dir, study, config.workers, storage)
 
     board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test,
                    get_task(task), metric, metric_reason)
@@ -269,7 +270,7 @@ def _open_search_dir(out: str | Path | None, model: str, settings: dict[str, Any
     if saved_path.exists():
         raise TunewiseError(f"{str(run_dir)!r} already holds a search. Pass --resume to continue it, or another "
                             "--out.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(run_dir)
     # unique in a shared database, where many searches (and old ones) keep their studies
     write_json(saved_path, {**settings, "study": f"{run_dir.name}-{secrets.token_hex(4)}"})
     return run_dir

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import asdict
+from pathlib import Path
 
 import optuna
+from filelock import FileLock
+from optuna.trial import TrialState
 
+from tunewise.config import SEARCH_NUMBERS, number_problems
 from tunewise.errors import ConfigError
 from tunewise.registry import did_you_mean
 from tunewise.strategies import STRATEGIES, in_search_order
@@ -81,9 +86,34 @@ def least_cost(strategy: str, config: SearchConfig, cacheable: bool = True) -> f
     return float(min(config.epochs, grace(strategy)))
 
 
-def spent(study: optuna.Study, unit: str) -> float:
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def committed(study: optuna.Study, unit: str, but: int | None = None) -> float:
+    """What the trials have spent, each running one counted at least at what it has reserved: what
+    no other worker may spend. `but`: a trial left out (the one asking)."""
     key = "compute" if unit == "epochs" else "seconds"
-    return sum(t.user_attrs.get(key, 0.0) for t in study.get_trials(deepcopy=False))
+    total = 0.0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED)):
+        if t.number != but:
+            used = t.user_attrs.get(key, 0.0)
+            total += max(used, t.user_attrs.get("reserved", 0.0)) if t.state == TrialState.RUNNING else used
+    return total
+
+
+def reserve(study: optuna.Study, trial: optuna.Trial, unit: str, need: float, allowance: float, lock: Path) -> bool:
+    """Reserve `need` for `trial` (what it will have cost through its next epoch, in the budget's unit;
+    a reservation never shrinks) when that fits in `allowance` beside what every other trial has spent
+    or reserved; False changes nothing. Check and reservation hold the file lock `lock` in the search
+    folder, which every worker shares (other processes, other machines): one at a time, so workers
+    running at once never spend more than the allowance between them (checking what others had spent,
+    but not what their running trials would, let two workers overrun an explore tier by an epoch each)."""
+    with FileLock(lock):
+        need = max(need, trial.user_attrs.get("reserved", 0.0))
+        if committed(study, unit, but=trial.number) + need > allowance + 1e-9:
+            return False
+        trial.set_user_attr("reserved", need)
+        return True
 
 
 def validate_search(config: SearchConfig) -> list[str]:
@@ -95,10 +125,7 @@ def validate_search(config: SearchConfig) -> list[str]:
                             f"Allowed: all, or some of {', '.join(allowed)}")
     if not config.strategies:
         problems.append("--strategies names no strategy")
-    for name in ("epochs", "rates", "seeds", "finalists", "workers", "keep_models", "scratch_epochs"):
-        value = getattr(config, name)
-        if (value is not None or name != "scratch_epochs") and (not isinstance(value, int) or value < 1):
-            problems.append(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    problems += number_problems(asdict(config), SEARCH_NUMBERS)
     try:
         unit = config.limit.unit
     except ConfigError as err:

@@ -65,6 +65,9 @@ class Budget:
         if not match:
             raise ConfigError(f"--budget {text!r} is not a budget. Use epochs (20epochs) or a time (90s, 30m, 2h).")
         value, unit = float(match.group(1)), match.group(2)
+        if value == 0:
+            raise ConfigError(f"--budget {text!r} gives nothing to spend. Give a positive amount: epochs (20epochs) "
+                              "or a time (90s, 30m, 2h).")
         if unit.startswith("epoch"):
             return cls("epochs", value)
         return cls("seconds", value * {"s": 1, "m": 60, "h": 3600}[unit])

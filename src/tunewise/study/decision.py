@@ -110,7 +110,12 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
         judge.arm(arm)
     arms.sort(key=lambda a: -a.mean)
     scratch = next((a for a in arms if a.strategy == BASELINE_STRATEGY), None)
-    winner, pick = pick_winner([a for a in arms if a is not scratch], scratch, judge)
+    steady = [a for a in arms if a is not scratch and not a.diverged_seeds]
+    if not steady and (scratch is None or scratch.diverged_seeds):
+        raise TunewiseError(f"every arm of the search in {str(run_dir)!r} diverged on some seed (leaderboard.csv "
+                            "says which): their rates are too high for these data. Fit a strategy with a lower --lr "
+                            "to see where it trains.")
+    winner, pick = pick_winner(steady, scratch if scratch and not scratch.diverged_seeds else None, judge)
     others = [a for a in arms if a is not winner and a is not scratch]
     probe_arm = next((a for a in arms if head_only(a.strategy)), None)
     for arm in {id(a): a for a in (winner, *others[:1], scratch, probe_arm) if a is not None}.values():
@@ -151,8 +156,8 @@ def pick_winner(pretrained: list[Arm], scratch: Arm | None, judge: Judge) -> tup
     pretrained arm significantly (or nothing pretrained completed)."""
     if not pretrained:
         assert scratch is not None, "decide() has at least one arm"
-        return scratch, {"rule": "no pretrained arm completed", "best_by_mean": scratch.name, "tied": [],
-                         "picked": scratch.name}
+        return scratch, {"rule": "no pretrained arm completed without diverging", "best_by_mean": scratch.name,
+                         "tied": [], "picked": scratch.name}
     best = pretrained[0]
     if scratch is not None and judge.difference(scratch, best)["significant"] and scratch.mean > best.mean:
         return scratch, {"rule": "scratch beat the best pretrained arm significantly", "best_by_mean": scratch.name,
@@ -184,6 +189,11 @@ def _warnings(board: Leaderboard, winner: Arm, scratch: Arm | None) -> list[str]
     """What a reader must not miss: few seeds, a class never predicted, a model no better than
     always answering the majority class."""
     found = []
+    diverged = [t for t in board.trials if t.state == "diverged"]
+    if diverged:
+        runs = ", ".join(f"{t.tier} {t.strategy} lr {t.lr:.3g} seed {t.seed}" for t in diverged)
+        found.append(f"{len(diverged)} run(s) diverged (training loss up tenfold or more) and were passed over as "
+                     f"finalists and winner: {runs}")
     if board.seeds < 3:
         found.append(f"--seeds {board.seeds}: with fewer than 3 seeds the variation between seeds is barely "
                      "measured, and no difference is called significant from a single seed")
@@ -214,6 +224,7 @@ def run_record(run_dir: str) -> RunRecord:
 
 
 def _arm(strategy: str, lr: float, runs: list) -> Arm:
+    diverged = sorted(t.user_attrs["seed"] for t in runs if "diverged" in t.user_attrs)
     runs = sorted((t for t in runs if t.state == TrialState.COMPLETE), key=lambda t: t.user_attrs["seed"])
     records = [run_record(t.user_attrs["run_dir"]) for t in runs]
     scores = [t.value for t in runs]
@@ -224,7 +235,7 @@ def _arm(strategy: str, lr: float, runs: list) -> Arm:
                model=first.get("model"), augment=first.get("augment", True),
                cost=float(np.mean([t.user_attrs.get("compute", 0.0) for t in runs])) if runs else 0.0,
                trainable_params=records[0].trainable_params if records else 0,
-               val=records[0].val if records else None)
+               val=records[0].val if records else None, diverged_seeds=diverged)
 
 
 def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -233,8 +244,8 @@ def _trial_record(t: optuna.trial.FrozenTrial) -> TrialRecord:
     return TrialRecord(
         number=t.number, tier=t.user_attrs.get("tier", "?"), strategy=t.params.get("strategy", "?"),
         lr=t.params.get("lr", math.nan), seed=t.user_attrs.get("seed", 0),
-        state="skipped" if "skipped" in t.user_attrs else t.state.name.lower(),
-        reason=t.user_attrs.get("skipped") or t.user_attrs.get("reason")
+        state=next((s for s in ("skipped", "diverged") if s in t.user_attrs), t.state.name.lower()),
+        reason=t.user_attrs.get("skipped") or t.user_attrs.get("diverged") or t.user_attrs.get("reason")
         or ("interrupted; queued again" if t.state == TrialState.FAIL else None),
         epochs_run=record.epochs_run if record else 0,
         compute=t.user_attrs.get("compute", 0.0), seconds=t.user_attrs.get("seconds", 0.0),

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import torch
@@ -25,47 +26,90 @@ from tunewise.config import (
     DataConfig,
     TrainConfig,
 )
-from tunewise.errors import TunewiseError, interrupt_behind, stopped_quietly
+from tunewise.errors import ConfigError, TunewiseError, interrupt_behind, one_line, stopped_quietly
 from tunewise.io import file_safe
 from tunewise.records import Leaderboard, RunRecord
 from tunewise.strategies import get_strategy
-from tunewise.study.budget import CHEAP_TIER_COST, explore_allowance, least_cost, spent
+from tunewise.study.budget import CHEAP_TIER_COST, explore_allowance, least_cost, reserve
 from tunewise.study.config import SearchConfig
 from tunewise.study.tiers import GracePruner, head_only, strategy_choices, trials_of
 from tunewise.tasks import get_task
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 log = logging.getLogger("tunewise")
 
 
-def open_study(run_dir: Path) -> optuna.Study:
-    """The search's study: in the database its settings name, or in run_dir/study.journal."""
+PASSWORD_VARIABLE = "TUNEWISE_STORAGE_PASSWORD"
+"""Where the storage's password comes from when the URL holds none: settings.json never keeps it."""
+
+
+def open_study(run_dir: Path, storage: str | None = None) -> optuna.Study:
+    """The search's study: in the database its settings name, or in run_dir/study.journal.
+    `storage`: the URL given again (--resume, --worker), for the password settings.json lacks."""
     settings = json.loads((run_dir / "settings.json").read_text())
+    saved = settings["storage"]
+    if storage and (not saved or masked(storage) != masked(saved)):
+        raise TunewiseError(f"{str(run_dir)!r} keeps its study in {masked(saved) if saved else 'its study.journal'}, "
+                            f"not in --storage {masked(storage)}. Pass that --storage, or none (the password then "
+                            f"comes from {PASSWORD_VARIABLE}).")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=settings["study"], storage=connect(settings["storage"], run_dir),
+    return optuna.create_study(study_name=settings["study"], storage=connect(storage or saved, run_dir),
                                direction="maximize", load_if_exists=True, pruner=GracePruner())
 
 
 def connect(storage: str | None, run_dir: Path | None = None) -> optuna.storages.BaseStorage:
     """A database storage (checked by connecting), or the journal file in `run_dir`."""
     if storage:
+        url = _with_password(storage)
         try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+            return optuna.storages.RDBStorage(url.render_as_string(hide_password=False),
+                                              engine_kwargs={"pool_pre_ping": True})
         except Exception as err:  # the driver's own error types vary: report any, start nothing
-            raise TunewiseError(f"cannot reach the study storage {storage!r}: {err}. Check the URL, that the "
-                                "server runs and that its driver is installed (PostgreSQL: pip install "
-                                "'tunewise[postgres]').") from None
+            reason = one_line(err).replace(url.password, "***") if url.password else one_line(err)
+            raise TunewiseError(f"cannot reach the study storage {masked(storage)}: {reason}. Check the URL, that "
+                                f"the server runs, the password (in the URL or in {PASSWORD_VARIABLE}) and that "
+                                "the driver is installed (PostgreSQL: pip install 'tunewise[postgres]').") from None
     from optuna.storages.journal import JournalFileBackend
 
     assert run_dir is not None, "without a storage URL the study is a file in the run folder"
     return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
 
 
-def drain(run_dir: Path, study: optuna.Study, workers: int) -> None:
-    """Run every waiting trial, in this process and `workers - 1` more sharing the study. Stopped
+def masked(storage: str) -> str:
+    """A storage URL as it is printed and stored: postgresql://user:***@host/db."""
+    return _parsed(storage).render_as_string(hide_password=True)
+
+
+def _with_password(storage: str) -> URL:
+    """The URL to connect with: its own password, else the variable's; a masked one (settings.json's)
+    without the variable is dropped, so that the driver's own apply (PostgreSQL: PGPASSWORD, ~/.pgpass)."""
+    url = _parsed(storage)
+    if url.username and url.password in (None, "***"):
+        url = url._replace(password=os.environ.get(PASSWORD_VARIABLE))
+    return url
+
+
+def _parsed(storage: str) -> URL:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(storage)
+    except ArgumentError:  # not repeated in the message: it may hold a password
+        raise ConfigError("--storage is not a database URL (dialect://user@host/db, e.g. postgresql://alice@db/"
+                          f"tunewise with the password in {PASSWORD_VARIABLE}). Check it, or leave --storage out "
+                          "for a journal file in the run folder.") from None
+
+
+def drain(run_dir: Path, study: optuna.Study, workers: int, storage: str | None = None) -> None:
+    """Run every waiting trial, in this process and `workers - 1` more sharing the study (through
+    `storage`, the URL given with its password, or settings.json's). Stopped
     (Ctrl-C, SIGTERM), it stops the others too: each leaves its trial running in the study, to be
     queued again by `search --resume`."""
     context = multiprocessing.get_context("spawn")
-    helpers = [context.Process(target=stopped_quietly, args=(__name__, "work", str(run_dir)))
+    helpers = [context.Process(target=stopped_quietly, args=(__name__, "work", str(run_dir), None, storage))
                for _ in range(workers - 1)]
     with _ctrl_c_ignored():
         for helper in helpers:
@@ -97,12 +141,16 @@ def _ctrl_c_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, before)
 
 
-def work(run_dir: str, study: optuna.Study | None = None) -> int:
+BUDGET_LOCK = "budget.lock"
+"""The file lock in the search folder under which workers reserve the explore tier's budget."""
+
+
+def work(run_dir: str, study: optuna.Study | None = None, storage: str | None = None) -> int:
     """Take waiting trials one at a time until none is left; past the explore tier's share of
     the budget, its waiting trials are closed as failed with the reason. Returns how many ran."""
     folder = Path(run_dir)
     settings = json.loads((folder / "settings.json").read_text())
-    study = study or open_study(folder)
+    study = study or open_study(folder, storage)
     config = SearchConfig(**settings["search"])
     unit, allowance = config.limit.unit, explore_allowance(config)
     cacheable = get_task(settings.get("task", DEFAULT_TASK)).cacheable
@@ -116,9 +164,10 @@ def work(run_dir: str, study: optuna.Study | None = None) -> int:
         strategy = trial.suggest_categorical("strategy", strategy_choices())
         lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
         least = least_cost(strategy, config, cacheable) if unit == "epochs" else 0.0
-        if trial.user_attrs["tier"] == "explore" and spent(study, unit) + least > allowance + 1e-9:
+        if trial.user_attrs["tier"] == "explore" and not reserve(study, trial, unit, least, allowance,
+                                                                 folder / BUDGET_LOCK):
             reason = (f"not run: the explore tier's part of the budget ({allowance:g} of {config.budget}) "
-                      f"is spent")
+                      f"is spent or reserved by running trials")
             trial.set_user_attr("skipped", reason)
             study.tell(trial, state=TrialState.FAIL)
             _say(study, trial, strategy, lr, f"skipped: {reason}")
@@ -157,15 +206,16 @@ def time_left(study: optuna.Study, config: SearchConfig) -> str:
     return f"; the whole search has about {max(0.0, amount - compute) * seconds / compute / 60:.0f} min left at most"
 
 
-def serve(run_dir: str | Path, poll_seconds: float = 2.0) -> int:
+def serve(run_dir: str | Path, storage: str | None = None, poll_seconds: float = 2.0) -> int:
     """A worker on another machine: run the waiting trials of the search in `run_dir` (a shared
     folder; its settings.json names the storage) until the coordinator has written its
-    leaderboard. Returns the number of trials this worker ran."""
+    leaderboard. `storage`: the URL given again, for its password. Returns the number of trials this
+    worker ran."""
     folder = Path(run_dir)
     if not (folder / "settings.json").is_file():
         raise TunewiseError(f"{str(folder)!r} holds no search (no settings.json). Start the search there first "
                             "with --storage, then workers with the same --out and --storage.")
-    study = open_study(folder)
+    study = open_study(folder, storage)
     mine = 0
     while not (folder / "leaderboard.json").is_file():
         mine += work(str(folder), study)
@@ -205,6 +255,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
     cached = head_only(strategy) and get_task(settings.get("task", DEFAULT_TASK)).cacheable
     started = time.perf_counter()
 
+    def through_next_epoch(epoch: int) -> float:
+        """What the trial will have cost once the epoch after `epoch` is done: its reservation to go on."""
+        if unit == "seconds":
+            return (time.perf_counter() - started) * (epoch + 2) / (epoch + 1)
+        return CHEAP_TIER_COST if cached else float(epoch + 2)
+
     def should_stop(epoch: int, score: float) -> bool:
         trial.report(score, epoch)
         # charged as it goes, so that other workers and the budget check see what it has spent
@@ -215,9 +271,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
         if trial.should_prune():
             trial.set_user_attr("reason", f"pruned after epoch {epoch + 1}: validation {score:.4f} not in the "
                                           f"top third of its rung")
-        elif attrs["tier"] == "explore" and spent(study, unit) >= explore_allowance(config) - 1e-9:
+        elif attrs["tier"] == "explore" and not reserve(study, trial, unit, through_next_epoch(epoch),
+                                                        explore_allowance(config), folder / BUDGET_LOCK):
             trial.set_user_attr("reason", f"stopped after epoch {epoch + 1} of {attrs['epochs']}: the explore "
-                                          f"tier's part of the budget is spent")
+                                          f"tier's part of the budget is spent or reserved by other trials")
         else:
             return False
         tqdm.write(f"  {strategy} lr {lr:.3g}: {trial.user_attrs['reason']}")
@@ -244,7 +301,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
     trial.set_user_attr("compute", record.compute)
     trial.set_user_attr("seconds", record.seconds)
     drop_run_state(out)
-    if record.stopped == "pruned":
+    if record.diverged:  # never a finalist, a winner, or the rate of the scratch baseline's seeds
+        trial.set_user_attr("diverged", f"diverged: {record.diverged}")
+        tqdm.write(f"  {strategy} lr {lr:.3g}: {trial.user_attrs['diverged']}; not considered")
+        study.tell(trial, state=TrialState.FAIL)
+    elif record.stopped == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, record.val_score)
