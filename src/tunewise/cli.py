@@ -328,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "question_answering (MiniLM, generated passages) (default: %(default)s)")
     add_config_flags(demo, "search", SEARCH_FIELDS, only=("budget",), overrides={"budget": {
         "help": "(default: the demo's own; the image demo took 16.8 minutes on 2 CPU cores)"}})
-    for command in sub.choices.values():  # --debug after the command too; SUPPRESS keeps one given before it
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    for command in sub.choices.values():  # --debug after the command too (its own dest: the two are or-ed)
+        command.add_argument("--debug", dest="debug_here", action="store_true", help=DEBUG_HELP)
     return parser
 
 
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             stop = interrupt_behind(err)
             if stop is not None:
                 return _interrupted(args.command, stop)
-            if args.debug or os.environ.get("TUNEWISE_DEBUG"):
+            if args.debug or args.debug_here or os.environ.get("TUNEWISE_DEBUG"):
                 raise
             print(f"error: {explain(err)}", file=sys.stderr)
             return 2 if isinstance(err, TunewiseError | OSError) else 1
