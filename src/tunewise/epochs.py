@@ -28,8 +28,8 @@ from tunewise.config import TrainConfig
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """One 32-bit seed per (seed, epoch), mixed: `seed + epoch` would give seed 1's first epoch the
-    draws of seed 0's second, and a search compares seeds. A negative seed counts as its 64-bit pattern."""
-    return int(np.random.SeedSequence((seed & (2**64 - 1), epoch)).generate_state(1)[0])
+    draws of seed 0's second, and a search compares seeds."""
+    return int(np.random.SeedSequence((seed, epoch)).generate_state(1)[0])
 
 
 def seed_all(seed: int) -> None:
