@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,18 @@ def write_image_folder(root: Path, per_class: int = 12, size: int = 40, seed: in
             pixels[..., c] += 160
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:03d}.png")
     return root
+
+
+def write_png_declaring(path: Path, width: int, height: int) -> Path:
+    """A valid 1x1 grey PNG whose header then claims width x height: a decompression bomb's shape
+    (under 100 bytes on disk)."""
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    path.write_bytes(bytes(data))
+    return path
 
 
 @pytest.fixture(scope="session")

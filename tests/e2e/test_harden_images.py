@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_png_declaring
 from hardening import assert_user_error, run, snapshot
 from PIL import Image
 
@@ -124,15 +123,9 @@ def _truncated_jpeg(path: Path) -> Path:
     return path
 
 
-def _bomb(path: Path, side: int = 50_000) -> Path:
-    """A 1x1 PNG whose header claims side x side pixels: under 100 bytes on disk, 2.5 G pixels declared."""
-    Image.new("L", (1, 1)).save(path)
-    data = bytearray(path.read_bytes())
-    header = b"IHDR" + struct.pack(">II", side, side) + bytes(data[24:29])
-    data[12:29] = header
-    data[29:33] = struct.pack(">I", zlib.crc32(header))
-    path.write_bytes(bytes(data))
-    return path
+def _bomb(path: Path) -> Path:
+    """Under 100 bytes on disk, 2.5 G pixels declared."""
+    return write_png_declaring(path, 50_000, 50_000)
 
 
 BROKEN = {

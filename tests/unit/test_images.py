@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_png_declaring
 from PIL import Image
 
 from tunewise.config import DataConfig
@@ -182,19 +181,8 @@ def test_a_large_jpeg_is_checked_at_reduced_scale_yet_in_full(tmp_path):
     assert "truncated" in image_problem(path)
 
 
-def _png_declaring(path: Path, width: int, height: int) -> Path:
-    """A valid 1x1 grey PNG whose header then claims width x height: a decompression bomb's shape."""
-    Image.new("L", (1, 1)).save(path)
-    data = bytearray(path.read_bytes())
-    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
-    data[12:29] = header
-    data[29:33] = struct.pack(">I", zlib.crc32(header))
-    path.write_bytes(bytes(data))
-    return path
-
-
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
-    path = _png_declaring(tmp_path / "bomb.png", 50_000, 50_000)
+    path = write_png_declaring(tmp_path / "bomb.png", 50_000, 50_000)
     assert path.stat().st_size < 100
     problem = image_problem(path)
     assert "2,500,000,000 pixels" in problem and "89,478,485" in problem
