@@ -244,7 +244,7 @@ def validation_data(folder: Path, info: dict, task: Task, needed: bool) -> Any:
         splits = load_data(DataConfig(**record.data_config), task)
         if splits.classes != info["classes"]:
             raise TunewiseError(f"the run's data now has classes {splits.classes}, the model {info['classes']}")
-    except (OSError, TypeError, TunewiseError) as err:
+    except (OSError, TypeError, KeyError, ValueError) as err:  # ValueError: TunewiseError and bad JSON
         if needed:
             raise TunewiseError(f"--int8 measures the validation metric on the run's data, which cannot be read "
                                 f"({one_line(err)}). Make the run's data readable where it was, or export "
@@ -304,7 +304,7 @@ def _dynamo_export(graph: Graph, path: Path) -> None:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """torch.onnx's warnings about axis names and its progress lines say nothing a user can act on."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
+    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         warnings.simplefilter("ignore")
         yield
 
@@ -453,7 +453,7 @@ def int8_gate(fp32: Path, adapter: ExportAdapter, run: RunData, feeds: dict[str,
     if kept is not None:
         return result | {"method": kept["method"], "metric_int8": kept["metric_int8"], "int8_bytes": kept["bytes"],
                          "int8_latency_ms": kept["latency_ms"]}
-    best = max(tried, key=lambda t: -t["points_lost"])
+    best = min(tried, key=lambda t: t["points_lost"])
     reason = (f"int8 refused: validation {metric} {100 * best['metric_int8']:.2f} (int8, {best['method']}) vs "
               f"{100 * fp32_value:.2f} (fp32), {best['points_lost']:.2f} points lost, not under the tolerance of "
               f"{tolerance:g}; the fp32 model is exported. Pass a larger --int8-tolerance to keep it.")
@@ -500,7 +500,8 @@ def calibration_batches(run: RunData) -> DataLoader:
     train = loader(run.task, run.info, run.splits.train, 16)
     size = len(cast(Sized, train.dataset))
     picked = np.random.default_rng(0).choice(size, min(CALIBRATION, size), replace=False)
-    return DataLoader(Subset(train.dataset, sorted(picked.tolist())), batch_size=16, collate_fn=train.collate_fn)
+    # one example per batch: the percentile and entropy calibrators stack batches, which must be the same size
+    return DataLoader(Subset(train.dataset, sorted(picked.tolist())), batch_size=1, collate_fn=train.collate_fn)
 
 
 class Calibration:
