@@ -243,13 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(fit.add_argument_group("training"), "train", TRAIN_FIELDS)
 
     ev = sub.add_parser("evaluate", help="metrics of a fitted model on a data split")
-    ev.add_argument("run", help="run folder written by `tunewise fit`")
+    ev.add_argument("run", help=RUN_HELP)
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _data_flags(ev)
 
     pr = sub.add_parser("predict", help="labels and probabilities for new images or texts; boxes or masks")
-    pr.add_argument("run", help="run folder written by `tunewise fit`")
+    pr.add_argument("run", help=RUN_HELP)
     pr.add_argument("inputs", nargs="+",
                     help="image files or folders of images; for text models, texts or .txt files of one text per "
                          "line (question answering: 'question ||| context')")
@@ -333,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RUN_HELP = "run folder written by `tunewise fit`, or by `tunewise search` (its winner, in model/)"
 DEBUG_HELP = "show the full traceback of any error (also: TUNEWISE_DEBUG=1)"
 
 
