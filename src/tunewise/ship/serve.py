@@ -248,9 +248,9 @@ def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch
     """
     import uvicorn
 
+    listening = _listen(host, port)  # a port in use is refused before the model loads, not after
     predictor = load_predictor(path, backend)
     app = make_app(predictor, max_upload_mb=max_upload_mb, max_batch=max_batch, batch_window_ms=batch_window_ms)
-    listening = _listen(host, port)
     bound = listening.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {path} ({predictor.info.get('task')}, {predictor.info.get('backend')}) at "
