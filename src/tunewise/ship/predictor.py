@@ -80,13 +80,16 @@ def load_predictor(path: str | Path, backend: Backend = "auto") -> Predictor:
     export = onnx_folder(folder)
     if backend == "onnx" or (backend == "auto" and export is not None):
         return _onnx_predictor(folder, export)
+    from tunewise.ship.torch_predictor import TorchPredictor
+
     try:
-        from tunewise.ship.torch_predictor import TorchPredictor
-    except ImportError as err:  # a slim install: onnxruntime only
+        return TorchPredictor(folder)
+    except ModuleNotFoundError as err:  # a slim install: onnxruntime, no torch
+        if (err.name or "").partition(".")[0] != "torch":
+            raise
         raise TunewiseError(f"{str(path)!r} holds no ONNX export, and serving its torch model needs torch "
                             f"({err}). Export it where torch is installed: tunewise export {path} --format onnx."
                             ) from None
-    return TorchPredictor(folder)
 
 
 def _onnx_predictor(folder: Path, export: Path | None) -> Predictor:

@@ -248,15 +248,14 @@ def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch
     """
     import uvicorn
 
-    listening = _listen(host, port)  # a port in use is refused before the model loads, not after
-    predictor = load_predictor(path, backend)
-    app = make_app(predictor, max_upload_mb=max_upload_mb, max_batch=max_batch, batch_window_ms=batch_window_ms)
-    bound = listening.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"serving {path} ({predictor.info.get('task')}, {predictor.info.get('backend')}) at "
-          f"http://{shown}:{bound}/ (API docs: /docs); Ctrl-C stops it", flush=True)
-    config = uvicorn.Config(app, log_level="warning" if quiet else "info", access_log=not quiet)
-    uvicorn.Server(config).run(sockets=[listening])
+    with _listen(host, port) as listening:  # a port in use is refused before the model loads, not after
+        predictor = load_predictor(path, backend)
+        app = make_app(predictor, max_upload_mb=max_upload_mb, max_batch=max_batch, batch_window_ms=batch_window_ms)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"serving {path} ({predictor.info.get('task')}, {predictor.info.get('backend')}) at "
+              f"http://{shown}:{listening.getsockname()[1]}/ (API docs: /docs); Ctrl-C stops it", flush=True)
+        config = uvicorn.Config(app, log_level="warning" if quiet else "info", access_log=not quiet)
+        uvicorn.Server(config).run(sockets=[listening])
 
 
 def _listen(host: str, port: int) -> socket.socket:
