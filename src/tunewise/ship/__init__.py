@@ -1,4 +1,5 @@
-"""Ship a fitted model: an ONNX export with its preprocessing, and `tunewise serve` (HTTP and a web page).
-
-Nothing is imported here: the serving path must run on an ONNX export without torch installed.
+"""Ship a fitted model: ONNX exports with their preprocessing (`onnx_export`, which needs torch),
+the runner that predicts from them with onnxruntime alone (`onnx_model`, no torch), and the
+server (`serve`). Nothing is imported here, so importing a torch-free module of this package
+stays torch-free.
 """
