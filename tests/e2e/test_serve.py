@@ -37,15 +37,27 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(image_folder, tiny_weights, tmp_path_factory) -> Iterator[Served]:
+def home(tmp_path_factory) -> Path:
+    """HOME for the module's fits and servers: the caches, never the user's."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def fitted(image_folder, tiny_weights, tmp_path_factory, home) -> Path:
+    """One tiny image classifier (timm's test_resnet, 3 colour classes) for the whole module."""
     from tunewise import DataConfig, TrainConfig, fit
 
-    home = tmp_path_factory.mktemp("home")  # the caches, never the user's
     run = tmp_path_factory.mktemp("serve") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(home))
         fit("timm:test_resnet", DataConfig(data=str(image_folder), image_size=32), "full", weights=tiny_weights,
             train=TrainConfig(epochs=1, batch_size=12, num_workers=0, device="cpu"), out=run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def served(fitted, image_folder, home) -> Iterator[Served]:
+    run = fitted
     before = snapshot(run)
     server = start_server(run, "--max-upload-mb", str(UPLOAD_MB), env={"HOME": str(home)})
     images = sorted(image_folder.rglob("*.png"))
@@ -77,7 +89,7 @@ def test_health_metadata_docs_and_the_page(served):
     meta = httpx.get(f"{url}/metadata").json()
     record = json.loads((served.run / "record.json").read_text())
     assert meta["task"] == "image_classification" and meta["classes"] == record["classes"]
-    assert meta["metric"] == "accuracy" and meta["validation"] == pytest.approx(record["val"]["accuracy"])
+    assert meta["metric"] == "accuracy" and meta["metric_value"] == pytest.approx(record["val"]["accuracy"])
     assert meta["strategy"] == "full" and meta["base_model"] == "timm:test_resnet"
     assert meta["input_size"] == 32 and meta["reads"] == "image" and meta["tunewise_version"]
     schema = httpx.get(f"{url}/openapi.json").json()
@@ -215,6 +227,32 @@ def _label_in_chromium(url: str, image: Path, screenshot: Path, profile: Path) -
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_an_onnx_export_is_served_with_torch_unimportable(fitted, image_folder, home, tmp_path):
+    """The run's ONNX export (written here, with torch) served by a process in which importing torch
+    fails (a sitecustomize puts None in sys.modules["torch"]): the same labels as the torch model's."""
+    from tunewise import predict
+    from tunewise.ship.onnx_export import export_onnx
+
+    run = tmp_path / "run"
+    shutil.copytree(fitted, run)
+    export_onnx(run)
+    (tmp_path / "guard").mkdir()
+    (tmp_path / "guard" / "sitecustomize.py").write_text('import sys\nsys.modules["torch"] = None\n')
+    src = Path(__file__).parents[2] / "src"
+    server = start_server(run, env={"HOME": str(home), "PYTHONPATH": f"{tmp_path / 'guard'}:{src}"})
+    try:
+        chosen = sorted(image_folder.rglob("*.png"))[:4]
+        response = httpx.post(f"{server.url}/predict", files=_files(chosen), timeout=120)
+        assert response.status_code == 200, response.text + server.output()
+        meta = httpx.get(f"{server.url}/metadata").json()
+    finally:
+        assert server.stop() == 0, server.output()
+    assert "ModuleNotFoundError" not in server.output()
+    assert meta["backend"] == "onnxruntime" and meta["parity_max_abs_diff"] < 1e-4 and meta["reads"] == "image"
+    theirs = [{k: v for k, v in row.items() if k != "path"} for row in predict(run, chosen)]
+    _same_rows(response.json()["predictions"], theirs)
 
 
 def test_zz_nothing_was_written_to_the_run_folder(served):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib
 import json
 import re
 from pathlib import Path
@@ -98,11 +97,11 @@ def _onnx_predictor(folder: Path, export: Path | None) -> Predictor:
                             f"under it). Export one: tunewise export {folder} --format onnx; or serve the torch "
                             "model: --backend torch.")
     try:
-        onnx_model = importlib.import_module("tunewise.ship.onnx_model")
-    except ImportError as err:
+        from tunewise.ship.onnx_model import OnnxModel
+    except ImportError as err:  # onnxruntime or tokenizers missing
         raise TunewiseError(f"serving an ONNX export needs onnxruntime ({err}). Install it: "
                             "pip install 'tunewise[serve]'.") from None
-    model: Predictor = onnx_model.OnnxModel(export)
+    model: Predictor = OnnxModel(export)
     return model
 
 
@@ -111,16 +110,17 @@ def onnx_folder(folder: Path) -> Path | None:
     return next((folder / place for place in ONNX_PLACES if (folder / place / "model.onnx").is_file()), None)
 
 
-def reads_of(modality: str, decodes_spans: bool) -> Reads:
-    """What one input of a task is: images, texts, or (question, context) pairs for a span decoder."""
+def reads_of(modality: str, outputs: str) -> Reads:
+    """What one input of a task is, from its modality and its `Task.outputs`: images, texts, or
+    (question, context) pairs for a model that gives answer spans."""
     if modality == "image":
         return "image"
-    return "pair" if decodes_spans else "text"
+    return "pair" if outputs == "spans" else "text"
 
 
 def describe(folder: Path, model_json: dict[str, Any], backend: str) -> dict[str, Any]:
     """The metadata of the model exported in `folder`, for GET /metadata: task, classes, the selection
-    metric and its validation value (the run's record.json, beside model.json in a fit's folder and a
+    metric and its validation value ("metric_value": the run's record.json, beside model.json in a fit's folder and a
     search's model/; else the search's leaderboard.json), strategy, base model, input size (images) or
     max_length (text), backend, tunewise version.
 
@@ -135,7 +135,7 @@ def describe(folder: Path, model_json: dict[str, Any], backend: str) -> dict[str
     preprocess = model_json.get("preprocess")
     return {
         "task": model_json.get("task"), "classes": model_json.get("classes"), "metric": metric,
-        "validation": record.get("val", {}).get(metric) if record else _winner_mean(board),
+        "metric_value": record.get("val", {}).get(metric) if record else _winner_mean(board),
         "strategy": record.get("strategy") or board.get("winner"),
         "base_model": model_json.get("source") or record.get("model"),
         "input_size": preprocess.get("input_size") if isinstance(preprocess, dict) else None,

@@ -31,7 +31,7 @@ class TorchPredictor:
         folder, model_json = model_info(run)
         task = get_task(model_json["task"])
         self.info: dict[str, Any] = describe(folder, model_json, backend="torch")
-        self.reads: str = reads_of(task.modality, decodes_spans=task.pipeline is None)
+        self.reads: str = reads_of(task.modality, task.outputs)
         if task.dense:
             self._rows = _dense(folder)
         elif self.reads == "text":

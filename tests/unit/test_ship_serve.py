@@ -204,7 +204,7 @@ def test_describe_reads_the_search_leaderboard_when_the_model_folder_has_no_reco
     (tmp_path / "leaderboard.json").write_text(json.dumps({"metric": "f1", "winner": "lora", "arms": arms}))
     model_json = {"task": "t", "classes": ["x"], "source": "pkg:minilm", "max_length": 64}
     info = describe(tmp_path / "model", model_json, "onnx")
-    assert info["metric"] == "f1" and info["validation"] == 0.8 and info["strategy"] == "lora"
+    assert info["metric"] == "f1" and info["metric_value"] == 0.8 and info["strategy"] == "lora"
     assert info["base_model"] == "pkg:minilm" and info["max_length"] == 64 and info["input_size"] is None
 
 
