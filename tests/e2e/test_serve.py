@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +18,9 @@ import pytest
 from conftest import write_png_declaring
 from hardening import snapshot
 from PIL import Image
-from serving import Server, start_server
+from serving import Server, chromium, page_errors, skip_without_chromium, start_server
 
 UPLOAD_MB = 1
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-BROWSER_REQUIRED = os.environ.get("TUNEWISE_TEST_BROWSER") == "required"
-"""Set by .ci/run, which installs Debian's chromium: there the browser test fails instead of skipping."""
 
 
 @dataclass
@@ -182,11 +178,7 @@ def test_an_unknown_endpoint_lists_the_endpoints(served):
 def test_the_web_page_shows_the_label_of_an_uploaded_textile_image(served, tmp_path):
     """Headless Chromium (Debian's, driven by selenium with Debian's chromedriver) opens the page and
     uploads one textile image; the label it shows is the one POST /predict gives."""
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        if BROWSER_REQUIRED:
-            pytest.fail("TUNEWISE_TEST_BROWSER=required but /usr/bin/chromium or /usr/bin/chromedriver is missing")
-        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium "
-                    "chromium-driver; .ci/run does)")
+    skip_without_chromium()
     from conformal_clip_data import textile_simulated_root
 
     textile = sorted(Path(textile_simulated_root()).rglob("*.jpg"))[0]
@@ -200,19 +192,10 @@ def test_the_web_page_shows_the_label_of_an_uploaded_textile_image(served, tmp_p
 
 def _label_in_chromium(url: str, image: Path, screenshot: Path, profile: Path) -> tuple[str, int]:
     """The label the page shows for `image`, and how many probability bars; a screenshot is saved."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1100,1000", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium(profile) as driver:
         driver.get(f"{url}/")
         wait = WebDriverWait(driver, 120)
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes")
@@ -223,10 +206,8 @@ def _label_in_chromium(url: str, image: Path, screenshot: Path, profile: Path) -
         assert label, driver.find_element(By.ID, "status").text
         bars = len(driver.find_elements(By.CSS_SELECTOR, "#bars li"))
         driver.save_screenshot(str(screenshot))
+        assert page_errors(driver) == []
         return label, bars
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_an_onnx_export_is_served_with_torch_unimportable(fitted, image_folder, home, tmp_path):
