@@ -219,3 +219,84 @@ def test_runner_span_search_is_the_qa_tasks_own():
         start, end = rng.normal(size=40), rng.normal(size=40)
         offsets = [None] * 8 + [(i, i + 3) for i in range(0, 96, 3)]
         assert best_span(start, end, offsets, 30) == _best_span(start, end, offsets, 30, 20)
+
+
+@pytest.fixture(scope="module")
+def ner_run(tiny_bert, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx_ner")
+    sentences = [[("maria", "B-PER"), ("lopez", "I-PER"), ("was", "O"), ("in", "O"), ("oslo", "B-LOC")],
+                 [("john", "B-PER"), ("smith", "I-PER"), ("founded", "O"), ("acme", "B-ORG"), ("corp", "I-ORG")],
+                 [("the", "O"), ("film", "O"), ("was", "O"), ("in", "O"), ("paris", "B-LOC")]]
+    lines = ["-DOCSTART- O", ""]
+    for sentence in sentences * 8:
+        lines += [f"{w} {t}" for w, t in sentence] + [""]
+    (folder / "train.conll").write_text("\n".join(lines))
+    data = DataConfig(data=str(folder / "train.conll"), max_length=16)
+    fit(f"hf:{tiny_bert}", data, "full", task="token_classification", out=folder / "run", train=FAST, epochs=10,
+        lr=1e-2)
+    return folder / "run", export_onnx(folder / "run")
+
+
+CONTEXT = "acme corp was founded in oslo by maria lopez . john smith founded the film in paris ."
+
+
+@pytest.fixture(scope="module")
+def qa_run(tiny_bert, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx_qa")
+    qas = [{"id": f"q{i}-{k}", "question": q, "answers": [{"text": a, "answer_start": CONTEXT.index(a)}]}
+           for i in range(6) for k, (q, a) in enumerate([("who founded acme corp ?", "maria lopez"),
+                                                          ("where was acme corp founded ?", "oslo"),
+                                                          ("who founded the film ?", "john smith")])]
+    squad = {"data": [{"title": "t", "paragraphs": [{"context": CONTEXT, "qas": qas}]}]}
+    (folder / "squad.json").write_text(json.dumps(squad))
+    data = DataConfig(data=str(folder / "squad.json"), max_length=24, doc_stride=8)  # several windows per context
+    fit(f"hf:{tiny_bert}", data, "full", task="question_answering", out=folder / "run", train=FAST, epochs=4, lr=5e-3)
+    return folder / "run", export_onnx(folder / "run")
+
+
+def test_ner_export_finds_the_entities_that_tunewise_predict_finds(ner_run):
+    run, meta = ner_run
+    assert meta["parity"]["max_abs_diff"] < 1e-4 and meta["task_outputs"] == "token_scores"
+    assert meta["outputs"][0]["shape"] == ["batch", "sequence", len(meta["classes"])]
+    # sub-words (lopez + ##s), an unknown word, B- and I- tags, "O" dropped
+    texts = ["maria lopez was in oslo", "marias lopezs founded acme corp in parisg", "zzz john smith .", "the film"]
+    ours = OnnxModel(run / "onnx").predict(texts)
+    theirs = predict(run, texts)
+    assert any(len(row["entities"]) > 1 for row in theirs)  # the grouping is exercised
+    for a, b in zip(ours, theirs, strict=True):
+        assert [{k: v for k, v in e.items() if k != "score"} for e in a["entities"]] == \
+               [{k: v for k, v in e.items() if k != "score"} for e in b["entities"]]
+        assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
+
+
+def test_qa_export_windows_and_decodes_as_the_qa_task(qa_run):
+    from transformers import AutoTokenizer
+
+    from tunewise.data.text import QAExample
+    from tunewise.ship.onnx_model import Spans
+    from tunewise.tasks._squad import best_answers, encode_windows
+
+    run, meta = qa_run
+    assert meta["parity"]["max_abs_diff"] < 1e-4 and meta["reads"] == "pair"
+    spec = meta["preprocessing"]
+    assert (spec["max_length"], spec["stride"]) == (24, 8)
+    pairs = [("who founded acme corp ?", CONTEXT), ("  where was acme corp founded ?", CONTEXT),
+             ("who founded the film ?", CONTEXT + " " + CONTEXT)]
+    model = OnnxModel(run / "onnx")
+    assert model.reads == "pair"
+    rows = model.predict(pairs)
+    assert [r["answer"] for r in rows] == [r["answer"] for r in predict(run, [f"{q} ||| {c}" for q, c in pairs])]
+
+    # the same windows as tunewise's encoder, and the same spans when "no answer" is not allowed
+    examples = [QAExample(id=str(i), question=q, context=c) for i, (q, c) in enumerate(pairs)]
+    windows = encode_windows(AutoTokenizer.from_pretrained(run), examples, 24, 8, train=False)
+    strict = {**meta, "preprocessing": {**spec, "allow_no_answer": False}}
+    runner = Spans(run / "onnx", strict)
+    feeds, state = runner.feeds(pairs)
+    assert feeds["input_ids"].shape[0] == len(windows["input_ids"]) > len(pairs)
+    assert [ids[:len(w)].tolist() for ids, w in zip(feeds["input_ids"], windows["input_ids"], strict=True)] == \
+           windows["input_ids"]
+    logits = model.session.run(None, feeds)[0]
+    answers = best_answers(logits[..., 0], logits[..., 1], windows, examples, allow_no_answer=False)
+    assert [r["answer"] for r in runner.rows([logits], state)] == [answers[str(i)] for i in range(len(pairs))]
+    assert any(answers.values())
