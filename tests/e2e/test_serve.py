@@ -236,8 +236,9 @@ def test_an_onnx_export_is_served_with_torch_unimportable(fitted, image_folder, 
     _same_rows(response.json()["predictions"], theirs)
 
 
-def test_zz_nothing_was_written_to_the_run_folder(served):
-    """After every request above, good and bad: the run folder holds the same files, byte for byte."""
+def test_nothing_was_written_to_the_run_folder(served):
+    """After every request above (this test runs last: pytest keeps file order), good and bad: the run
+    folder holds the same files, byte for byte."""
     assert snapshot(served.run) == served.before
     assert sorted(p.name for p in served.run.iterdir()) == sorted({p.relative_to(served.run).parts[0]
                                                                    for p in served.before})
