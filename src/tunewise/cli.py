@@ -45,12 +45,14 @@ examples:
   tunewise fit --model pkg:efficientnet_lite0 --data ./my_images --strategy full
   tunewise evaluate runs/RUN --data ./my_images --split test
   tunewise predict runs/RUN photo1.jpg photos/ --output predictions.csv
+  tunewise serve runs/RUN --port 8000                       # HTTP API and a web page at http://127.0.0.1:8000/
   tunewise search --task text_classification --model pkg:minilm --data reviews.csv --label-column sentiment
   tunewise fit --task token_classification --model hf:bert-base-cased --data conll2003/ --strategy lora
   tunewise demo --task question_answering
   tunewise fit --task object_detection --model pkg:efficientnet_lite0 --data instances.json --strategy partial
   tunewise predict runs/RUN photos/ --output predicted/     # detection/segmentation: COCO JSON or PNG masks
   tunewise rank --models pkg:efficientnet_lite0,pkg:efficientnet_lite2,random:pkg:efficientnet_lite0 --verify 2
+  tunewise export runs/RUN --format onnx --int8     # ONNX with its preprocessing; int8 kept if it keeps the metric
 """
 
 
@@ -154,6 +156,27 @@ def at_least(least: int, says: str) -> Callable[[str], int]:
 
 
 positive_int = at_least(1, "a positive integer")
+
+
+def port_number(text: str) -> int:
+    """--port: 0 (any free port) to 65535."""
+    value = at_least(0, "a port number from 0 to 65535")(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return value
+
+
+def at_least_number(least: float, says: str) -> Callable[[str], float]:
+    """The type of a float flag that is no config field, at least `least`."""
+
+    def convert(text: str) -> float:
+        value = CONVERTERS[float](text)
+        assert isinstance(value, float)
+        if not value >= least:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be {says}, got {text!r}")
+        return value
+
+    return convert
 
 
 def add_config_flags(group: argparse._ActionsContainer, key: str, fields: list[ConfigField], *,
@@ -313,6 +336,40 @@ def build_parser() -> argparse.ArgumentParser:
                      overrides={"batch_size": {"help": "for --verify (default: %(default)s)"}})
     rk.add_argument("--out", help="folder for ranking.json and the report (default: runs/rank-TIME)")
     _data_flags(rk)
+
+    sv = sub.add_parser("serve", help="serve a fitted model over HTTP, with a web page to try it",
+                        description="Serve the model of a fit or search run folder (or an ONNX export) on HTTP: "
+                                    "POST /predict, GET /health, GET /metadata, OpenAPI docs at /docs, and a web "
+                                    "page at /. On onnxruntime when an ONNX export is there, else on torch; "
+                                    "concurrent requests share model calls (dynamic batching).")
+    sv.add_argument("run", metavar="RUN_OR_EXPORT",
+                    help="run folder written by `tunewise fit` or `tunewise search`, or an ONNX export folder")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on; 0.0.0.0 opens it to the network (default: %(default)s)")
+    sv.add_argument("--port", type=port_number, default=8000, help="0: any free port (default: %(default)s)")
+    sv.add_argument("--max-batch", type=positive_int, default=32,
+                    help="the most inputs one model call takes (default: %(default)s)")
+    sv.add_argument("--batch-window-ms", type=at_least_number(0, "0 or more milliseconds"), default=5.0,
+                    help="how long a request waits for others to share its model call (default: %(default)s)")
+    sv.add_argument("--max-upload-mb", type=at_least_number(0.001, "a positive number of megabytes"), default=10.0,
+                    help="the largest request body accepted; larger ones get 413 (default: %(default)s)")
+    sv.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"],
+                    help="auto: onnxruntime when an ONNX export is there (onnx/ beside the model), else torch "
+                         "(default: %(default)s)")
+
+    ex = sub.add_parser("export", help="ONNX for serving without torch: parity-checked, int8 behind a quality gate",
+                        description="Export a run's model to ONNX with its preprocessing (image resize/crop/normalize "
+                                    "as JSON, or tokenizer.json), checked against the torch model on probe inputs "
+                                    "(max abs difference under 1e-4, or nothing is written). --int8 also writes an "
+                                    "int8 model, kept only when its validation metric loses less than "
+                                    "--int8-tolerance points.")
+    ex.add_argument("run", help="run folder written by `tunewise fit` or `tunewise search`")
+    ex.add_argument("--format", default="onnx", choices=["onnx"], help="the export format (default: %(default)s)")
+    ex.add_argument("--int8", action="store_true", help="also quantize to int8 (kept only within --int8-tolerance)")
+    ex.add_argument("--int8-tolerance", type=float, default=0.5, metavar="POINTS",
+                    help="the validation-metric points int8 may lose, exclusive: 0 keeps int8 only when it measures "
+                         "better (default: %(default)s)")
+    ex.add_argument("--out", help="the export's folder (default: onnx/ beside the run's model)")
 
     rp = sub.add_parser("report", help="rebuild a search's report from its records alone")
     rp.add_argument("run", help="search run folder (holds leaderboard.json)")
@@ -561,6 +618,17 @@ def run_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from tunewise.ship.serve import serve
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: uvicorn has answered the requests in flight
+        serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch,
+              batch_window_ms=args.batch_window_ms, max_upload_mb=args.max_upload_mb, backend=args.backend,
+              quiet=args.quiet)
+    print("server stopped", file=sys.stderr)
+    return 0
+
+
 def run_report(args: argparse.Namespace) -> int:
     from tunewise.report.search_report import rebuild
 
@@ -581,8 +649,27 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from tunewise.ship.onnx_export import export_onnx
+
+    meta = export_onnx(args.run, out=args.out, int8=args.int8, tolerance=args.int8_tolerance)
+    parity = meta["parity"]
+    print(f"parity: max abs difference {parity['max_abs_diff']:.2g} over {parity['real_batches']} real and "
+          f"{parity['random_batches']} random probe batches (gate: under {parity['threshold']:g})")
+    print(f"fp32: {meta['fp32']['bytes'] / 1e6:.1f} MB, {meta['fp32']['latency_ms']:.2f} ms per input")
+    int8 = meta["int8"]
+    if int8["kept"]:
+        print(f"int8 ({int8['method']}): {int8['int8_bytes'] / 1e6:.1f} MB, {int8['int8_latency_ms']:.2f} ms per "
+              f"input; validation {int8['metric']} {100 * int8['metric_int8']:.2f} vs {100 * int8['metric_fp32']:.2f} "
+              "(fp32)")
+    elif int8["asked"]:
+        print(int8["reason"])
+    print(f"ONNX export: {meta['folder']} (model.onnx{', model.int8.onnx' * int8['kept']}, onnx.json)")
+    return 0
+
+
 COMMANDS = {"fit": run_fit, "evaluate": run_evaluate, "predict": run_predict, "search": run_search, "rank": run_rank,
-            "report": run_report, "demo": run_demo}
+            "report": run_report, "demo": run_demo, "export": run_export, "serve": run_serve}
 
 if __name__ == "__main__":
     sys.exit(main())
