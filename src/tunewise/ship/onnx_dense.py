@@ -1,0 +1,260 @@
+"""ONNX exports of segmentation ("masks") and detection ("boxes") models, each checked against the
+torch model before it is kept; `tunewise.ship.dense_decode` runs them without torch.
+
+Segmentation: the TaskModel itself (normalized images (B, 3, S, S) -> logits (B, C, S, S)),
+through torch.onnx's dynamo exporter with a dynamic batch axis. The height and width stay fixed
+at S, the size the model was tuned at: the runner resizes every image to it (as `tunewise
+predict` does), and a dynamic height and width cost the dynamo exporter minutes on
+efficientnet_lite0 (17 minutes measured, against 50 s fixed) for no use.
+
+Detection: torchvision's whole detector (its resize and normalization, the network, box decoding,
+NMS, and the boxes mapped back to the image's pixels) as one graph of one image (3, H, W) in
+[0, 1], any size, -> boxes (N, 4), labels (N,) 1..C, scores (N,). It goes through the TorchScript
+exporter (opset 17), as torchvision documents for its detectors: the dynamo exporter cannot trace
+them (see `DYNAMO_REFUSES`). Both detectors (Faster R-CNN and FCOS) export and pass their gate;
+the graph has no batch axis (each image has its own size and its own number of boxes), so a
+runner calls it once per image, as `tunewise predict` runs the torch model.
+
+The parity gates (an export that fails one raises, and its caller writes nothing):
+- masks: max abs difference of the logits under PARITY (1e-4), on random probes at batch sizes 1
+  and 3 and any real batches given;
+- boxes: on each probe image, the same number of boxes with the same labels, scores within PARITY,
+  and box corners within BOX_PARITY (1e-3) pixels of the tuned input (image pixels times
+  S / the image's longer side: the detector's own resize, which multiplies any difference back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from tunewise.errors import TunewiseError
+
+PARITY = 1e-4
+"""The largest max abs difference of logits (masks) or scores (boxes) that passes, exclusive."""
+BOX_PARITY = 1e-3
+"""The largest max abs difference of box corners, in pixels of the tuned input, that passes, exclusive."""
+OPSET = 17
+"""The TorchScript exporter's opset for detectors (torchvision documents 11 or later; 16 brings
+RoiAlign's half-pixel mode, 17 is what the dynamo exporter's graphs can be read beside)."""
+DYNAMO_REFUSES = ("the dynamo exporter (torch.export) cannot trace torchvision's detectors: batched_nms branches "
+                  "on how many boxes passed the score threshold, a data-dependent shape (GuardOnDataDependentSymNode)")
+"""Why detection skips the dynamo exporter (onnx.json's "exporter_reason")."""
+
+
+# --- segmentation --------------------------------------------------------------------------------
+
+def export_masks(model: nn.Module, info: dict, path: Path, batches: Sequence[torch.Tensor] = ()) -> dict:
+    """Export a segmentation model to `path` (one .onnx file) and check it against the torch model.
+
+    Args:
+        model: load_model's SegmentationModel (eval mode).
+        info: load_model's info (its "preprocess": the tuned input size, mean and std).
+        path: the file to write.
+        batches: real probe batches (B, 3, S, S), normalized, besides the random ones.
+
+    Returns:
+        onnx.json's entries for it: exporter, reads, dynamic_axes, parity, preprocessing.
+
+    Raises:
+        TunewiseError: the parity gate failed (`path` may hold the graph; the caller discards it).
+    """
+    probes = [*batches, *mask_probes(info["preprocess"].input_size)]
+    model.eval()
+    with quiet():
+        program = torch.onnx.export(model, (probes[-1],), dynamo=True, input_names=["images"],
+                                    output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                    optimize=True, verbose=False)
+        assert program is not None, "dynamo=True with no file returns the program"
+        program.save(str(path), external_data=False)
+    worst = masks_parity(path, model, probes)
+    if not worst < PARITY:
+        raise TunewiseError(f"the ONNX graph of this segmentation model gives logits that differ from the torch "
+                            f"model's by {worst:.3g} (max abs, over {len(probes)} probe batches), not under "
+                            f"{PARITY:g}; nothing was written. Rerun with --debug and report it with the model's name.")
+    return {"exporter": "dynamo", "reads": "image", "dynamic_axes": {"images": {0: "batch"}, "logits": {0: "batch"}},
+            "parity": {"max_abs_diff": worst, "threshold": PARITY, "probe_batches": len(probes),
+                       "batch_sizes": sorted({len(b) for b in probes})},
+            "preprocessing": masks_preprocessing(info)}
+
+
+def mask_probes(size: int) -> list[torch.Tensor]:
+    """Random normalized batches (1, 3, S, S) and (3, 3, S, S), seeded."""
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(n, 3, size, size, generator=generator) for n in (1, 3)]
+
+
+@torch.no_grad()
+def masks_parity(path: Path, model: nn.Module, probes: Sequence[torch.Tensor]) -> float:
+    """The largest abs difference of the graph's logits from the model's over the probes (inf when
+    a shape differs)."""
+    session = onnx_session(path)
+    worst = 0.0
+    for batch in probes:
+        ours = session.run(None, {"images": batch.numpy().astype(np.float32)})[0]
+        theirs = model(batch).float().numpy()
+        if ours.shape != theirs.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(ours.astype(np.float64) - theirs).max()))
+    return worst
+
+
+def masks_preprocessing(info: dict) -> dict:
+    """onnx.json's "preprocessing" for segmentation: what `dense_decode.segmentation_input` and
+    `mask_from_logits` do, as dense_predict does it with torch."""
+    preprocess = info["preprocess"]
+    return {"input_size": preprocess.input_size, "mean": list(preprocess.mean), "std": list(preprocess.std),
+            "scale": "1/255", "layout": "NCHW RGB",
+            "resize": "to input_size x input_size (aspect not kept, no crop), bilinear, antialiased, on floats",
+            "output": "logits resized to the image's size (bilinear, align_corners=False), then argmax"}
+
+
+# --- detection -----------------------------------------------------------------------------------
+
+class DetectionGraph(nn.Module):
+    """A DetectionModel as a graph: one image (3, H, W) in [0, 1] -> boxes (N, 4) x1 y1 x2 y2 in its
+    pixels, labels (N,) 1..C, scores (N,), best first; what `DetectionModel` gives for one image."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        found = cast(nn.Module, self.model.head)([image])[0]
+        keep = found["labels"] > 0  # 0 is the background (FCOS can give it)
+        return found["boxes"][keep], found["labels"][keep], found["scores"][keep]
+
+
+def export_boxes(model: nn.Module, info: dict, path: Path, images: Sequence[torch.Tensor] = ()) -> dict:
+    """Export a detection model to `path` (one .onnx file) and check it against the torch model.
+
+    Args:
+        model: load_model's DetectionModel (eval mode), either detector.
+        info: load_model's info (its "preprocess", "detector").
+        path: the file to write.
+        images: real probe images (3, H, W) in [0, 1], besides the synthetic ones; a trained
+            detector finds little in the synthetic ones, so the caller should give some.
+
+    Returns:
+        onnx.json's entries for it: exporter, exporter_reason, reads, dynamic_axes, parity, preprocessing.
+
+    Raises:
+        TunewiseError: the parity gate failed (`path` may hold the graph; the caller discards it).
+    """
+    size = info["preprocess"].input_size
+    probes = [*images, *box_probes(size)]
+    graph = DetectionGraph(model).eval()
+    axes = {"image": {1: "height", 2: "width"}, "boxes": {0: "boxes"}, "labels": {0: "boxes"}, "scores": {0: "boxes"}}
+    with quiet():
+        torch.onnx.export(graph, (probes[-1],), str(path), dynamo=False, opset_version=OPSET, input_names=["image"],
+                          output_names=["boxes", "labels", "scores"], dynamic_axes=axes)
+    parity = boxes_parity(path, graph, probes, size)
+    check_boxes(parity, info.get("detector", "detection"))
+    return {"exporter": "torchscript", "exporter_reason": DYNAMO_REFUSES, "reads": "image", "dynamic_axes": axes,
+            "parity": parity, "preprocessing": boxes_preprocessing(info)}
+
+
+def check_boxes(parity: dict, detector: str) -> None:
+    """The detection gate on `boxes_parity`'s figures.
+
+    Raises:
+        TunewiseError: counts or labels differ, or scores or boxes differ by PARITY or BOX_PARITY or more.
+    """
+    if "mismatch" not in parity and parity["max_abs_diff"] < PARITY and parity["box_max_abs_diff"] < BOX_PARITY:
+        return
+    found = parity.get("mismatch") or (f"scores differ by {parity['max_abs_diff']:.3g} (max abs, under {PARITY:g} "
+                                       f"allowed) and boxes by {parity['box_max_abs_diff']:.3g} input pixels (under "
+                                       f"{BOX_PARITY:g} allowed)")
+    raise TunewiseError(f"the ONNX graph of this {detector} model does not give the torch model's boxes: {found}; "
+                        "nothing was written. Serve the run folder with the torch backend.")
+
+
+def box_probes(size: int) -> list[torch.Tensor]:
+    """Synthetic images (3, H, W) in [0, 1] at three shapes (square at S, wide, tall and larger):
+    grey noise with a few coloured rectangles, seeded."""
+    generator = np.random.default_rng(0)
+    probes = []
+    for height, width in ((size, size), (size // 2 + 7, size + 13), (2 * size + 5, size + 3)):
+        pixels = generator.integers(90, 130, (height, width, 3))
+        for _ in range(3):
+            side = int(generator.integers(6, max(7, min(height, width) // 2)))
+            y, x = int(generator.integers(0, height - side)), int(generator.integers(0, width - side))
+            pixels[y:y + side, x:x + side] = generator.integers(0, 256, 3)
+        probes.append(torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1).contiguous())
+    return probes
+
+
+@torch.no_grad()
+def boxes_parity(path: Path, graph: DetectionGraph, probes: Sequence[torch.Tensor], size: int) -> dict:
+    """The graph against the torch detector on each probe image: the same number of boxes, each box
+    matched to the nearest of the other side's with its label (so boxes of equal scores may come in
+    either order); the scores' max abs difference, and the corners' in tuned-input pixels; and the
+    first probe where counts differ or a box has no counterpart of its label, if any."""
+    session = onnx_session(path)
+    figures: dict[str, Any] = {"max_abs_diff": 0.0, "box_max_abs_diff": 0.0, "threshold": PARITY,
+                               "box_threshold": BOX_PARITY, "probe_images": len(probes), "boxes_compared": 0}
+    for index, image in enumerate(probes):
+        ours = session.run(None, {"image": image.numpy()})
+        theirs = [t.numpy() for t in graph(image)]
+        box, score = match_boxes(ours, theirs)
+        if len(ours[0]) != len(theirs[0]) or not np.isfinite(box):
+            figures["mismatch"] = (f"on probe image {index} ({image.shape[2]}x{image.shape[1]}) the graph finds "
+                                   f"{len(ours[0])} boxes, torch {len(theirs[0])}, or other labels")
+            return figures
+        to_input = size / max(image.shape[1:])  # the detector's own resize of this image
+        figures["max_abs_diff"] = max(figures["max_abs_diff"], score)
+        figures["box_max_abs_diff"] = max(figures["box_max_abs_diff"], box * to_input)
+        figures["boxes_compared"] += len(ours[0])
+    return figures
+
+
+def match_boxes(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Each box of either side against the nearest box of the same label on the other (largest
+    corner difference): the worst such distance, and the worst score difference of those pairs;
+    (inf, inf) when a box has no counterpart of its label.
+
+    Shape: ours and theirs are (boxes (N, 4), labels (N,), scores (N,)).
+    """
+    if not len(ours[0]) or not len(theirs[0]):
+        return (0.0, 0.0) if len(ours[0]) == len(theirs[0]) else (float("inf"), float("inf"))
+    distance = np.abs(ours[0][:, None, :].astype(np.float64) - theirs[0][None, :, :]).max(-1)
+    distance[ours[1][:, None] != theirs[1][None, :]] = np.inf
+    nearest_theirs, nearest_ours = distance.argmin(1), distance.argmin(0)
+    box = max(float(distance.min(1).max()), float(distance.min(0).max()))
+    score = max(float(np.abs(ours[2] - theirs[2][nearest_theirs]).max()),
+                float(np.abs(theirs[2] - ours[2][nearest_ours]).max()))
+    return box, score
+
+
+def boxes_preprocessing(info: dict) -> dict:
+    """onnx.json's "preprocessing" for detection: the graph resizes and normalizes itself."""
+    preprocess = info["preprocess"]
+    return {"input_size": preprocess.input_size, "mean": list(preprocess.mean), "std": list(preprocess.std),
+            "scale": "1/255", "layout": "CHW RGB, one image, its own size",
+            "resize": "inside the graph (the detector's: longer side to input_size), boxes mapped back to the image"}
+
+
+# --- shared --------------------------------------------------------------------------------------
+
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime session on the CPU."""
+    import onnxruntime  # type: ignore[import-untyped]
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """torch.onnx's warnings (axis names, tracer warnings on torchvision's shape arithmetic) and
+    progress lines say nothing a user can act on."""
+    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        warnings.simplefilter("ignore")
+        yield
