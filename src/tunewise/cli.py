@@ -51,6 +51,7 @@ examples:
   tunewise fit --task object_detection --model pkg:efficientnet_lite0 --data instances.json --strategy partial
   tunewise predict runs/RUN photos/ --output predicted/     # detection/segmentation: COCO JSON or PNG masks
   tunewise rank --models pkg:efficientnet_lite0,pkg:efficientnet_lite2,random:pkg:efficientnet_lite0 --verify 2
+  tunewise export runs/RUN --format onnx --int8     # ONNX with its preprocessing; int8 kept if it keeps the metric
 """
 
 
@@ -313,6 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
                      overrides={"batch_size": {"help": "for --verify (default: %(default)s)"}})
     rk.add_argument("--out", help="folder for ranking.json and the report (default: runs/rank-TIME)")
     _data_flags(rk)
+
+    ex = sub.add_parser("export", help="ONNX for serving without torch: parity-checked, int8 behind a quality gate",
+                        description="Export a run's model to ONNX with its preprocessing (image resize/crop/normalize "
+                                    "as JSON, or tokenizer.json), checked against the torch model on probe inputs "
+                                    "(max abs difference under 1e-4, or nothing is written). --int8 also writes an "
+                                    "int8 model, kept only when its validation metric loses less than "
+                                    "--int8-tolerance points.")
+    ex.add_argument("run", help="run folder written by `tunewise fit` or `tunewise search`")
+    ex.add_argument("--format", default="onnx", choices=["onnx"], help="the export format (default: %(default)s)")
+    ex.add_argument("--int8", action="store_true", help="also quantize to int8 (kept only within --int8-tolerance)")
+    ex.add_argument("--int8-tolerance", type=float, default=0.5, metavar="POINTS",
+                    help="the validation-metric points int8 may lose, exclusive: 0 keeps int8 only when it measures "
+                         "better (default: %(default)s)")
+    ex.add_argument("--out", help="the export's folder (default: onnx/ beside the run's model)")
 
     rp = sub.add_parser("report", help="rebuild a search's report from its records alone")
     rp.add_argument("run", help="search run folder (holds leaderboard.json)")
@@ -580,8 +595,27 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from tunewise.ship.onnx_export import export_onnx
+
+    meta = export_onnx(args.run, out=args.out, int8=args.int8, tolerance=args.int8_tolerance)
+    parity = meta["parity"]
+    print(f"parity: max abs difference {parity['max_abs_diff']:.2g} over {parity['real_batches']} real and "
+          f"{parity['random_batches']} random probe batches (gate: under {parity['threshold']:g})")
+    print(f"fp32: {meta['fp32']['bytes'] / 1e6:.1f} MB, {meta['fp32']['latency_ms']:.2f} ms per input")
+    int8 = meta["int8"]
+    if int8["kept"]:
+        print(f"int8 ({int8['method']}): {int8['int8_bytes'] / 1e6:.1f} MB, {int8['int8_latency_ms']:.2f} ms per "
+              f"input; validation {int8['metric']} {100 * int8['metric_int8']:.2f} vs {100 * int8['metric_fp32']:.2f} "
+              "(fp32)")
+    elif int8["asked"]:
+        print(int8["reason"])
+    print(f"ONNX export: {meta['folder']} (model.onnx{', model.int8.onnx' * int8['kept']}, onnx.json)")
+    return 0
+
+
 COMMANDS = {"fit": run_fit, "evaluate": run_evaluate, "predict": run_predict, "search": run_search, "rank": run_rank,
-            "report": run_report, "demo": run_demo}
+            "report": run_report, "demo": run_demo, "export": run_export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -80,6 +80,10 @@ class Task:
     """Text: the head reads every token's features, not the pooled output."""
     labelled: ClassVar[bool] = True
     """Predicts one of its classes (per example, token, box or pixel); False: spans (QA)."""
+    outputs: ClassVar[str] = ""
+    """What its model gives, which says how it exports and serves (tunewise.ship): "class_scores"
+    (one score per class per input), "token_scores" (per token), "spans" (start and end scores per
+    token), "masks" (per pixel) or "boxes"; "" for none of these."""
 
     def knobs(self) -> dict:
         """The settings it was made with (`get_task(name, **knobs)`), as plain values for model.json."""

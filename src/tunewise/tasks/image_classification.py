@@ -24,6 +24,7 @@ class Classification(Task):
     metric = "accuracy"
     greater_is_better = True
     cacheable = True
+    outputs = "class_scores"
     metrics_names = ("accuracy", "macro_f1", "balanced_accuracy")
     """What `--metric` may select."""
     IMBALANCE = 1.5

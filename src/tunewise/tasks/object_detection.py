@@ -112,6 +112,7 @@ DETECTORS = {"faster_rcnn": faster_rcnn, "fcos": fcos}
 class ObjectDetection(Task):
     name = "object_detection"
     dense = True
+    outputs = "boxes"
     rankable = False
     data_kind = DetectionSet
     reads = "images with boxes"

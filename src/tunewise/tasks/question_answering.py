@@ -55,6 +55,7 @@ class QuestionAnswering(TextTask):
                  "train/validation[/test] files")
     per_token = True
     labelled = False
+    outputs = "spans"
     rankable = False
     max_length = QA_MAX_LENGTH
     data_kind = QASet

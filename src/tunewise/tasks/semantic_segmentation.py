@@ -67,6 +67,7 @@ class SegmentationModel(TaskModel):
 class SemanticSegmentation(Task):
     name = "semantic_segmentation"
     dense = True
+    outputs = "masks"
     rankable = False
     data_kind = SegmentationSet
     reads = "images with masks"

@@ -64,6 +64,7 @@ class TokenClassification(TextTask):
                  "train/validation[/test] files")
     per_token = True
     data_kind = TokenSet
+    outputs = "token_scores"
     reads = "sentences of words with one tag each"
     transformers_head = ("AutoModelForTokenClassification", "classifier")
     pipeline = "token-classification"
