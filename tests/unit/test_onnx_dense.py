@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +17,6 @@ from torchvision.transforms import v2
 
 from tunewise.ship import dense_decode
 from tunewise.ship.dense_decode import (
-    BoxRunner,
     MaskRunner,
     detection_row,
     mask_from_logits,
@@ -165,55 +165,47 @@ def assert_same_masks(rows, expected, out, pictures):
 
 @pytest.fixture(scope="module")
 def segmentation_export(tmp_path_factory):
-    from tunewise.export import load_model
-    from tunewise.ship.onnx_dense import export_masks
+    from tunewise.ship.onnx_export import export_onnx
 
     folder = tiny_model_folder(tmp_path_factory.mktemp("seg") / "model", "semantic_segmentation")
-    model, info = load_model(folder)
-    meta = export_masks(model, info, folder / "model.onnx")
-    return folder, meta
+    return folder, export_onnx(folder)
 
 
 @pytest.mark.slow  # the dynamo exporter: about 30 s on 2 loaded cores
 def test_segmentation_export_passes_its_gate_and_gives_predicts_masks(segmentation_export, tmp_path):
     from tunewise.inference import predict
-    from tunewise.ship.onnx_dense import onnx_session
+    from tunewise.ship.onnx_model import OnnxModel
 
     folder, meta = segmentation_export
+    assert meta["task_outputs"] == "masks" and meta["exporter"] == "dynamo"
     assert meta["parity"]["max_abs_diff"] < 1e-4 and meta["parity"]["batch_sizes"] == [1, 3]
     files = write_images(tmp_path / "in", images(1))
     expected = predict(folder, files, out=tmp_path / "out")
-    runner = MaskRunner(folder, {"preprocessing": meta["preprocessing"], "classes": CLASSES})
     pictures = [Image.open(f).convert("RGB") for f in files]
-    feeds, sizes = runner.feeds(pictures)
-    rows = runner.rows(onnx_session(folder / "model.onnx").run(None, feeds), sizes)
+    rows = OnnxModel(folder / "onnx").predict(pictures)
     assert_same_masks(rows, expected, tmp_path / "out", pictures)
 
 
 @pytest.fixture(scope="module", params=["faster_rcnn", "fcos"])
 def detection_export(request, tmp_path_factory):
-    from tunewise.export import load_model
-    from tunewise.ship.onnx_dense import export_boxes
+    from tunewise.ship.onnx_export import export_onnx
 
     folder = tiny_model_folder(tmp_path_factory.mktemp(request.param) / "model", "object_detection", request.param)
-    model, info = load_model(folder)
-    real = [v2.functional.to_dtype(v2.functional.to_image(p), torch.float32, scale=True) for p in images(2)]
-    meta = export_boxes(model, info, folder / "model.onnx", real)
-    return folder, meta
+    return folder, export_onnx(folder)
 
 
 def test_detection_export_passes_its_gate_and_gives_predicts_boxes(detection_export, tmp_path):
     from tunewise.inference import predict
-    from tunewise.ship.onnx_dense import onnx_session
+    from tunewise.ship.onnx_model import OnnxModel
 
     folder, meta = detection_export
     parity = meta["parity"]
+    assert meta["task_outputs"] == "boxes" and meta["exporter"] == "torchscript"
     assert "mismatch" not in parity and parity["boxes_compared"] > 0, parity
     assert parity["max_abs_diff"] < 1e-4 and parity["box_max_abs_diff"] < 1e-3
     files = write_images(tmp_path / "in", images(3))
     expected = predict(folder, files)
-    rows = BoxRunner(folder, {"classes": CLASSES}).predict(onnx_session(folder / "model.onnx"),
-                                                           [Image.open(f).convert("RGB") for f in files])
+    rows = OnnxModel(folder / "onnx").predict([Image.open(f).convert("RGB") for f in files])
     assert sum(len(r["boxes"]) for r in rows) > 0
     for row, torch_row in zip(rows, expected, strict=True):
         assert [b["label"] for b in row["boxes"]] == [b["label"] for b in torch_row["objects"]]
@@ -244,3 +236,29 @@ def test_boxes_are_matched_to_the_nearest_of_their_label_whatever_their_order():
     relabelled = (boxes, np.array([1, 2, 2]), ours[2])
     assert match_boxes(ours, relabelled)[0] == 16  # a box whose label moved is far from all of its new label
     assert match_boxes(ours, (boxes[:0], ours[1][:0], ours[2][:0]))[0] == float("inf")
+
+
+def test_a_detection_export_is_served_with_torch_unimportable(detection_export, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from tunewise.ship import onnx_model
+
+    folder, _ = detection_export
+    picture = write_images(tmp_path / "in", images(3)[:1])[0]
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["torch"] = None  # as a slim install: any import of torch fails
+        from PIL import Image
+        from tunewise.ship.onnx_model import OnnxModel
+        print(json.dumps(OnnxModel({str(folder / "onnx")!r}).predict([Image.open({str(picture)!r}).convert("RGB")])))
+        heavy = [m for m in ("torch", "torchvision", "timm", "transformers") if sys.modules.get(m) is not None]
+        assert not heavy, heavy
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={"PYTHONPATH": str(Path(onnx_model.__file__).parents[2]), "PATH": "/usr/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout)
+    assert len(rows) == 1 and rows[0]["boxes"], rows

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tunewise.ship.onnx_model import RUNNERS
+
 MIN_SCORE = 0.3
 """Boxes below this score are left out of the rows and the drawings (COCO JSON keeps all)."""
 
@@ -134,6 +136,7 @@ def detection_row(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, cla
 
 # --- runners (onnx_model's Runner protocol) ---------------------------------------------------------
 
+@RUNNERS.register("masks")
 class MaskRunner:
     """A segmentation export: a batch of images in one run; one row per image.
 
@@ -161,6 +164,7 @@ class MaskRunner:
                 for logits, size in zip(outputs[0], sizes, strict=True)]
 
 
+@RUNNERS.register("boxes")
 class BoxRunner:
     """A detection export: one image per run (each at its own size); one row per image.
 

@@ -1,26 +1,23 @@
-"""ONNX exports of segmentation ("masks") and detection ("boxes") models, each checked against the
-torch model before it is kept; `tunewise.ship.dense_decode` runs them without torch.
+"""ONNX exports of segmentation ("masks") and detection ("boxes") models: the adapters that
+`tunewise.ship.onnx_export` registers under those kinds; `tunewise.ship.dense_decode` runs the
+exports without torch.
 
-Segmentation: the TaskModel itself (normalized images (B, 3, S, S) -> logits (B, C, S, S)),
-through torch.onnx's dynamo exporter with a dynamic batch axis. The height and width stay fixed
-at S, the size the model was tuned at: the runner resizes every image to it (as `tunewise
-predict` does), and a dynamic height and width cost the dynamo exporter minutes on
-efficientnet_lite0 (17 minutes measured, against 50 s fixed) for no use.
+Segmentation (`MaskExport`): the TaskModel itself, normalized images (B, 3, S, S) -> logits
+(B, C, S, S), through onnx_export's path (the dynamo exporter, its parity gate on the logits, the
+int8 gate on validation mIoU). The batch axis is dynamic; height and width stay at S, the size
+the model was tuned at: the runner resizes every image to it (as `tunewise predict` does), and a
+dynamic height and width cost the dynamo exporter 17 minutes on efficientnet_lite0 (50 s fixed).
 
-Detection: torchvision's whole detector (its resize and normalization, the network, box decoding,
-NMS, and the boxes mapped back to the image's pixels) as one graph of one image (3, H, W) in
-[0, 1], any size, -> boxes (N, 4), labels (N,) 1..C, scores (N,). It goes through the TorchScript
-exporter (opset 17), as torchvision documents for its detectors: the dynamo exporter cannot trace
-them (see `DYNAMO_REFUSES`). Both detectors (Faster R-CNN and FCOS) export and pass their gate;
-the graph has no batch axis (each image has its own size and its own number of boxes), so a
-runner calls it once per image, as `tunewise predict` runs the torch model.
-
-The parity gates (an export that fails one raises, and its caller writes nothing):
-- masks: max abs difference of the logits under PARITY (1e-4), on random probes at batch sizes 1
-  and 3 and any real batches given;
-- boxes: on each probe image, the same number of boxes with the same labels, scores within PARITY,
-  and box corners within BOX_PARITY (1e-3) pixels of the tuned input (image pixels times
-  S / the image's longer side: the detector's own resize, which multiplies any difference back).
+Detection (`BoxExport`): torchvision's whole detector (its resize and normalization, the network,
+box decoding, NMS, the boxes mapped back to the image's pixels) as one graph of one image
+(3, H, W) in [0, 1], any size, -> boxes (N, 4), labels (N,) 1..C, scores (N,). It goes through
+the TorchScript exporter (opset 17), as torchvision documents for its detectors: the dynamo
+exporter cannot trace them (`DYNAMO_REFUSES`). Both detectors (Faster R-CNN, FCOS) export and pass
+the gate. The graph has no batch axis (each image has its own size and number of boxes): a runner
+calls it once per image, as `tunewise predict` runs the torch model. Its gate, on each probe
+image: the same number of boxes with the same labels, scores within onnx_export's PARITY, corners
+within BOX_PARITY pixels of the tuned input (image pixels times S / the image's longer side: the
+detector's own resize multiplies any difference back). No int8 for detection.
 """
 
 from __future__ import annotations
@@ -37,9 +34,9 @@ import torch
 from torch import nn
 
 from tunewise.errors import TunewiseError
+from tunewise.ship.onnx_export import EXPORTS, PARITY, ExportAdapter, Graph
+from tunewise.tasks import Task, TaskModel
 
-PARITY = 1e-4
-"""The largest max abs difference of logits (masks) or scores (boxes) that passes, exclusive."""
 BOX_PARITY = 1e-3
 """The largest max abs difference of box corners, in pixels of the tuned input, that passes, exclusive."""
 OPSET = 17
@@ -52,59 +49,36 @@ DYNAMO_REFUSES = ("the dynamo exporter (torch.export) cannot trace torchvision's
 
 # --- segmentation --------------------------------------------------------------------------------
 
-def export_masks(model: nn.Module, info: dict, path: Path, batches: Sequence[torch.Tensor] = ()) -> dict:
-    """Export a segmentation model to `path` (one .onnx file) and check it against the torch model.
+class MaskExport:
+    """onnx_export's adapter for "masks": the SegmentationModel itself, normalized images
+    (B, 3, S, S) -> logits (B, C, S, S), batch axis dynamic; onnx_export's write_graph (dynamo) and
+    check_parity (max abs logit difference under its PARITY) do the rest."""
 
-    Args:
-        model: load_model's SegmentationModel (eval mode).
-        info: load_model's info (its "preprocess": the tuned input size, mean and std).
-        path: the file to write.
-        batches: real probe batches (B, 3, S, S), normalized, besides the random ones.
+    reads = "image"
+    int8_methods: tuple[str, ...] = ("static", "dynamic")
 
-    Returns:
-        onnx.json's entries for it: exporter, reads, dynamic_axes, parity, preprocessing.
+    def graph(self, model: TaskModel, info: dict, example: Any) -> Graph:
+        example = example if example is not None and len(example) > 1 else self.random_batches(model, info)[1]
+        return Graph(model, (example,), ["images"], ["logits"], {"images": {0: "batch"}, "logits": {0: "batch"}})
 
-    Raises:
-        TunewiseError: the parity gate failed (`path` may hold the graph; the caller discards it).
-    """
-    probes = [*batches, *mask_probes(info["preprocess"].input_size)]
-    model.eval()
-    with quiet():
-        program = torch.onnx.export(model, (probes[-1],), dynamo=True, input_names=["images"],
-                                    output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                    optimize=True, verbose=False)
-        assert program is not None, "dynamo=True with no file returns the program"
-        program.save(str(path), external_data=False)
-    worst = masks_parity(path, model, probes)
-    if not worst < PARITY:
-        raise TunewiseError(f"the ONNX graph of this segmentation model gives logits that differ from the torch "
-                            f"model's by {worst:.3g} (max abs, over {len(probes)} probe batches), not under "
-                            f"{PARITY:g}; nothing was written. Rerun with --debug and report it with the model's name.")
-    return {"exporter": "dynamo", "reads": "image", "dynamic_axes": {"images": {0: "batch"}, "logits": {0: "batch"}},
-            "parity": {"max_abs_diff": worst, "threshold": PARITY, "probe_batches": len(probes),
-                       "batch_sizes": sorted({len(b) for b in probes})},
-            "preprocessing": masks_preprocessing(info)}
+    def random_batches(self, model: TaskModel, info: dict) -> list[Any]:
+        """Random normalized batches (1, 3, S, S) and (3, 3, S, S), seeded."""
+        size = info["preprocess"].input_size
+        generator = torch.Generator().manual_seed(0)
+        return [torch.randn(n, 3, size, size, generator=generator) for n in (1, 3)]
 
+    def feeds(self, batch: Any) -> dict[str, np.ndarray]:
+        return {"images": batch.numpy().astype(np.float32)}
 
-def mask_probes(size: int) -> list[torch.Tensor]:
-    """Random normalized batches (1, 3, S, S) and (3, 3, S, S), seeded."""
-    generator = torch.Generator().manual_seed(0)
-    return [torch.randn(n, 3, size, size, generator=generator) for n in (1, 3)]
+    def expected(self, model: TaskModel, batch: Any) -> list[np.ndarray]:
+        return [model(batch).float().numpy()]
 
+    def task_outputs(self, outputs: list[np.ndarray]) -> Any:
+        """The predicted classes (B, S, S) uint8, as the task's `compact` keeps them for `metrics`."""
+        return torch.from_numpy(outputs[0]).argmax(1).to(torch.uint8)
 
-@torch.no_grad()
-def masks_parity(path: Path, model: nn.Module, probes: Sequence[torch.Tensor]) -> float:
-    """The largest abs difference of the graph's logits from the model's over the probes (inf when
-    a shape differs)."""
-    session = onnx_session(path)
-    worst = 0.0
-    for batch in probes:
-        ours = session.run(None, {"images": batch.numpy().astype(np.float32)})[0]
-        theirs = model(batch).float().numpy()
-        if ours.shape != theirs.shape:
-            return float("inf")
-        worst = max(worst, float(np.abs(ours.astype(np.float64) - theirs).max()))
-    return worst
+    def preprocessing(self, model: TaskModel, info: dict, folder: Path) -> dict:
+        return masks_preprocessing(info)
 
 
 def masks_preprocessing(info: dict) -> dict:
@@ -133,33 +107,57 @@ class DetectionGraph(nn.Module):
         return found["boxes"][keep], found["labels"][keep], found["scores"][keep]
 
 
-def export_boxes(model: nn.Module, info: dict, path: Path, images: Sequence[torch.Tensor] = ()) -> dict:
-    """Export a detection model to `path` (one .onnx file) and check it against the torch model.
+class BoxExport:
+    """onnx_export's adapter for "boxes": `DetectionGraph`, one image a run. It writes and checks
+    the graph itself (`write`: the TorchScript exporter, and the boxes' gate), as onnx_export's
+    write_graph and check_parity take batches of one tensor shape; no int8 (`int8_methods` empty)."""
 
-    Args:
-        model: load_model's DetectionModel (eval mode), either detector.
-        info: load_model's info (its "preprocess", "detector").
-        path: the file to write.
-        images: real probe images (3, H, W) in [0, 1], besides the synthetic ones; a trained
-            detector finds little in the synthetic ones, so the caller should give some.
-
-    Returns:
-        onnx.json's entries for it: exporter, exporter_reason, reads, dynamic_axes, parity, preprocessing.
-
-    Raises:
-        TunewiseError: the parity gate failed (`path` may hold the graph; the caller discards it).
-    """
-    size = info["preprocess"].input_size
-    probes = [*images, *box_probes(size)]
-    graph = DetectionGraph(model).eval()
+    reads = "image"
+    int8_methods: tuple[str, ...] = ()
     axes = {"image": {1: "height", 2: "width"}, "boxes": {0: "boxes"}, "labels": {0: "boxes"}, "scores": {0: "boxes"}}
-    with quiet():
-        torch.onnx.export(graph, (probes[-1],), str(path), dynamo=False, opset_version=OPSET, input_names=["image"],
-                          output_names=["boxes", "labels", "scores"], dynamic_axes=axes)
-    parity = boxes_parity(path, graph, probes, size)
-    check_boxes(parity, info.get("detector", "detection"))
-    return {"exporter": "torchscript", "exporter_reason": DYNAMO_REFUSES, "reads": "image", "dynamic_axes": axes,
-            "parity": parity, "preprocessing": boxes_preprocessing(info)}
+
+    def graph(self, model: TaskModel, info: dict, example: Any) -> Graph:
+        image = example["images"][0] if example is not None else box_probes(info["preprocess"].input_size)[-1]
+        return Graph(DetectionGraph(model).eval(), (image,), ["image"], ["boxes", "labels", "scores"], self.axes)
+
+    def write(self, model: TaskModel, info: dict, real: list[Any], path: Path) -> tuple[Graph, dict, dict]:
+        """Export to `path` and check it on the real images (the first real batch) and `box_probes`.
+
+        Returns:
+            The graph, onnx.json's "exporter" entries, and its "parity" (`boxes_parity`'s figures).
+
+        Raises:
+            TunewiseError: the gate failed (`check_boxes`); the caller writes nothing.
+        """
+        graph = self.graph(model, info, real[0] if real else None)
+        with quiet():
+            torch.onnx.export(graph.module, graph.example, str(path), dynamo=False, opset_version=OPSET,
+                              input_names=graph.input_names, output_names=graph.output_names, dynamic_axes=graph.axes)
+        size = info["preprocess"].input_size
+        probes = [*(real[0]["images"] if real else []), *box_probes(size)]
+        parity = boxes_parity(path, cast(DetectionGraph, graph.module), probes, size)
+        check_boxes(parity, info.get("detector", "detection"))
+        return graph, {"exporter": "torchscript", "exporter_reason": DYNAMO_REFUSES}, parity
+
+    def random_batches(self, model: TaskModel, info: dict) -> list[Any]:
+        return [{"images": box_probes(info["preprocess"].input_size)}]
+
+    def feeds(self, batch: Any) -> dict[str, np.ndarray]:
+        """The graph's input for a batch of one image (the detection loader's inputs)."""
+        if len(batch["images"]) != 1:
+            raise ValueError(f"a detection graph runs one image at a time, not {len(batch['images'])}")
+        return {"image": batch["images"][0].numpy().astype(np.float32)}
+
+    @torch.no_grad()
+    def expected(self, model: TaskModel, batch: Any) -> list[np.ndarray]:
+        return [t.numpy() for t in DetectionGraph(model).eval()(batch["images"][0])]
+
+    def task_outputs(self, outputs: list[np.ndarray]) -> Any:
+        """One image's detections as the task's `metrics` reads a batch of them."""
+        return [{k: torch.from_numpy(v) for k, v in zip(("boxes", "labels", "scores"), outputs, strict=True)}]
+
+    def preprocessing(self, model: TaskModel, info: dict, folder: Path) -> dict:
+        return boxes_preprocessing(info)
 
 
 def check_boxes(parity: dict, detector: str) -> None:
@@ -240,6 +238,18 @@ def boxes_preprocessing(info: dict) -> dict:
     return {"input_size": preprocess.input_size, "mean": list(preprocess.mean), "std": list(preprocess.std),
             "scale": "1/255", "layout": "CHW RGB, one image, its own size",
             "resize": "inside the graph (the detector's: longer side to input_size), boxes mapped back to the image"}
+
+
+@EXPORTS.register("masks")
+def masks(task: Task) -> ExportAdapter:
+    """Semantic segmentation: (B, C, S, S) logits."""
+    return MaskExport()
+
+
+@EXPORTS.register("boxes")
+def boxes(task: Task) -> ExportAdapter:
+    """Object detection: one image's boxes, labels and scores."""
+    return BoxExport()
 
 
 # --- shared --------------------------------------------------------------------------------------
