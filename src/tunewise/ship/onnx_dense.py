@@ -17,7 +17,9 @@ the gate. The graph has no batch axis (each image has its own size and number of
 calls it once per image, as `tunewise predict` runs the torch model. Its gate, on each probe
 image: the same number of boxes with the same labels, scores within onnx_export's PARITY, corners
 within BOX_PARITY pixels of the tuned input (image pixels times S / the image's longer side: the
-detector's own resize multiplies any difference back). No int8 for detection.
+detector's own resize multiplies any difference back). No int8 for detection. A detector whose
+scores tie (saturated at 1.0, as a random head on efficientnet_lite0's features is) can be
+refused: NMS keeps either of two tied boxes, and torch and onnxruntime may keep different ones.
 """
 
 from __future__ import annotations
