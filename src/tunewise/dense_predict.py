@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
@@ -17,10 +16,8 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tunewise.data.dense import DetectionSet, SegmentationSet
 from tunewise.data.images import open_image
 from tunewise.io import write_atomic
+from tunewise.ship.dense_decode import MIN_SCORE, color, palette_mask
 from tunewise.tasks.object_detection import ObjectDetection
-
-MIN_SCORE = 0.3
-"""Boxes below this score are left out of the printed rows and the drawings (COCO JSON keeps all)."""
 
 
 @torch.no_grad()
@@ -114,7 +111,7 @@ def draw_detections(image: Image.Image, result: dict, classes: list[str], min_sc
     if keep.any():
         labels = [f"{classes[int(c) - 1]} {float(s):.2f}" for c, s in zip(result["labels"][keep],
                                                                              result["scores"][keep], strict=True)]
-        colors = [_color(int(c)) for c in result["labels"][keep]]
+        colors = [color(int(c)) for c in result["labels"][keep]]
         canvas = draw_bounding_boxes(canvas, result["boxes"][keep], labels=labels, colors=colors, width=2)
     return v2.functional.to_pil_image(canvas)
 
@@ -124,27 +121,8 @@ def draw_mask(image: Image.Image, mask: torch.Tensor, num_classes: int) -> Image
     canvas = v2.functional.pil_to_tensor(image)
     masks = torch.stack([mask == c for c in range(1, num_classes)]) if num_classes > 1 else None
     if masks is not None and masks.any():
-        canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[_color(c) for c in range(1, num_classes)])
+        canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[color(c) for c in range(1, num_classes)])
     return v2.functional.to_pil_image(canvas)
-
-
-def palette_mask(mask: np.ndarray) -> Image.Image:
-    """Class indices as a palette PNG, as VOC stores them: the index survives, and it views in colour."""
-    image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-    palette = [channel for c in range(256) for channel in _color(c)]
-    image.putpalette(palette)
-    return image
-
-
-def _color(index: int) -> tuple[int, int, int]:
-    """A fixed, distinct colour per class index (VOC's bit-interleaved palette; 0 is black)."""
-    r = g = b = 0
-    for bit in range(8):
-        r |= ((index >> 0) & 1) << (7 - bit)
-        g |= ((index >> 1) & 1) << (7 - bit)
-        b |= ((index >> 2) & 1) << (7 - bit)
-        index >>= 3
-    return r, g, b
 
 
 @torch.no_grad()
