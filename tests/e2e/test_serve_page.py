@@ -32,8 +32,8 @@ def _mask_png() -> str:
 
 
 ROWS: dict[str, tuple[str, dict[str, Any], str]] = {  # kind -> what it reads, the row it answers, the label shown
-    "boxes": ("image", {"boxes": [{"label": "red", "score": 0.91, "box": [4.0, 4.0, 30.0, 30.0]}]}, "red"),
-    "mask": ("image", {"mask_png": _mask_png(), "classes_present": {"background": 0.5, "blue": 0.5}},
+    "boxes": ("image", {"objects": [{"label": "red", "score": 0.91, "box": [4.0, 4.0, 30.0, 30.0]}]}, "red"),
+    "mask": ("image", {"mask_png": _mask_png(), "classes": {"background": 0.5, "blue": 0.5}},
              "background, blue"),
     "entities": ("text", {"entities": [{"entity_group": "PER", "score": 0.9, "word": "maria lopez", "start": 0,
                                         "end": 11}]}, "1 entity"),

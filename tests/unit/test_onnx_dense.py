@@ -112,7 +112,7 @@ def test_segmentation_row_holds_the_mask_as_a_palette_png_and_the_class_shares()
     mask[:2, :] = 2
     mask[2, :2] = 2
     row = segmentation_row(mask, CLASSES)
-    assert row["classes_present"] == {"background": 0.4, "blue": 0.6}
+    assert row["classes"] == {"background": 0.4, "blue": 0.6}
     png = Image.open(io.BytesIO(base64.b64decode(row["mask_png"])))
     assert png.mode == "P" and np.array_equal(np.asarray(png), mask)
 
@@ -120,7 +120,7 @@ def test_segmentation_row_holds_the_mask_as_a_palette_png_and_the_class_shares()
 def test_detection_row_keeps_confident_foreground_boxes_in_order():
     boxes = np.array([[1.04, 2, 3, 4], [5, 6, 7, 8], [0, 0, 1, 1]], np.float32)
     row = detection_row(boxes, np.array([2, 0, 1]), np.array([0.9, 0.8, 0.1], np.float32), CLASSES)
-    assert row == {"boxes": [{"label": "red", "score": 0.9, "box": [1.0, 2.0, 3.0, 4.0]}]}
+    assert row == {"objects": [{"label": "red", "score": 0.9, "box": [1.0, 2.0, 3.0, 4.0]}]}
 
 
 def test_the_decoders_import_no_torch():
@@ -160,7 +160,7 @@ def assert_same_masks(rows, expected, out, pictures):
         theirs = np.asarray(Image.open(out / "masks" / f"{index:04d}-{index}.png"))
         assert ours.shape == (pictures[index].height, pictures[index].width)
         assert np.array_equal(ours, theirs), f"image {index}: {(ours != theirs).mean():.2%} of pixels differ"
-        assert row["classes_present"] == torch_row["classes"]
+        assert row["classes"] == torch_row["classes"]
 
 
 @pytest.fixture(scope="module")
@@ -206,10 +206,10 @@ def test_detection_export_passes_its_gate_and_gives_predicts_boxes(detection_exp
     files = write_images(tmp_path / "in", images(3))
     expected = predict(folder, files)
     rows = OnnxModel(folder / "onnx").predict([Image.open(f).convert("RGB") for f in files])
-    assert sum(len(r["boxes"]) for r in rows) > 0
+    assert sum(len(r["objects"]) for r in rows) > 0
     for row, torch_row in zip(rows, expected, strict=True):
-        assert [b["label"] for b in row["boxes"]] == [b["label"] for b in torch_row["objects"]]
-        for ours, theirs in zip(row["boxes"], torch_row["objects"], strict=True):
+        assert [b["label"] for b in row["objects"]] == [b["label"] for b in torch_row["objects"]]
+        for ours, theirs in zip(row["objects"], torch_row["objects"], strict=True):
             assert abs(ours["score"] - theirs["score"]) <= 1e-4 + 1e-9  # both rounded to 4 places
             assert np.abs(np.subtract(ours["box"], theirs["box"])).max() <= 0.1 + 1e-6  # rounded to 0.1 px
 
@@ -261,4 +261,4 @@ def test_a_detection_export_is_served_with_torch_unimportable(detection_export, 
                             env={"PYTHONPATH": str(Path(onnx_model.__file__).parents[2]), "PATH": "/usr/bin"})
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(result.stdout)
-    assert len(rows) == 1 and rows[0]["boxes"], rows
+    assert len(rows) == 1 and rows[0]["objects"], rows

@@ -358,9 +358,9 @@ def test_torch_predictor_gives_the_rows_of_tunewise_predict_for_dense_tasks(tmp_
     [row] = predictor.predict(read_images([("a", (tmp_path / "a.png").read_bytes())]))
     [theirs] = predict(run, [tmp_path / "a.png"])
     if task == "object_detection":
-        assert row == {"boxes": theirs["objects"]}
+        assert row == {"objects": theirs["objects"]}
         return
-    assert row["classes_present"] == theirs["classes"]
+    assert row["classes"] == theirs["classes"]
     with Image.open(io.BytesIO(base64.b64decode(row["mask_png"]))) as mask:
         assert mask.size == (80, 48) and mask.mode == "P"
         assert set(np.unique(np.asarray(mask))) <= set(range(len(classes)))

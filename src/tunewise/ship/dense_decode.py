@@ -84,13 +84,13 @@ def mask_from_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def segmentation_row(mask: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """`{"mask_png": base64 palette PNG of class indices, "classes_present": {class: pixel share}}`,
+    """`{"mask_png": base64 palette PNG of class indices, "classes": {class: pixel share}}`,
     the shares as `tunewise predict` prints them (rounded to 4 places, absent classes left out)."""
     shares = np.bincount(mask.reshape(-1), minlength=len(classes)) / mask.size
     buffer = io.BytesIO()
     palette_mask(mask).save(buffer, format="PNG")
     return {"mask_png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-            "classes_present": {c: round(float(s), 4) for c, s in zip(classes, shares, strict=True) if s}}
+            "classes": {c: round(float(s), 4) for c, s in zip(classes, shares, strict=True) if s}}
 
 
 def palette_mask(mask: np.ndarray) -> Image.Image:
@@ -123,13 +123,13 @@ def detection_input(image: Image.Image) -> np.ndarray:
 
 def detection_row(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, classes: list[str],
                   min_score: float = MIN_SCORE) -> dict[str, Any]:
-    """`{"boxes": [{"label", "score", "box": [x0, y0, x1, y1]}]}` in the image's pixels, best first,
+    """`{"objects": [{"label", "score", "box": [x0, y0, x1, y1]}]}` in the image's pixels, best first,
     those scoring `min_score` or more, rounded as `tunewise predict` prints them.
 
     Shape: boxes (N, 4), labels (N,) class index + 1 (0: background, left out), scores (N,).
     """
     keep = (scores >= min_score) & (labels > 0)
-    return {"boxes": [{"label": classes[int(c) - 1], "score": round(float(s), 4),
+    return {"objects": [{"label": classes[int(c) - 1], "score": round(float(s), 4),
                        "box": [round(float(v), 1) for v in b]}
                       for b, c, s in zip(boxes[keep], labels[keep], scores[keep], strict=True)]}
 

@@ -51,7 +51,7 @@ MB = 1 << 20
 
 class Predictions(BaseModel):
     """One row per input, in order: label, probability and p_<class> (classification), entities, answer,
-    boxes, or mask_png and classes_present."""
+    objects (boxes), or mask_png and classes."""
 
     predictions: list[dict[str, Any]]
 

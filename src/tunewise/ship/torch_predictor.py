@@ -19,9 +19,9 @@ class TorchPredictor:
     """The model exported in a run folder (a fit's, a search's, or its model/), on torch.
 
     Rows: image and text classification {"label", "probability", "p_<class>"...}; token classification
-    {"entities": [...]}; question answering {"answer"}; detection {"boxes": [{"label", "score", "box"}]}
+    {"entities": [...]}; question answering {"answer"}; detection {"objects": [{"label", "score", "box"}]}
     (the boxes `tunewise predict` prints); segmentation {"mask_png": base64 palette PNG of class indices,
-    "classes_present": {class: share of the pixels}}.
+    "classes": {class: share of the pixels}}.
     """
 
     def __init__(self, run: str | Path) -> None:
@@ -87,8 +87,8 @@ def _dense(folder: Path) -> Rows:
         with torch.no_grad():
             results = [predict_image(model, image, info) for image in images]
         if detects_boxes(info):
-            return [{"boxes": result_row(result, info)["objects"]} for result in results]
-        return [{"mask_png": mask_png(result.numpy()), "classes_present": result_row(result, info)["classes"]}
+            return [result_row(result, info) for result in results]
+        return [{"mask_png": mask_png(result.numpy()), **result_row(result, info)}
                 for result in results]
 
     return rows
