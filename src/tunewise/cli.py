@@ -356,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"],
                     help="auto: onnxruntime when an ONNX export is there (onnx/ beside the model), else torch "
                          "(default: %(default)s)")
+    sv.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
+                    help="of an ONNX export: auto serves its int8 model when the export kept one and measured it "
+                         "faster than fp32 (default: %(default)s)")
 
     ex = sub.add_parser("export", help="ONNX for serving without torch: parity-checked, int8 behind a quality gate",
                         description="Export a run's model to ONNX with its preprocessing (image resize/crop/normalize "
@@ -624,7 +627,7 @@ def run_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: uvicorn has answered the requests in flight
         serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch,
               batch_window_ms=args.batch_window_ms, max_upload_mb=args.max_upload_mb, backend=args.backend,
-              quiet=args.quiet)
+              precision=args.precision, quiet=args.quiet)
     print("server stopped", file=sys.stderr)
     return 0
 

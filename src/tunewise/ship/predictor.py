@@ -18,6 +18,7 @@ from PIL import Image
 from tunewise.errors import DataError, TunewiseError
 
 Backend = Literal["auto", "onnx", "torch"]
+Precision = Literal["auto", "fp32", "int8"]
 Reads = Literal["image", "text", "pair"]
 
 ONNX_PLACES = (".", "onnx", "model/onnx")
@@ -62,12 +63,14 @@ class WrongMediaType(BadInput):
     status = 415
 
 
-def load_predictor(path: str | Path, backend: Backend = "auto") -> Predictor:
+def load_predictor(path: str | Path, backend: Backend = "auto", precision: Precision = "auto") -> Predictor:
     """The predictor for a fit run folder, a search folder (its winner), a model folder or an ONNX export.
 
     Args:
         backend: "auto": onnxruntime when an ONNX export is there (see ONNX_PLACES), else torch;
             "onnx" or "torch": that one, or an error saying why not.
+        precision: of an ONNX export: "int8" or "fp32" (an error when the export kept no int8 model);
+            "auto": int8 when the export kept one and measured it faster than fp32.
 
     Raises:
         TunewiseError: nothing servable there, or the backend asked for is missing.
@@ -78,7 +81,7 @@ def load_predictor(path: str | Path, backend: Backend = "auto") -> Predictor:
                             "`tunewise search`, or an ONNX export folder.")
     export = onnx_folder(folder)
     if backend == "onnx" or (backend == "auto" and export is not None):
-        return _onnx_predictor(folder, export)
+        return _onnx_predictor(folder, export, precision)
     from tunewise.ship.torch_predictor import TorchPredictor
 
     try:
@@ -91,7 +94,7 @@ def load_predictor(path: str | Path, backend: Backend = "auto") -> Predictor:
                             ) from None
 
 
-def _onnx_predictor(folder: Path, export: Path | None) -> Predictor:
+def _onnx_predictor(folder: Path, export: Path | None, precision: Precision) -> Predictor:
     if export is None:
         raise TunewiseError(f"{str(folder)!r} holds no ONNX export (model.onnx in it, or in onnx/ or model/onnx/ "
                             f"under it). Export one: tunewise export {folder} --format onnx; or serve the torch "
@@ -101,7 +104,7 @@ def _onnx_predictor(folder: Path, export: Path | None) -> Predictor:
     except ImportError as err:  # onnxruntime or tokenizers missing
         raise TunewiseError(f"serving an ONNX export needs onnxruntime ({err}). Install it: "
                             "pip install 'tunewise[serve]'.") from None
-    model: Predictor = OnnxModel(export)
+    model: Predictor = OnnxModel(export, int8=None if precision == "auto" else precision == "int8")
     return model
 
 

@@ -38,6 +38,7 @@ from tunewise.ship.predictor import (
     EXPECTED,
     Backend,
     BadInput,
+    Precision,
     Predictor,
     WrongMediaType,
     inputs_from_json,
@@ -236,7 +237,7 @@ class UploadLimit:
 
 def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32,
           batch_window_ms: float = 5.0, max_upload_mb: float = 10, backend: Backend = "auto",
-          quiet: bool = False) -> None:
+          precision: Precision = "auto", quiet: bool = False) -> None:
     """Serve the model in `path` (see `load_predictor`) on http://host:port until interrupted.
 
     Args:
@@ -249,7 +250,7 @@ def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch
     import uvicorn
 
     with _listen(host, port) as listening:  # a port in use is refused before the model loads, not after
-        predictor = load_predictor(path, backend)
+        predictor = load_predictor(path, backend, precision)
         app = make_app(predictor, max_upload_mb=max_upload_mb, max_batch=max_batch, batch_window_ms=batch_window_ms)
         shown = f"[{host}]" if ":" in host else host
         print(f"serving {path} ({predictor.info.get('task')}, {predictor.info.get('backend')}) at "
