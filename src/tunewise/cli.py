@@ -45,6 +45,7 @@ examples:
   tunewise fit --model pkg:efficientnet_lite0 --data ./my_images --strategy full
   tunewise evaluate runs/RUN --data ./my_images --split test
   tunewise predict runs/RUN photo1.jpg photos/ --output predictions.csv
+  tunewise serve runs/RUN --port 8000                       # HTTP API and a web page at http://127.0.0.1:8000/
   tunewise search --task text_classification --model pkg:minilm --data reviews.csv --label-column sentiment
   tunewise fit --task token_classification --model hf:bert-base-cased --data conll2003/ --strategy lora
   tunewise demo --task question_answering
@@ -157,6 +158,27 @@ def at_least(least: int, says: str) -> Callable[[str], int]:
 positive_int = at_least(1, "a positive integer")
 
 
+def port_number(text: str) -> int:
+    """--port: 0 (any free port) to 65535."""
+    value = at_least(0, "a port number from 0 to 65535")(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return value
+
+
+def at_least_number(least: float, says: str) -> Callable[[str], float]:
+    """The type of a float flag that is no config field, at least `least`."""
+
+    def convert(text: str) -> float:
+        value = CONVERTERS[float](text)
+        assert isinstance(value, float)
+        if not value >= least:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be {says}, got {text!r}")
+        return value
+
+    return convert
+
+
 def add_config_flags(group: argparse._ActionsContainer, key: str, fields: list[ConfigField], *,
                      only: tuple[str, ...] = (), skip: tuple[str, ...] = (), flags: dict[str, str] | None = None,
                      overrides: dict[str, dict[str, Any]] | None = None) -> None:
@@ -244,13 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(fit.add_argument_group("training"), "train", TRAIN_FIELDS)
 
     ev = sub.add_parser("evaluate", help="metrics of a fitted model on a data split")
-    ev.add_argument("run", help="run folder written by `tunewise fit`")
+    ev.add_argument("run", help=RUN_HELP)
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _data_flags(ev)
 
     pr = sub.add_parser("predict", help="labels and probabilities for new images or texts; boxes or masks")
-    pr.add_argument("run", help="run folder written by `tunewise fit`")
+    pr.add_argument("run", help=RUN_HELP)
     pr.add_argument("inputs", nargs="+",
                     help="image files or folders of images; for text models, texts or .txt files of one text per "
                          "line (question answering: 'question ||| context')")
@@ -315,6 +337,29 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--out", help="folder for ranking.json and the report (default: runs/rank-TIME)")
     _data_flags(rk)
 
+    sv = sub.add_parser("serve", help="serve a fitted model over HTTP, with a web page to try it",
+                        description="Serve the model of a fit or search run folder (or an ONNX export) on HTTP: "
+                                    "POST /predict, GET /health, GET /metadata, OpenAPI docs at /docs, and a web "
+                                    "page at /. On onnxruntime when an ONNX export is there, else on torch; "
+                                    "concurrent requests share model calls (dynamic batching).")
+    sv.add_argument("run", metavar="RUN_OR_EXPORT",
+                    help="run folder written by `tunewise fit` or `tunewise search`, or an ONNX export folder")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on; 0.0.0.0 opens it to the network (default: %(default)s)")
+    sv.add_argument("--port", type=port_number, default=8000, help="0: any free port (default: %(default)s)")
+    sv.add_argument("--max-batch", type=positive_int, default=32,
+                    help="the most inputs one model call takes (default: %(default)s)")
+    sv.add_argument("--batch-window-ms", type=at_least_number(0, "0 or more milliseconds"), default=5.0,
+                    help="how long a request waits for others to share its model call (default: %(default)s)")
+    sv.add_argument("--max-upload-mb", type=at_least_number(0.001, "a positive number of megabytes"), default=10.0,
+                    help="the largest request body accepted; larger ones get 413 (default: %(default)s)")
+    sv.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"],
+                    help="auto: onnxruntime when an ONNX export is there (onnx/ beside the model), else torch "
+                         "(default: %(default)s)")
+    sv.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
+                    help="of an ONNX export: auto serves its int8 model when the export kept one and measured it "
+                         "faster than fp32 (default: %(default)s)")
+
     ex = sub.add_parser("export", help="ONNX for serving without torch: parity-checked, int8 behind a quality gate",
                         description="Export a run's model to ONNX with its preprocessing (image resize/crop/normalize "
                                     "as JSON, or tokenizer.json), checked against the torch model on probe inputs "
@@ -348,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RUN_HELP = "run folder written by `tunewise fit`, or by `tunewise search` (its winner, in model/)"
 DEBUG_HELP = "show the full traceback of any error (also: TUNEWISE_DEBUG=1)"
 
 
@@ -575,6 +621,17 @@ def run_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from tunewise.ship.serve import serve
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: uvicorn has answered the requests in flight
+        serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch,
+              batch_window_ms=args.batch_window_ms, max_upload_mb=args.max_upload_mb, backend=args.backend,
+              precision=args.precision, quiet=args.quiet)
+    print("server stopped", file=sys.stderr)
+    return 0
+
+
 def run_report(args: argparse.Namespace) -> int:
     from tunewise.report.search_report import rebuild
 
@@ -615,7 +672,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fit": run_fit, "evaluate": run_evaluate, "predict": run_predict, "search": run_search, "rank": run_rank,
-            "report": run_report, "demo": run_demo, "export": run_export}
+            "report": run_report, "demo": run_demo, "export": run_export, "serve": run_serve}
 
 if __name__ == "__main__":
     sys.exit(main())

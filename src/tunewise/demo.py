@@ -87,4 +87,5 @@ def demo(out: str | Path | None = None, task: str = "image_classification",
     print_leaderboard(board)
     console.print(f"report: {folder / 'report.html'}; the winning model: {folder / 'model'}; "
                   f"rerun it: tunewise fit --config {folder / 'best.yaml'}")
+    console.print(f"serve it, with a web page to try it: tunewise serve {folder}")
     return board

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
@@ -17,27 +16,26 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tunewise.data.dense import DetectionSet, SegmentationSet
 from tunewise.data.images import open_image
 from tunewise.io import write_atomic
+from tunewise.ship.dense_decode import MIN_SCORE, color, palette_mask
 from tunewise.tasks.object_detection import ObjectDetection
-
-MIN_SCORE = 0.3
-"""Boxes below this score are left out of the printed rows and the drawings (COCO JSON keeps all)."""
 
 
 @torch.no_grad()
 def predict_dense(model, info: dict, files: list[Path], out: str | Path | None = None) -> list[dict]:
     """One row per image: its detections (label, score, box x1 y1 x2 y2 in its pixels) or its
     classes' pixel shares; with `out`, the files described in `write_outputs` too."""
-    results = [_predict_one(model, open_image(path), info) for path in files]
+    results = [predict_image(model, open_image(path), info) for path in files]
     if out is not None:
         write_outputs(Path(out), files, results, info)
-    return [_row(path, result, info) for path, result in zip(files, results, strict=True)]
+    return [{"path": str(path), **result_row(result, info)} for path, result in zip(files, results, strict=True)]
 
 
-def _predict_one(model, image: Image.Image, info: dict):
-    """One image's detections (boxes in its own pixels, labels 1..C, scores) or class mask (H, W)."""
+def predict_image(model, image: Image.Image, info: dict):
+    """One RGB image's detections (dict of boxes in its own pixels, labels 1..C, scores) or class mask
+    (tensor (H, W) of class indices), from a model `load_model` rebuilt."""
     device = next(model.parameters()).device
     tensor = v2.functional.to_dtype(v2.functional.to_image(image), torch.float32, scale=True)
-    if _boxes(info):
+    if detects_boxes(info):
         return {k: v.cpu() for k, v in model({"images": [tensor.to(device)]})[0].items()}
     return _segment(model, tensor, info["preprocess"], device)
 
@@ -50,15 +48,17 @@ def _segment(model, image: torch.Tensor, preprocess, device) -> torch.Tensor:
     return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)[0].argmax(0).cpu()
 
 
-def _row(path: Path, result, info: dict) -> dict:
+def result_row(result, info: dict) -> dict:
+    """The printed row of one `predict_image` result: detections scoring MIN_SCORE or more ("objects":
+    label, score, box x1 y1 x2 y2), or each present class's share of the pixels ("classes")."""
     classes = info["classes"]
-    if _boxes(info):
+    if detects_boxes(info):
         keep = result["scores"] >= MIN_SCORE
-        return {"path": str(path), "objects": [
+        return {"objects": [
             {"label": classes[int(c) - 1], "score": round(float(s), 4), "box": [round(float(v), 1) for v in b]}
             for b, c, s in zip(result["boxes"][keep], result["labels"][keep], result["scores"][keep], strict=True)]}
     shares = torch.bincount(result.reshape(-1), minlength=len(classes)).float() / result.numel()
-    return {"path": str(path), "classes": {c: round(float(s), 4) for c, s in zip(classes, shares, strict=True) if s}}
+    return {"classes": {c: round(float(s), 4) for c, s in zip(classes, shares, strict=True) if s}}
 
 
 def write_outputs(out: Path, files: list[Path], results: list, info: dict) -> None:
@@ -66,7 +66,7 @@ def write_outputs(out: Path, files: list[Path], results: list, info: dict) -> No
     out/drawn/<name>.png; segmentation: out/masks/<name>.png (palette PNGs of class indices)
     and out/drawn/<name>.png (the mask over the image)."""
     (out / "drawn").mkdir(parents=True, exist_ok=True)
-    if _boxes(info):
+    if detects_boxes(info):
         write_atomic(out / "predictions.json", lambda tmp: Path(tmp).write_text(
             json.dumps(coco_results(files, results, info["classes"]), indent=1) + "\n"))
     else:
@@ -74,7 +74,7 @@ def write_outputs(out: Path, files: list[Path], results: list, info: dict) -> No
     for index, (path, result) in enumerate(zip(files, results, strict=True)):
         name = f"{index:04d}-{path.stem}.png"
         image = open_image(path)
-        if _boxes(info):
+        if detects_boxes(info):
             drawn = draw_detections(image, result, info["classes"])
         else:
             write_atomic(out / "masks" / name,
@@ -111,7 +111,7 @@ def draw_detections(image: Image.Image, result: dict, classes: list[str], min_sc
     if keep.any():
         labels = [f"{classes[int(c) - 1]} {float(s):.2f}" for c, s in zip(result["labels"][keep],
                                                                              result["scores"][keep], strict=True)]
-        colors = [_color(int(c)) for c in result["labels"][keep]]
+        colors = [color(int(c)) for c in result["labels"][keep]]
         canvas = draw_bounding_boxes(canvas, result["boxes"][keep], labels=labels, colors=colors, width=2)
     return v2.functional.to_pil_image(canvas)
 
@@ -121,27 +121,8 @@ def draw_mask(image: Image.Image, mask: torch.Tensor, num_classes: int) -> Image
     canvas = v2.functional.pil_to_tensor(image)
     masks = torch.stack([mask == c for c in range(1, num_classes)]) if num_classes > 1 else None
     if masks is not None and masks.any():
-        canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[_color(c) for c in range(1, num_classes)])
+        canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[color(c) for c in range(1, num_classes)])
     return v2.functional.to_pil_image(canvas)
-
-
-def palette_mask(mask: np.ndarray) -> Image.Image:
-    """Class indices as a palette PNG, as VOC stores them: the index survives, and it views in colour."""
-    image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-    palette = [channel for c in range(256) for channel in _color(c)]
-    image.putpalette(palette)
-    return image
-
-
-def _color(index: int) -> tuple[int, int, int]:
-    """A fixed, distinct colour per class index (VOC's bit-interleaved palette; 0 is black)."""
-    r = g = b = 0
-    for bit in range(8):
-        r |= ((index >> 0) & 1) << (7 - bit)
-        g |= ((index >> 1) & 1) << (7 - bit)
-        b |= ((index >> 2) & 1) << (7 - bit)
-        index >>= 3
-    return r, g, b
 
 
 @torch.no_grad()
@@ -162,12 +143,12 @@ def draw_examples(model_dir: Path, data, out: Path, count: int = 8) -> Path:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     shown = held_out.subset(range(min(count, len(held_out)))).with_transform(None)
-    detection = _boxes(info)
+    detection = detects_boxes(info)
     rows = 1 if detection else 2
     figure, axes = plt.subplots(rows, len(shown), figsize=(2.2 * len(shown), 2.4 * rows), squeeze=False)
     for column in range(len(shown)):
         image, truth = shown[column]
-        predicted = _predict_one(model, image, info)
+        predicted = predict_image(model, image, info)
         if detection:
             panels = [draw_detections(image, predicted, info["classes"], truth={"boxes": truth["boxes"]})]
         else:
@@ -187,6 +168,6 @@ def draw_examples(model_dir: Path, data, out: Path, count: int = 8) -> Path:
     return out
 
 
-def _boxes(info: dict) -> bool:
-    """Whether the exported model detects boxes (else it segments)."""
+def detects_boxes(info: dict) -> bool:
+    """Whether the exported model (its model.json) detects boxes (else it segments)."""
     return info["task"] == ObjectDetection.name

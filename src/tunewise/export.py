@@ -74,6 +74,35 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | 
         "arch": backbone.arch, "source": backbone.name, "head_key": backbone.head_key,
         "task": task.name, "classes": classes, "preprocess": asdict(preprocess),
     })
+    write_readme(folder, backbone.arch, preprocess, classes)
+
+
+def write_readme(folder: Path, arch: str, preprocess: Preprocess, classes: list[str]) -> None:
+    """README.md beside an image classifier's export: how timm or torchvision load it, and the
+    input it was tuned at (which may differ from the architecture's default size)."""
+    library, _, name = arch.partition(":")
+    build = (f'timm.create_model("{name}", num_classes={len(classes)})' if library == "timm" else
+             f'torchvision.models.get_model("{name}", num_classes={len(classes)})')
+    p = preprocess
+    text = f"""# {name}, fine-tuned by tunewise: {len(classes)} classes
+
+Tuned at **{p.input_size} x {p.input_size} px**: resize the shorter side to {p.resize_size} px
+({p.interpolation}), centre-crop {p.input_size} px, scale to [0, 1], normalize with mean
+{list(p.mean)} and std {list(p.std)}. Other sizes run, but the validation figures were measured at
+this one.
+
+```python
+import {library}
+from safetensors.torch import load_file
+model = {build}
+model.load_state_dict(load_file("model.safetensors"))
+model.eval()
+```
+
+Classes, in the order of the outputs: {", ".join(classes)}.
+With tunewise: `tunewise predict THIS_FOLDER IMAGE...`, `tunewise serve THIS_FOLDER`.
+"""
+    write_atomic(folder / "README.md", lambda tmp: Path(tmp).write_text(text))
 
 
 def export_dense(model, backbone: Backbone, preprocess, task: Task, classes: list[str], folder: Path) -> None:
@@ -167,12 +196,30 @@ def model_info(path: str | Path) -> tuple[Path, dict]:
         TunewiseError: `path` holds no exported model.
         RunFolderError: its model.json is not what export writes.
     """
-    folder = Path(path)
-    folder = folder.parent if folder.suffix == ".safetensors" else folder
+    folder = model_folder(path)
     if not (folder / "model.json").is_file() or not (folder / "model.safetensors").is_file():
         raise TunewiseError(f"{str(path)!r} holds no exported model (model.safetensors and "
-                            "model.json). Pass a run folder written by `tunewise fit`.")
+                            "model.json). Pass a run folder written by `tunewise fit`, or one written by "
+                            "`tunewise search` (its winner is in model/).")
     return folder, read_model_json(folder)
+
+
+def model_folder(path: str | Path) -> Path:
+    """Where the model of `path` lies: a fit run folder itself, its model.safetensors' folder, or a
+    search run folder's `model/` (its winner).
+
+    Raises:
+        TunewiseError: a search folder whose search has not yet picked its winner.
+    """
+    folder = Path(path)
+    if folder.suffix == ".safetensors":
+        return folder.parent
+    if (folder / "trials").is_dir() or (folder / "leaderboard.json").is_file():  # a search's folder
+        if not (folder / "model" / "model.json").is_file():
+            raise TunewiseError(f"the search in {str(path)!r} has not picked its winner yet (no model/ folder). "
+                                f"Finish it with: tunewise search --resume --out {path}")
+        return folder / "model"
+    return folder
 
 
 def load_model(path: str | Path) -> tuple[TaskModel, dict]:

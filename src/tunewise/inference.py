@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -71,12 +73,33 @@ def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64,
     images = ImageSet(items=files, labels=[0] * len(files), classes=info["classes"], source="predict",
                       transform=info["preprocess"].eval_transform())
     logits, _ = _run(model, DataLoader(images, batch_size=batch_size))
-    probabilities = torch.cat(logits).softmax(1)
+    rows = class_rows(info["classes"], torch.cat(logits))
+    return [{"path": str(path), **row} for path, row in zip(files, rows, strict=True)]
+
+
+def classify_images(model: nn.Module, info: dict[str, Any], images: list[Image.Image]) -> list[dict[str, Any]]:
+    """`class_rows` for images already in memory, preprocessed as `predict` does its files (the
+    model's eval transform on the RGB image).
+
+    Args:
+        info: the model's model.json as `load_model` returns it (its Preprocess and classes).
+    """
+    transform = info["preprocess"].eval_transform()
+    logits, _ = _run(model, [(torch.stack([transform(image) for image in images]), None)])
+    return class_rows(info["classes"], torch.cat(logits))
+
+
+def class_rows(classes: list[str], logits: torch.Tensor) -> list[dict[str, Any]]:
+    """One row per example: the label, its probability, and every class's probability (`p_<class>`).
+
+    Shape:
+        logits: (N, C), C = len(classes).
+    """
     rows = []
-    for path, p in zip(files, probabilities, strict=True):
+    for p in logits.softmax(1):
         best = int(p.argmax())
-        rows.append({"path": str(path), "label": info["classes"][best], "probability": float(p[best]),
-                     **{f"p_{c}": float(v) for c, v in zip(info["classes"], p, strict=True)}})
+        rows.append({"label": classes[best], "probability": float(p[best]),
+                     **{f"p_{c}": float(v) for c, v in zip(classes, p, strict=True)}})
     return rows
 
 
@@ -108,25 +131,41 @@ def predict_text(run: Path, inputs: list[str], task: Task) -> list[dict[str, Any
     Inputs are texts, or .txt files of one text per line; question answering takes lines of
     `question ||| context`.
     """
-    from transformers import pipeline
-
     texts = [text for given in inputs for text in _texts(given)]
     if not texts:
         raise DataError("no texts given. Pass texts, or .txt files with one text per line.")
-    device = 0 if torch.cuda.is_available() else -1
     if task.pipeline is None:  # question answering: transformers 5 has no QA pipeline; decode as evaluate does
         return answer_questions(run, [_question_and_context(t) for t in texts])
+    rows = text_rows(text_pipeline(run, task), texts, task)
+    return [{"text": text, **row} for text, row in zip(texts, rows, strict=True)]
+
+
+def text_pipeline(run: Path, task: Task) -> Any:
+    """transformers' pipeline for the exported text model in `run` (a task with a pipeline).
+
+    Raises:
+        RunFolderError: the export's head does not fit its config (check_transformers).
+    """
+    from transformers import pipeline
+
+    assert task.pipeline is not None, "question answering is decoded by tunewise (answer_questions)"
+    device = 0 if torch.cuda.is_available() else -1
     check_transformers(run, task)  # the pipeline would fill a mis-shaped head with random weights
     options: dict[str, Any] = {"aggregation_strategy": "first"} if task.per_token else {"top_k": None}
     with transformers_files(run):
         # transformers types pipeline() per literal task name; ours is the task's own (str)
-        pipe = pipeline(task.pipeline, model=str(run), device=device, **options)  # type: ignore[call-overload]
+        return pipeline(task.pipeline, model=str(run), device=device, **options)  # type: ignore[call-overload]
+
+
+def text_rows(pipe: Any, texts: list[str], task: Task) -> list[dict[str, Any]]:
+    """One row per text from `text_pipeline`'s pipeline: its entities (token classification), or
+    its label, probability and every class's probability."""
     if task.per_token:
-        return [{"text": t, "entities": [{**e, "score": float(e["score"])} for e in pipe(t)]} for t in texts]
+        return [{"entities": [{**e, "score": float(e["score"])} for e in pipe(t)]} for t in texts]
     rows = []
-    for text, scores in zip(texts, pipe(texts), strict=True):
+    for scores in pipe(texts):
         best = max(scores, key=lambda s: s["score"])
-        rows.append({"text": text, "label": best["label"], "probability": best["score"],
+        rows.append({"label": best["label"], "probability": best["score"],
                      **{f"p_{s['label']}": s["score"] for s in scores}})
     return rows
 
@@ -155,13 +194,19 @@ class _Answers(Protocol):
 def answer_questions(run: str | Path, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """The best answer span of each (question, context), read from the exported model."""
     model, info = load_model(run)
+    answers = answer_pairs(model, info, pairs)
+    return [{"question": q, "context": c, "answer": a} for (q, c), a in zip(pairs, answers, strict=True)]
+
+
+def answer_pairs(model: nn.Module, info: dict[str, Any], pairs: list[tuple[str, str]]) -> list[str]:
+    """The best answer span of each (question, context), from a model `load_model` rebuilt."""
     examples = [QAExample(id=str(i), question=q, context=c) for i, (q, c) in enumerate(pairs)]
     task = get_task(info["task"])
     loader = task.loader(QASet(examples, source="predict"), info["preprocess"], TrainConfig(num_workers=0),
                          training=False)
     outputs, _ = _run(model, loader)
     answers = cast(_Answers, task).answers(outputs, loader.dataset)
-    return [{"question": q, "context": c, "answer": answers[str(i)]} for i, (q, c) in enumerate(pairs)]
+    return [answers[str(i)] for i in range(len(pairs))]
 
 
 def _question_and_context(line: str) -> tuple[str, str]:
@@ -173,7 +218,7 @@ def _question_and_context(line: str) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def _run(model: nn.Module, loader: DataLoader[Any], task: Task | None = None) -> tuple[list[Any], list[Any]]:
+def _run(model: nn.Module, loader: Iterable[tuple[Any, Any]], task: Task | None = None) -> tuple[list[Any], list[Any]]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     compact = getattr(task, "compact", lambda outputs: outputs)

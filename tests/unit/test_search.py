@@ -174,6 +174,24 @@ def test_two_workers_share_one_study_without_duplicates(data, weights, tmp_path)
     assert len(runs) == len(set(runs)) == 5  # 2 strategies x 2 rates and full without augmentation, each once
 
 
+def test_a_search_folder_is_a_model_folder(board, data, tmp_path):
+    """predict and evaluate take the search's own folder and use its winner, in model/."""
+    from tunewise.inference import evaluate, predict
+
+    folder = Path(board.run_dir)
+    image = next(Path(data.data).rglob("*.png"))
+    assert predict(folder, [image]) == predict(folder / "model", [image])
+    assert evaluate(folder, data, split="val") == evaluate(folder / "model", data, split="val")
+
+
+def test_an_unfinished_search_folder_says_how_to_finish_it(tmp_path):
+    from tunewise.export import model_info
+
+    (tmp_path / "trials").mkdir()
+    with pytest.raises(TunewiseError, match=r"not picked its winner yet.*search --resume --out"):
+        model_info(tmp_path)
+
+
 def test_search_knobs_tries_each_variant_and_keeps_the_chosen_one(data, weights, tmp_path):
     import yaml
 

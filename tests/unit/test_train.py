@@ -64,6 +64,16 @@ def test_export_loads_in_timm_and_predicts_like_tunewise(image_folder, tiny_weig
         assert row["label"] == ["blue", "green", "red"][int(p.argmax())]  # sorted folder names
         assert abs(row["probability"] - float(p.max())) < 1e-5
 
+    readme = (tmp_path / "run" / "README.md").read_text()  # states the size it was tuned at, and its snippet runs
+    assert "Tuned at **32 x 32 px**" in readme
+    snippet = readme.split("```python\n")[1].split("```")[0]
+    namespace: dict = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path / "run")
+        exec(snippet, namespace)
+    with torch.no_grad():
+        assert torch.equal(namespace["model"](x), model(x))
+
 
 def _images(folder):
     from PIL import Image

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunewise.config import DEFAULT_TASK, DataConfig
-from tunewise.data.base import DataSplits, ImageSet, split_stratified
 from tunewise.errors import DataError
 from tunewise.registry import Registry, did_you_mean
 
 if TYPE_CHECKING:
+    from tunewise.data.base import DataSplits, ImageSet, split_stratified
     from tunewise.tasks import Task
 
 DATASETS: Registry = Registry("data set")
 
 __all__ = ["DATASETS", "DataSplits", "ImageSet", "load_data", "split_stratified"]
+
+
+def __getattr__(name: str) -> Any:
+    """The data set classes load on first use: they need torch, and `tunewise.data.images` (the image
+    reader that `tunewise serve` uses on an ONNX export) must import without it."""
+    if name in ("DataSplits", "ImageSet", "split_stratified"):
+        from tunewise.data import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'tunewise.data' has no attribute {name!r}")
 
 
 def load_data(config: DataConfig, task: Task | str = DEFAULT_TASK) -> DataSplits:

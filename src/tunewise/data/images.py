@@ -8,12 +8,15 @@ Segmentation masks are label maps: they are checked here (`convert=False`) but n
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -32,6 +35,8 @@ BACKGROUND = (255, 255, 255)
 transformers image processors use."""
 SHOWN = 3
 """How many skipped files the warning names."""
+_WARNINGS = threading.Lock()
+"""Warning filters are process-wide: threads that open images at once (a server) take turns."""
 
 
 def open_image(item: Path | np.ndarray) -> Image.Image:
@@ -48,6 +53,16 @@ def open_image(item: Path | np.ndarray) -> Image.Image:
         return _decode(item, full=True, convert=True)
     except DataError as err:
         raise DataError(f"cannot read image {str(item)!r}: {err}. Remove or replace the file.") from None
+
+
+def read_image_bytes(data: bytes) -> Image.Image:
+    """An image sent as bytes (an upload), decoded and converted as `open_image` does, under the same
+    pixel limit.
+
+    Raises:
+        DataError: (a few words) why it cannot be read.
+    """
+    return _decode(io.BytesIO(data), full=True, convert=True)
 
 
 def image_problem(path: Path, convert: bool = True) -> str | None:
@@ -121,7 +136,7 @@ def _gray(values: np.ndarray) -> Image.Image:
     return Image.fromarray(values, "L").convert("RGB")
 
 
-def _decode(path: Path, full: bool, convert: bool) -> Image.Image:
+def _decode(path: Path | IO[bytes], full: bool, convert: bool) -> Image.Image:
     """The file decoded (JPEGs at 1/8 scale unless `full`) and, with `convert`, made RGB.
 
     Raises:
@@ -137,10 +152,10 @@ def _decode(path: Path, full: bool, convert: bool) -> Image.Image:
         return to_rgb(image) if convert else image
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path | IO[bytes]) -> Image.Image:
     """The file opened (its header read); above the pixel limit it is refused before any pixel is decoded."""
     _apply_pixel_limit()
-    with warnings.catch_warnings():  # PIL warns above its limit and raises above twice it: both refuse
+    with _WARNINGS, warnings.catch_warnings():  # PIL warns above its limit and raises above twice it: both refuse
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             return Image.open(path)

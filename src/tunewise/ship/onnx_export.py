@@ -164,9 +164,12 @@ def export_onnx(run: str | Path, out: str | Path | None = None, int8: bool = Fal
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
-        graph = adapter.graph(model, info, real[0] if real else None)
-        exporter = write_graph(graph, path)
-        parity = check_parity(path, adapter, model, real, adapter.random_batches(model, info), task)
+        if hasattr(adapter, "write"):  # an adapter that exports and gates its graph itself (detection)
+            graph, exporter, parity = adapter.write(model, info, real, path)
+        else:
+            graph = adapter.graph(model, info, real[0] if real else None)
+            exporter = write_graph(graph, path)
+            parity = check_parity(path, adapter, model, real, adapter.random_batches(model, info), task)
         meta = {"format": "onnx", "task": task.name, "task_outputs": task.outputs, "reads": adapter.reads,
                 "classes": info["classes"], **graph_spec(path, graph), **exporter, "parity": parity,
                 "preprocessing": adapter.preprocessing(model, info, Path(tmp)),
@@ -427,6 +430,11 @@ def int8_gate(fp32: Path, adapter: ExportAdapter, run: RunData, feeds: dict[str,
               fp32_figures: dict, tolerance: float) -> dict:
     """Quantize `fp32` by each of the adapter's methods, measure the run's validation metric, and keep
     (as model.int8.onnx beside it) the fastest that loses less than `tolerance` points."""
+    if not adapter.int8_methods:
+        reason = (f"int8 refused: this tunewise does not quantize {run.task.name} models (their graph runs one image "
+                  "at a time, and NMS would see int8 scores); the fp32 model is exported.")
+        log.warning("%s", reason)
+        return {"asked": True, "kept": False, "reason": reason}
     val = loader(run.task, run.info, run.splits.val, 32)
     metric, greater = run.metric, run.task.greater_is_better
     fp32_value = onnx_metric(fp32, adapter, run.task, val, metric)

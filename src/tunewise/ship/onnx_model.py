@@ -31,7 +31,7 @@ from PIL import Image
 from tunewise.errors import RunFolderError, TunewiseError
 from tunewise.registry import Registry
 
-RUNNER_MODULES: tuple[str, ...] = ("tunewise.ship.onnx_dense",)
+RUNNER_MODULES: tuple[str, ...] = ("tunewise.ship.dense_decode",)
 """Torch-free modules that register more runners (dense outputs); one not yet written is skipped."""
 BATCH = 32
 """Inputs per onnxruntime call (question answering: questions, each one or more windows)."""
@@ -95,6 +95,8 @@ class OnnxModel:
 
     def predict(self, inputs: list) -> list[dict]:
         """One row per input, in order, as `tunewise predict` gives them (without the echoed input)."""
+        if hasattr(self.runner, "predict"):  # a runner that runs one input at a time (detection)
+            return list(self.runner.predict(self.session, inputs))
         rows: list[dict] = []
         for chunk in batches(inputs, BATCH):
             feeds, state = self.runner.feeds(chunk)
