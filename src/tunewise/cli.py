@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interrupted(command: str, err: KeyboardInterrupt) -> int:
-    print(f"interrupted; {RESUME_HINTS[command]}", file=sys.stderr)
+    print(f"interrupted; {RESUME_HINTS.get(command, 'nothing was left half-written')}", file=sys.stderr)
     return err.exit_code if isinstance(err, Interrupted) else 130
 
 

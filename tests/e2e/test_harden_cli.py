@@ -60,3 +60,13 @@ def test_an_error_inside_a_loader_worker_is_its_own_message():
                         "last):\n  File \"x.py\", line 1, in f\ntunewise.errors.DataError: 'a.png' is not a "
                         "readable image. Remove it.\n")
     assert one_line(wrapped) == "'a.png' is not a readable image. Remove it."
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "report"])
+def test_ctrl_c_in_a_command_without_a_resume_hint_is_still_clean(capsys, monkeypatch, command):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, command, interrupted)
+    outcome = run(capsys, command, "somewhere", *(["x.png"] if command == "predict" else []))
+    assert outcome.code == 130 and outcome.err.startswith("interrupted") and "Traceback" not in outcome.err

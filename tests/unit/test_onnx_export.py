@@ -92,8 +92,10 @@ def test_int8_is_kept_within_tolerance_with_its_figures(image_run, image_folder)
     assert int8["kept"] and int8["method"] in ("static", "dynamic")
     assert int8["int8_bytes"] < int8["fp32_bytes"] and int8["int8_latency_ms"] > 0
     assert int8["metric"] == "accuracy" and int8["metric_fp32"] == 1.0
-    model = OnnxModel(run / "onnx")  # int8 when kept
+    model = OnnxModel(run / "onnx", int8=True)
     assert model.int8 and model.info["int8"]
+    faster = int8["int8_latency_ms"] < int8["fp32_latency_ms"]
+    assert OnnxModel(run / "onnx").int8 == faster  # by default int8 only when kept and measured faster
     assert len(model.predict([Image.open(f) for f in _images(image_folder)])) == len(_images(image_folder))
 
 

@@ -66,7 +66,8 @@ class OnnxModel:
 
     Args:
         folder: the export's folder (holding model.onnx and onnx.json).
-        int8: use model.int8.onnx (refused when the export kept none); default: it when kept.
+        int8: use model.int8.onnx (refused when the export kept none); None: it when the export kept
+            it and measured it faster than fp32 (dynamic int8 convolutions can be several times slower).
         threads: onnxruntime's intra-op threads (None: its default, one per core).
 
     Raises:
@@ -82,7 +83,7 @@ class OnnxModel:
         if int8 and not kept:
             raise TunewiseError(f"{str(self.folder)!r} holds no int8 model (the export did not keep one). Export "
                                 "again with --int8, or use the fp32 model.")
-        self.int8 = kept if int8 is None else int8
+        self.int8 = (kept and faster(self.meta)) if int8 is None else int8
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -147,6 +148,12 @@ def _import_runner_modules() -> None:
         except ModuleNotFoundError as err:
             if err.name != name:  # the module exists and lacks something: that is a fault to see
                 raise
+
+
+def faster(meta: dict) -> bool:
+    """Whether the export's int8 model answered one input faster than its fp32 model when measured."""
+    figures = meta.get("int8") or {}
+    return float(figures.get("int8_latency_ms", "inf")) < float(figures.get("fp32_latency_ms", 0))
 
 
 def model_card(meta: dict, int8: bool) -> dict:
