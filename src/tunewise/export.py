@@ -51,7 +51,7 @@ def native_name(key: str, head_key: str) -> str:
 
 
 def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | Tokenize, task: Task,
-                 classes: list[str], folder: Path) -> None:
+                 classes: list[str], folder: Path, facts: dict | None = None) -> None:
     """Write model.safetensors and model.json into `folder`, each atomically."""
     if isinstance(preprocess, Tokenize):
         try:
@@ -61,7 +61,7 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | 
             return
         write_json(folder / "model.json", {
             "format": "transformers", "source": backbone.name, "task": task.name, "classes": classes,
-            "max_length": preprocess.max_length, "doc_stride": preprocess.doc_stride})
+            "max_length": preprocess.max_length, "doc_stride": preprocess.doc_stride, **(facts or {})})
         return
     if task.dense:
         export_dense(model, backbone, preprocess, task, classes, folder)

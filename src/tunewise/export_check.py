@@ -32,8 +32,9 @@ LAYOUTS: dict[str | None, dict[str, Any]] = {  # the other keys, by `format`: wh
     "tunewise": {"arch": str, "preprocess": dict},  # detection, segmentation: the whole model
     "transformers": {"max_length": int, "doc_stride": int},  # text: a transformers checkpoint beside it
 }
-OPTIONAL: dict[str, Any] = {"pretrained": bool}
-"""Checked where present: dense exports older than this key load as pretrained (BatchNorm frozen)."""
+OPTIONAL: dict[str, Any] = {"pretrained": bool, "unanswerable": bool}
+"""Checked where present: dense exports older than this key load as pretrained (BatchNorm frozen);
+QA exports older than `unanswerable` may answer "" (no answer), as they did."""
 
 
 def read_model_json(folder: Path) -> dict[str, Any]:

@@ -300,7 +300,8 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
     trainable, total = count_parameters(run.net)  # before finalize: merged adapters no longer train
     run.strategy.finalize(run.net)
     if main:
-        export_model(run.net, run.backbone, run.backbone.preprocess, task, run.splits.classes, run_dir)
+        export_model(run.net, run.backbone, run.backbone.preprocess, task, run.splits.classes, run_dir,
+                     facts=task.export_facts(run.splits))
     record = RunRecord(
         run_dir=str(run_dir), model=run.model, arch=run.backbone.arch, strategy=run.strategy.name,
         task=run.task_name, data=run.data.data, classes=run.splits.classes, metric=metric,

@@ -288,6 +288,9 @@ def test_qa_export_windows_and_decodes_as_the_qa_task(qa_run):
     assert model.reads == "pair"
     rows = model.predict(pairs)
     assert [r["answer"] for r in rows] == [r["answer"] for r in predict(run, [f"{q} ||| {c}" for q, c in pairs])]
+    # trained on answerable questions only: neither predict nor the export ever answers "" (no answer)
+    assert json.loads((run / "model.json").read_text())["unanswerable"] is False
+    assert spec["allow_no_answer"] is False and all(r["answer"] for r in rows)
 
     # the same windows as tunewise's encoder, and the same spans when "no answer" is not allowed
     examples = [QAExample(id=str(i), question=q, context=c) for i, (q, c) in enumerate(pairs)]

@@ -623,9 +623,9 @@ class TextExport:
             spec |= {"max_length": tokenize.max_length, "stride": min(tokenize.doc_stride, tokenize.max_length // 2),
                      "truncation": "only_first" if context_first else "only_second", "context_first": context_first,
                      "max_answer_tokens": MAX_ANSWER_TOKENS,
-                     # as `tunewise predict` decodes: its questions have no gold answers, so "no answer"
-                     # (the [CLS] score beating every span) is allowed, as for SQuAD v2 data
-                     "allow_no_answer": True}
+                     # as `tunewise predict` decodes: "no answer" (the [CLS] score beating every span)
+                     # only for a model trained on unanswerable questions (SQuAD v2)
+                     "allow_no_answer": info.get("unanswerable", True)}
         return spec
 
 

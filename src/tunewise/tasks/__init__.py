@@ -89,6 +89,11 @@ class Task:
         """The settings it was made with (`get_task(name, **knobs)`), as plain values for model.json."""
         return {}
 
+    def export_facts(self, splits: DataSplits) -> dict:
+        """What predict must know of the training data, written into model.json (QA: whether it had
+        unanswerable questions)."""
+        return {}
+
     def read_path(self, path: Path, config: DataConfig) -> DataSplits:
         """The splits of a local path (a registered data set name never reaches here)."""
         raise DataError(f"--task {self.name} reads no local path; pass a registered data set.")

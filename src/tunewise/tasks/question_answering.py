@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tunewise.backbones import Backbone
 from tunewise.backbones.hf import TextEncoder, Tokenize
 from tunewise.config import TrainConfig
+from tunewise.data.base import DataSplits
 from tunewise.data.text import QASet
 from tunewise.tasks import TASKS, TaskModel
 from tunewise.tasks._squad import best_answers, encode_windows, exact_match, f1, squad_metrics
@@ -61,6 +62,10 @@ class QuestionAnswering(TextTask):
     data_kind = QASet
     reads = "SQuAD-style questions over contexts"
     transformers_head = ("AutoModelForQuestionAnswering", "qa_outputs")
+
+    def export_facts(self, splits: DataSplits) -> dict:
+        """Predict answers "" (no answer) only for a model trained on unanswerable questions (SQuAD v2)."""
+        return {"unanswerable": cast(QASet, splits.train).has_unanswerable}
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         cast(TextEncoder, backbone.model).use_tokens()  # a text backbone's (check_backbone_fits)
