@@ -184,6 +184,17 @@ def test_a_search_folder_is_a_model_folder(board, data, tmp_path):
     assert evaluate(folder, data, split="val") == evaluate(folder / "model", data, split="val")
 
 
+def test_a_search_folder_serves_its_winner(board, data):
+    from PIL import Image
+
+    from tunewise.inference import predict
+    from tunewise.ship.predictor import load_predictor
+
+    image = next(Path(data.data).rglob("*.png"))
+    served = load_predictor(board.run_dir).predict([Image.open(image).convert("RGB")])
+    assert served[0]["label"] == predict(Path(board.run_dir) / "model", [image])[0]["label"]
+
+
 def test_an_unfinished_search_folder_says_how_to_finish_it(tmp_path):
     from tunewise.export import model_info
 
