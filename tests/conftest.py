@@ -13,6 +13,18 @@ from PIL import Image
 CLASSES = ("red", "green", "blue")
 
 
+def write_conll(path: Path) -> Path:
+    """A CoNLL file of three tagged sentences (persons, places, an organisation), 8 times over."""
+    sentences = [[("maria", "B-PER"), ("lopez", "I-PER"), ("was", "O"), ("in", "O"), ("oslo", "B-LOC")],
+                 [("john", "B-PER"), ("smith", "I-PER"), ("founded", "O"), ("acme", "B-ORG"), ("corp", "I-ORG")],
+                 [("the", "O"), ("film", "O"), ("was", "O"), ("in", "O"), ("paris", "B-LOC")]]
+    lines = ["-DOCSTART- O", ""]
+    for sentence in sentences * 8:
+        lines += [f"{w} {t}" for w, t in sentence] + [""]
+    path.write_text("\n".join(lines))
+    return path
+
+
 def write_image_folder(root: Path, per_class: int = 12, size: int = 40, seed: int = 0) -> Path:
     """Class folders of noisy images whose dominant colour is the class: learnable in a few steps."""
     rng = np.random.default_rng(seed)

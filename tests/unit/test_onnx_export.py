@@ -214,26 +214,21 @@ def test_an_out_folder_of_other_files_is_refused(image_run, tmp_path):
 
 
 def test_runner_span_search_is_the_qa_tasks_own():
-    from tunewise.tasks._squad import _best_span
+    from tunewise.tasks._squad import best_span as squad_best_span
 
     rng = np.random.default_rng(0)
     for _ in range(20):
         start, end = rng.normal(size=40), rng.normal(size=40)
         offsets = [None] * 8 + [(i, i + 3) for i in range(0, 96, 3)]
-        assert best_span(start, end, offsets, 30) == _best_span(start, end, offsets, 30, 20)
+        assert best_span(start, end, offsets, 30) == squad_best_span(start, end, offsets, 30, 20)
 
 
 @pytest.fixture(scope="module")
 def ner_run(tiny_bert, tmp_path_factory):
+    from conftest import write_conll
+
     folder = tmp_path_factory.mktemp("onnx_ner")
-    sentences = [[("maria", "B-PER"), ("lopez", "I-PER"), ("was", "O"), ("in", "O"), ("oslo", "B-LOC")],
-                 [("john", "B-PER"), ("smith", "I-PER"), ("founded", "O"), ("acme", "B-ORG"), ("corp", "I-ORG")],
-                 [("the", "O"), ("film", "O"), ("was", "O"), ("in", "O"), ("paris", "B-LOC")]]
-    lines = ["-DOCSTART- O", ""]
-    for sentence in sentences * 8:
-        lines += [f"{w} {t}" for w, t in sentence] + [""]
-    (folder / "train.conll").write_text("\n".join(lines))
-    data = DataConfig(data=str(folder / "train.conll"), max_length=16)
+    data = DataConfig(data=str(write_conll(folder / "train.conll")), max_length=16)
     fit(f"hf:{tiny_bert}", data, "full", task="token_classification", out=folder / "run", train=FAST, epochs=10,
         lr=1e-2)
     return folder / "run", export_onnx(folder / "run")

@@ -28,15 +28,9 @@ def reviews(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def conll(tmp_path_factory):
-    sentences = [[("maria", "B-PER"), ("lopez", "I-PER"), ("was", "O"), ("in", "O"), ("oslo", "B-LOC")],
-                 [("john", "B-PER"), ("smith", "I-PER"), ("founded", "O"), ("acme", "B-ORG"), ("corp", "I-ORG")],
-                 [("the", "O"), ("film", "O"), ("was", "O"), ("in", "O"), ("paris", "B-LOC")]]
-    lines = ["-DOCSTART- O", ""]
-    for sentence in sentences * 8:
-        lines += [f"{w} {t}" for w, t in sentence] + [""]
-    path = tmp_path_factory.mktemp("ner") / "train.conll"
-    path.write_text("\n".join(lines))
-    return DataConfig(data=str(path), max_length=16)
+    from conftest import write_conll
+
+    return DataConfig(data=str(write_conll(tmp_path_factory.mktemp("ner") / "train.conll")), max_length=16)
 
 
 @pytest.fixture(scope="module")

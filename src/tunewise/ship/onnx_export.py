@@ -43,7 +43,6 @@ torch-free module. A kind that nobody registered is refused with a one-line erro
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import shutil
@@ -52,7 +51,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sized
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -67,6 +65,7 @@ from tunewise.errors import TunewiseError, one_line
 from tunewise.export import load_model, model_info
 from tunewise.io import write_json
 from tunewise.registry import Registry
+from tunewise.ship.onnx_model import import_present
 from tunewise.tasks import Task, TaskModel, task_for
 
 log = logging.getLogger("tunewise")
@@ -194,22 +193,12 @@ def adapter_for(task: Task) -> ExportAdapter:
     Raises:
         TunewiseError: no adapter registered for it.
     """
-    _import_export_modules()
+    import_present(EXPORT_MODULES)
     if task.outputs not in EXPORTS:
         raise TunewiseError(f"{task.name} models (outputs {task.outputs!r}) cannot be exported to ONNX by this "
                             f"tunewise; it exports {', '.join(EXPORTS.names())}. Serve the run folder with the "
                             "torch backend instead.")
     return EXPORTS.get(task.outputs)(task)
-
-
-@cache
-def _import_export_modules() -> None:
-    for name in EXPORT_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
 
 
 def check_target(target: Path) -> None:

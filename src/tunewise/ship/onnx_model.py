@@ -30,6 +30,7 @@ from PIL import Image
 
 from tunewise.errors import RunFolderError, TunewiseError
 from tunewise.registry import Registry
+from tunewise.spans import best_span
 
 RUNNER_MODULES: tuple[str, ...] = ("tunewise.ship.dense_decode",)
 """Torch-free modules that register more runners (dense outputs); one not yet written is skipped."""
@@ -132,7 +133,7 @@ def runner_for(meta: dict) -> type:
     Raises:
         TunewiseError: no runner for that kind in this tunewise.
     """
-    _import_runner_modules()
+    import_present(RUNNER_MODULES)
     kind = meta["task_outputs"]
     if kind not in RUNNERS:
         raise TunewiseError(f"this tunewise cannot run ONNX exports of {meta['task']} models (outputs {kind!r}); it "
@@ -141,8 +142,10 @@ def runner_for(meta: dict) -> type:
 
 
 @cache
-def _import_runner_modules() -> None:
-    for name in RUNNER_MODULES:
+def import_present(modules: tuple[str, ...]) -> None:
+    """Import each of `modules` that exists, once: they register more kinds of output (a module not
+    yet written is skipped; one that exists and fails to import is a fault to see)."""
+    for name in modules:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
@@ -432,22 +435,3 @@ def _pair(given: object) -> tuple[str, str]:
             or not all(x.strip() for x in given)):
         raise TunewiseError(f"this model reads (question, context) pairs of non-empty strings; got {given!r}.")
     return given[0], given[1]
-
-
-def best_span(start: np.ndarray, end: np.ndarray, offsets: list, max_answer_tokens: int,
-              n_best: int = 20) -> tuple[float, int, int] | None:
-    """The highest scoring valid span of one window as (score, start char, end char), or None: the
-    same search as tunewise.tasks._squad._best_span (which cannot be imported here: its package
-    imports torch); a test checks they agree.
-
-    Shape: start, end (L,), offsets of length L (None outside the context).
-    """
-    found = None
-    for s in np.argsort(start)[::-1][:n_best]:
-        for e in np.argsort(end)[::-1][:n_best]:
-            if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_tokens:
-                continue
-            score = float(start[s] + end[e])
-            if found is None or score > found[0]:
-                found = (score, offsets[s][0], offsets[e][1])
-    return found

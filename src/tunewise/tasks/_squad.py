@@ -13,6 +13,7 @@ import string
 import numpy as np
 
 from tunewise.data.text import QAExample
+from tunewise.spans import best_span
 
 CLS_INDEX = 0
 """Where a window's [CLS] (or <s>) sits: the target of an answer outside the window, and the null score."""
@@ -120,7 +121,7 @@ def best_answers(start_logits, end_logits, windows: dict[str, list], examples: l
         start, end = _as_array(start_logits[i])[: len(offsets)], _as_array(end_logits[i])[: len(offsets)]
         null_score = float(start[CLS_INDEX] + end[CLS_INDEX])
         null[example_index] = min(null.get(example_index, null_score), null_score)
-        span = _best_span(start, end, offsets, max_answer_length, n_best)
+        span = best_span(start, end, offsets, max_answer_length, n_best)
         if span is not None and (example_index not in best or span[0] > best[example_index][0]):
             best[example_index] = span
     answers = {}
@@ -138,23 +139,6 @@ def _as_array(logits) -> np.ndarray:
     if hasattr(logits, "detach"):
         logits = logits.detach().float().cpu().numpy()
     return np.asarray(logits, dtype=np.float64).reshape(-1)
-
-
-def _best_span(start: np.ndarray, end: np.ndarray, offsets: list, max_answer_length: int,
-               n_best: int) -> tuple[float, int, int] | None:
-    """The highest scoring valid span of one window as (score, start char, end char), or None.
-
-    Shape: start, end (L,), offsets of length L.
-    """
-    best = None
-    for s in np.argsort(start)[::-1][:n_best]:
-        for e in np.argsort(end)[::-1][:n_best]:
-            if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
-                continue
-            score = float(start[s] + end[e])
-            if best is None or score > best[0]:
-                best = (score, offsets[s][0], offsets[e][1])
-    return best
 
 
 def normalize_answer(text: str) -> str:
