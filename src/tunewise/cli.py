@@ -33,7 +33,7 @@ from tunewise.config import (
     validate_train,
 )
 from tunewise.errors import Interrupted, TunewiseError, file_error, interrupt_behind, one_line
-from tunewise.precheck import registered, source_of
+from tunewise.precheck import registered, source_of, task_knobs
 
 T = TypeVar("T")
 
@@ -217,6 +217,7 @@ def _given(args: argparse.Namespace, key: str) -> dict[str, Any]:
 TRAIN_FIELDS = config_fields("tunewise.config", "TrainConfig")
 DATA_FIELDS = config_fields("tunewise.config", "DataConfig")
 SEARCH_FIELDS = config_fields("tunewise.study.config", "SearchConfig")
+TASK_KNOBS = {module: config_fields(module, "Knobs") for module in task_knobs().values()}
 SEARCH_FLAGS = {"knobs": "--search-knobs"}
 SEARCH_CHOOSES = {"lr": "it tries --rates rates on each strategy's range",
                   "seed": "the finalists run --seeds seeds",
@@ -228,6 +229,28 @@ def _task_flag(parser: argparse.ArgumentParser, help: str | None = None, more: s
     parser.add_argument("--task", default=DEFAULT_TASK, choices=task_names(), metavar="TASK",
                         help=help or f"one of: {', '.join(task_names())} (default: %(default)s); the README "
                                      "says what data each reads" + more)
+
+
+def _task_knob_flags(parser: argparse.ArgumentParser) -> None:
+    """A group of flags per task with knobs (object detection's --detector), from its `Knobs` class."""
+    for task, module in task_knobs().items():
+        add_config_flags(parser.add_argument_group(f"{task} (with --task {task})"), "task", TASK_KNOBS[module])
+
+
+def task_from(args: argparse.Namespace) -> Any:
+    """The Task that --task and its knob flags make. A knob of another task set away from its default
+    is an error (--detector fcos without --task object_detection)."""
+    takes = {f.name for f in TASK_KNOBS.get(task_knobs().get(args.task, ""), [])}
+    given = _given(args, "task")
+    for module in set(task_knobs().values()):
+        for f in TASK_KNOBS[module]:
+            if f.name not in takes and given.get(f.name, f.default) != f.default:
+                owner = next(t for t, m in task_knobs().items() if m == module)
+                raise TunewiseError(f"--{f.name.replace('_', '-')} is a knob of --task {owner}, not of "
+                                    f"{args.task}. Drop it, or pass --task {owner}.")
+    from tunewise.tasks import get_task
+
+    return get_task(args.task, **{name: value for name, value in given.items() if name in takes})
 
 
 def _data_flags(parser: argparse.ArgumentParser) -> None:
@@ -264,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the settings in a YAML file (a search's best.yaml); other flags are ignored")
     _data_flags(fit)
     add_config_flags(fit.add_argument_group("training"), "train", TRAIN_FIELDS)
+    _task_knob_flags(fit)
 
     ev = sub.add_parser("evaluate", help="metrics of a fitted model on a data split")
     ev.add_argument("run", help=RUN_HELP)
@@ -312,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(se.add_argument_group("chosen by the search, refused here"), "chosen", TRAIN_FIELDS,
                      only=tuple(SEARCH_CHOOSES), overrides={name: {"default": None, "help": f"the search's: {why}"}
                                                       for name, why in SEARCH_CHOOSES.items()})
+    _task_knob_flags(se)
     _data_flags(se)
 
     rk = sub.add_parser("rank", help="which pretrained model: rank candidates from one feature pass each",
@@ -494,7 +519,7 @@ def run_fit(args: argparse.Namespace) -> int:
         from tunewise.train import fit
 
         strategy = get_strategy(args.strategy, **parse_knobs(args.knob))
-        record = fit(args.model, data, strategy, task=args.task, train=train, out=args.out, weights=args.weights)
+        record = fit(args.model, data, strategy, task=task_from(args), train=train, out=args.out, weights=args.weights)
     print_records([record])
     print(f"run folder: {record.run_dir}")
     return 0
@@ -584,7 +609,7 @@ def run_search(args: argparse.Namespace) -> int:
         print(f"worker done: ran {serve(args.out, args.storage)} trials of {args.out}")
         return 0
     board = search(models if args.models else args.model, data, config, train=train, out=args.out, storage=args.storage,
-                   weights=args.weights, task=args.task)
+                   weights=args.weights, task=task_from(args))
     print_leaderboard(board)
     print(f"search folder: {board.run_dir} (report.html, leaderboard.csv, best.yaml, model/)")
     return 0

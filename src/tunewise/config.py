@@ -101,8 +101,6 @@ class TrainConfig:
     """Where extracted features are cached; None: ~/.cache/tunewise/features."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     """auto picks a GPU where there is one."""
-    detector: Literal["faster_rcnn", "fcos"] = "faster_rcnn"
-    """Object detection: Faster R-CNN (two-stage) or FCOS (one-stage, anchor-free), both torchvision's."""
     metric: str | None = None
     """The validation metric that picks the best epoch and run: accuracy, macro_f1, balanced_accuracy
     (classification), f1, precision, recall (NER), f1, exact_match (QA), miou, map, ...; None: the
@@ -194,9 +192,22 @@ def validate_data(config: DataConfig) -> list[str]:
     return problems
 
 
-RUN_KEYS = ("model", "weights", "task", "strategy", "knobs", "data", "train")
+RUN_KEYS = ("model", "weights", "task", "task_knobs", "strategy", "knobs", "data", "train")
 """The settings of one run, as a run's settings.json and a search's best.yaml hold them."""
 NEEDED_RUN_KEYS = ("model", "strategy", "data", "train")
+FORMER_TRAIN_FIELDS = ("detector",)
+"""Task knobs that TrainConfig held before 2026-12-02: older settings files have them under train."""
+
+
+def with_task_knobs(settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's or a search's settings as read from a file, with the task knobs that older tunewise
+    wrote under `train` moved to `task_knobs`, where they are now."""
+    train = settings.get("train")
+    if not isinstance(train, dict):  # no train part: run_settings says so
+        return {"task_knobs": {}, **settings}
+    moved = {key: value for key, value in train.items() if key in FORMER_TRAIN_FIELDS}
+    return {**settings, "train": {key: value for key, value in train.items() if key not in moved},
+            "task_knobs": {**moved, **settings.get("task_knobs", {})}}
 
 
 def run_settings(values: object, where: str) -> tuple[dict[str, Any], DataConfig, TrainConfig]:
@@ -204,12 +215,13 @@ def run_settings(values: object, where: str) -> tuple[dict[str, Any], DataConfig
     error naming it and the allowed ones, never ignored (a misspelt key would silently run with the
     default), and a bad value is named with the file. Returns the settings, and their data and train
     parts as configs."""
-    settings = _mapping(values, where, RUN_KEYS)
+    settings = with_task_knobs(_mapping(values, where, RUN_KEYS))
     missing = [key for key in NEEDED_RUN_KEYS if key not in settings]
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(map(repr, missing))}. A run's settings need model, strategy, "
                           "data and train, as a search's best.yaml has.")
     _mapping(settings.get("knobs", {}), f"{where}: knobs", ())
+    _mapping(settings.get("task_knobs", {}), f"{where}: task_knobs", ())
     data = DataConfig(**_mapping(settings["data"], f"{where}: data", _names(DataConfig)))
     train = TrainConfig(**_mapping(settings["train"], f"{where}: train", _names(TrainConfig)))
     raise_if_problems(validate_data(data) + validate_train(train), where)

@@ -20,7 +20,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from tunewise.backbones import Preprocess
-from tunewise.config import TrainConfig
 from tunewise.errors import RunFolderError, TunewiseError, one_line
 from tunewise.tasks import Task, all_tasks, get_task
 
@@ -71,8 +70,8 @@ def _problem(info: object) -> str | None:
     if _layout(task) != layout:
         fitting = [t.name for t in all_tasks() if _layout(t) == layout]
         return f"'task' is {task.name!r}, but the files are laid out for {' or '.join(fitting)}"
-    knobs = get_type_hints(TrainConfig)  # a task's knobs (the detector) are TrainConfig's fields; older
-    present = OPTIONAL | {name: knobs[name] for name in task.knobs()}  # exports lack some: defaults apply
+    knobs = get_type_hints(task.knob_type) if task.knob_type else {}  # older exports lack some: defaults apply
+    present = OPTIONAL | knobs
     problem = _keys_problem(info, {name: hint for name, hint in present.items() if name in info}, "")
     if problem or "preprocess" not in info:
         return problem

@@ -54,6 +54,20 @@ def _decorated(node: ast.FunctionDef | ast.ClassDef, registry: str, module: str)
     return found
 
 
+@cache
+def task_knobs() -> dict[str, str]:
+    """{task name: its module} for each task module with a top-level `Knobs` class (Task.knob_type):
+    the command line makes flags of its fields."""
+    found: dict[str, str] = {}
+    for path in sorted(source_of("tunewise.tasks").parent.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(isinstance(node, ast.ClassDef) and node.name == "Knobs" for node in tree.body):
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef):
+                    found |= dict.fromkeys(_decorated(node, "TASKS", path.stem), f"tunewise.tasks.{path.stem}")
+    return found
+
+
 def _target(item: ast.AnnAssign | ast.Assign) -> str | None:
     target = item.target if isinstance(item, ast.AnnAssign) else item.targets[0]
     return target.id if isinstance(target, ast.Name) else None

@@ -36,6 +36,7 @@ from tunewise.config import (
     to_dict,
     validate_data,
     validate_train,
+    with_task_knobs,
 )
 from tunewise.data import DataSplits, load_data
 from tunewise.epochs import epoch_seed, seed_all, set_epoch
@@ -48,7 +49,7 @@ from tunewise.registry import did_you_mean
 from tunewise.safe_load import load_tensors
 from tunewise.strategies import Strategy, get_strategy
 from tunewise.strategies.freezing import count_parameters, is_frozen, set_train_mode, zero_rate_parameters
-from tunewise.tasks import Task, TaskModel, task_for
+from tunewise.tasks import Task, TaskModel, get_task
 
 log = logging.getLogger("tunewise")
 T = TypeVar("T")
@@ -85,7 +86,7 @@ def fit(
     data: str | DataConfig = "textile",
     strategy: str | Strategy = DEFAULT_STRATEGY,
     *,
-    task: str = DEFAULT_TASK,
+    task: str | Task = DEFAULT_TASK,
     train: TrainConfig | None = None,
     out: str | Path | None = None,
     weights: str | Path | None = None,
@@ -102,7 +103,8 @@ def fit(
         data: a data set name or image folder, or a full DataConfig.
         strategy: a registered strategy name (`linear_probe`, `full`, `lora`, ...) or an instance
             with its knobs set (`get_strategy("partial", k=3)`).
-        task: a registered task name.
+        task: a registered task name, or an instance with its knobs set
+            (`get_task("object_detection", detector="fcos")`).
         train: training settings; keyword arguments override single fields (`epochs=5`).
         out: the run folder; default runs/<time>-<model>-<strategy>.
         weights: local weights for the backbone instead of a download.
@@ -121,10 +123,11 @@ def fit(
         TunewiseError: bad settings, data or model, before anything is written.
     """
     the_strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    the_task = get_task(task) if isinstance(task, str) else task
     run_dir = Path(out) if out is not None else default_run_dir(model, the_strategy.name)
     with _discarded_if_unstarted(run_dir, fresh=not resume):
-        run = _assemble(model, data, the_strategy, task, replace(train or TrainConfig(), **train_overrides), run_dir,
-                        weights, resume)
+        run = _assemble(model, data, the_strategy, the_task, replace(train or TrainConfig(), **train_overrides),
+                        run_dir, weights, resume)
         stopped = _train(run, should_stop, label)
     return _finish(run, stopped, test)
 
@@ -153,7 +156,6 @@ class _Run:
     """What fit() assembled from names: the parts the loop trains and the finish reads."""
 
     model: str
-    task_name: str
     task: Task
     strategy: Strategy
     data: DataConfig
@@ -175,14 +177,13 @@ class _Run:
     started: float
 
 
-def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, task: str, train: TrainConfig,
+def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, the_task: Task, train: TrainConfig,
               out: Path, weights: str | Path | None, resume: bool) -> _Run:
     """Check the settings, read the data, load the backbone, build the task model and the strategy's
     optimizer, open (or reopen) the run folder: everything before the first epoch."""
     started = time.perf_counter()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_train(train) + validate_data(data_config))
-    the_task = task_for(task, detector=train.detector)  # the detector's architecture: a knob of its task
     splits = load_data(data_config, the_task)
     metric, metric_reason = selection_metric(the_task, splits, train.metric)
     torch.manual_seed(train.seed)  # before any random draw: a scratch backbone is initialised as it loads
@@ -194,7 +195,8 @@ def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, task: 
     the_strategy.prepare(net)
 
     settings = {"model": model, "weights": str(weights) if weights else None, "strategy": the_strategy.name,
-                "knobs": the_strategy.knobs(), "task": task, "train": to_dict(train), "data": to_dict(data_config)}
+                "knobs": the_strategy.knobs(), "task": the_task.name, "task_knobs": the_task.knobs(),
+                "train": to_dict(train), "data": to_dict(data_config)}
     accelerator = _accelerator(train.device)
     run_dir = _shared(accelerator, lambda: _open_run_dir(out, settings, resume))
     cached = is_frozen(net.backbone) and the_task.cacheable
@@ -208,7 +210,8 @@ def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, task: 
         trained = net
 
     def probe(strategy: Strategy, epochs: int, lr: float) -> dict[str, torch.Tensor]:
-        return _probe_head(model, data_config, task, replace(train, epochs=epochs, lr=lr), strategy, run_dir, weights)
+        return _probe_head(model, data_config, the_task, replace(train, epochs=epochs, lr=lr), strategy, run_dir,
+                           weights)
 
     from_probe = the_strategy.warm_start(net, probe)  # LP-FT: fine-tune from a probed head
     optimizer = _optimizer(the_strategy.param_groups(net, train.lr or the_strategy.default_lr), train)
@@ -226,7 +229,7 @@ def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, task: 
         progress.best = progress.start
         if accelerator.is_main_process:
             write_atomic(run_dir / "best.pt", lambda tmp: torch.save(_unwrap(accelerator, trained).state_dict(), tmp))
-    return _Run(model, task, the_task, the_strategy, data_config, train, splits, metric, metric_reason, backbone, net,
+    return _Run(model, the_task, the_strategy, data_config, train, splits, metric, metric_reason, backbone, net,
                 accelerator, run_dir, loaders, trained, cached, optimizer, schedule, progress, started)
 
 
@@ -304,7 +307,7 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
                      facts=task.export_facts(run.splits))
     record = RunRecord(
         run_dir=str(run_dir), model=run.model, arch=run.backbone.arch, strategy=run.strategy.name,
-        task=run.task_name, data=run.data.data, classes=run.splits.classes, metric=metric,
+        task=run.task.name, data=run.data.data, classes=run.splits.classes, metric=metric,
         metric_reason=run.metric_reason, second_metric=task.second_metric(metric),
         baseline=task.baseline(run.splits) if hasattr(task, "baseline") else None, start_val=run.progress.start,
         best_epoch=run.progress.best_epoch, epochs_run=run.progress.epoch, val=val, test=test_metrics,
@@ -350,7 +353,8 @@ def _fit_arguments(values: object, where: str) -> tuple[tuple[str, DataConfig, S
     best.yaml."""
     s, data, train = run_settings(values, where)
     strategy = get_strategy(s["strategy"], **s.get("knobs", {}))
-    return (s["model"], data, strategy), {"task": s.get("task", DEFAULT_TASK), "train": train,
+    task = get_task(s.get("task", DEFAULT_TASK), **s.get("task_knobs", {}))
+    return (s["model"], data, strategy), {"task": task, "train": train,
                                           "weights": s.get("weights")}
 
 
@@ -535,7 +539,7 @@ def _open_run_dir(run_dir: Path, settings: dict[str, Any], resume: bool) -> Path
         if not (run_dir / "settings.json").is_file():
             raise TunewiseError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Start "
                                 "a new run without --resume.")
-        saved = json.loads((run_dir / "settings.json").read_text())
+        saved = with_task_knobs(json.loads((run_dir / "settings.json").read_text()))
         differ = [k for k in settings if saved.get(k) != settings[k]]
         if differ:
             raise TunewiseError(f"cannot resume {str(run_dir)!r}: its {', '.join(differ)} differ "
@@ -594,7 +598,7 @@ def _probe_compute(run_dir: Path) -> float:
     return RunRecord.load(probe).compute if probe.is_file() else 0.0
 
 
-def _probe_head(model: str, data_config: DataConfig, task: str, train: TrainConfig, strategy: Strategy, run_dir: Path,
+def _probe_head(model: str, data_config: DataConfig, task: Task, train: TrainConfig, strategy: Strategy, run_dir: Path,
                 weights: str | Path | None) -> dict[str, torch.Tensor]:
     """Run (or finish) `strategy` in run_dir/probe (LP-FT's probe); its best head's weights."""
     probe_dir = run_dir / "probe"

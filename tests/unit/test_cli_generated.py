@@ -26,9 +26,15 @@ def _flags(command: str) -> dict[str, str]:
 
 
 def _configs():
+    import importlib
+
+    from tunewise.precheck import task_knobs
     from tunewise.study import SearchConfig
 
-    return [("tunewise.config", TrainConfig), ("tunewise.config", DataConfig), ("tunewise.study.config", SearchConfig)]
+    knobs = [(module, importlib.import_module(module).Knobs) for module in sorted(set(task_knobs().values()))]
+    assert knobs, "no task declares knobs: object_detection's detector should be one"
+    return [("tunewise.config", TrainConfig), ("tunewise.config", DataConfig), ("tunewise.study.config", SearchConfig),
+            *knobs]
 
 
 def test_the_source_read_with_ast_says_what_the_dataclasses_say():
@@ -140,3 +146,15 @@ def test_help_reads(capsys):
         cli.main(["search", "--help"])
     text = capsys.readouterr().out
     assert "--weight-decay" in text and "--cache-dir" in text and "Passes over" not in text
+
+
+def test_a_task_knob_is_a_flag_of_fit_and_search_and_makes_the_task(capsys):
+    for command in ("fit", "search"):
+        assert _flags(command)["task.detector"] == "--detector"
+    args = cli.build_parser().parse_args(["fit", "--task", "object_detection", "--detector", "fcos"])
+    assert cli.task_from(args).knobs() == {"detector": "fcos"}
+    args = cli.build_parser().parse_args(["fit", "--task", "object_detection"])
+    assert cli.task_from(args).knobs() == {"detector": "faster_rcnn"}
+    assert cli.main(["fit", "--detector", "fcos", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--detector is a knob of --task object_detection, not of image_classification" in err

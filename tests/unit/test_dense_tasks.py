@@ -8,7 +8,7 @@ import torch
 
 from tunewise.backbones import load_backbone
 from tunewise.backbones.multiscale import pyramid
-from tunewise.errors import BackboneError
+from tunewise.errors import BackboneError, TunewiseError
 from tunewise.tasks import get_task
 from tunewise.tasks.semantic_segmentation import segmentation_metrics
 
@@ -106,3 +106,24 @@ def test_search_over_several_models_is_refused_for_dense_tasks_before_writing(tm
         search(["random:timm:test_resnet", "random:timm:resnet18"], "segmentation_demo",
                task="semantic_segmentation", out=tmp_path / "search")
     assert not (tmp_path / "search").exists()
+
+
+def test_the_detector_is_a_knob_of_the_task_checked_when_it_is_made():
+    assert get_task("object_detection", detector="fcos").knobs() == {"detector": "fcos"}
+    assert get_task("object_detection").knobs() == {"detector": "faster_rcnn"}
+    with pytest.raises(TunewiseError, match="detector must be one of faster_rcnn, fcos, got 'yolo'"):
+        get_task("object_detection", detector="yolo")
+    with pytest.raises(TunewiseError, match="image_classification takes no knob 'detector' \\(it has none\\)"):
+        get_task("image_classification", detector="fcos")
+
+
+def test_settings_written_with_the_detector_under_train_still_load():
+    """Before 2026-12-02 TrainConfig held the detector: such a settings.json or best.yaml still runs,
+    with the detector moved to the task's knobs."""
+    from tunewise.config import run_settings
+
+    old = {"model": "pkg:efficientnet_lite0", "strategy": "partial", "task": "object_detection",
+           "data": {"data": "detection_demo"}, "train": {"epochs": 2, "detector": "fcos"}}
+    settings, _, train = run_settings(old, "best.yaml")
+    assert settings["task_knobs"] == {"detector": "fcos"} and train.epochs == 2
+    assert not hasattr(train, "detector")

@@ -36,6 +36,7 @@ from tunewise.config import (
     to_dict,
     validate_data,
     validate_train,
+    with_task_knobs,
 )
 from tunewise.data import load_data
 from tunewise.errors import ConfigError, RunFolderError, TunewiseError
@@ -61,11 +62,11 @@ from tunewise.study.workers import (
     follow,
     masked,
     open_study,
-    requeue_interrupted,
+    requeue_dead,
     serve,
     work,
 )
-from tunewise.tasks import get_task
+from tunewise.tasks import Task, get_task
 from tunewise.train import selection_metric
 
 __all__ = ["SearchConfig", "default_budget", "reserved_cost", "resume_search", "search", "serve", "unmeasurable",
@@ -84,7 +85,7 @@ def search(
     storage: str | None = None,
     resume: bool = False,
     weights: str | None = None,
-    task: str = DEFAULT_TASK,
+    task: str | Task = DEFAULT_TASK,
     **overrides: Any,
 ) -> Leaderboard:
     """Search strategy x learning rate on the validation set under a budget; pick over seeds.
@@ -102,7 +103,8 @@ def search(
             (postgresql://user:pw@host/db); default: a journal file in the run folder.
         resume: continue the search in `out` with its own settings (model and data must be the
             same); finished trials are kept, none is repeated.
-        task: a registered task (`text_classification`, ...); its metric selects.
+        task: a registered task (`text_classification`, ...), or one with its knobs set
+            (`get_task("object_detection", detector="fcos")`); its metric selects.
 
     Returns:
         The Leaderboard, also written to `out/leaderboard.json` (and .csv).
@@ -112,7 +114,8 @@ def search(
         config = replace(config, strategies=strategy_list(config.strategies))
     models = [model] if isinstance(model, str) else list(dict.fromkeys(model))
     model = models[0]
-    the_task = get_task(task)  # an unknown task fails here, before anything is written
+    the_task = get_task(task) if isinstance(task, str) else task  # an unknown task fails before anything is written
+    task = the_task.name
     searched = min(len(models), config.keep_models)
     if config.budget is None:
         config = replace(config, budget=default_budget(config, searched, the_task.cacheable,
@@ -123,7 +126,7 @@ def search(
     if len(models) > 1 and not the_task.rankable:  # refused before the run folder exists
         raise ConfigError(f"--models ranks the candidates first, and ranking scores classification only, not "
                           f"{task}. Search one --model at a time and compare the leaderboards.")
-    splits = load_data(data_config, task)  # fail on bad data, model or storage first
+    splits = load_data(data_config, the_task)  # fail on bad data, model or storage first
     has_test = splits.test is not None
     metric, metric_reason = selection_metric(the_task, splits, train.metric)
     train = replace(train, metric=metric)  # every trial selects on the same metric
@@ -140,14 +143,15 @@ def search(
                               "is already data-parallel. Pass --workers 1.")
         if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
             return follow()
-    settings = {"model": model, "models": models, "weights": weights, "task": task, "data": to_dict(data_config),
+    settings = {"model": model, "models": models, "weights": weights, "task": task, "task_knobs": the_task.knobs(),
+                "data": to_dict(data_config),
                 "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir, storage)
     if resume:  # the search goes on as it was started
-        saved = json.loads((run_dir / "settings.json").read_text())
+        saved = _saved_settings(run_dir)
         config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
-        requeue_interrupted(study)
+        requeue_dead(study)
     started = time.perf_counter()
     kept = _kept_models(run_dir, models, data_config, task, config, train)
 
@@ -155,7 +159,7 @@ def search(
         enqueue_explore(study, config, kept, task)
     drain(run_dir, study, config.workers, storage)
     if the_task.augments and not any("augment" in t.user_attrs for t in trials_of(study, "explore")):
-        enqueue_no_augment(study, config, json.loads((run_dir / "settings.json").read_text()))
+        enqueue_no_augment(study, config, _saved_settings(run_dir))
         drain(run_dir, study, config.workers, storage)
     if not trials_of(study, "final"):
         enqueue_finals(study, config)
@@ -167,7 +171,7 @@ def search(
         drain(run_dir, study, config.workers, storage)
 
     board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test,
-                   get_task(task), metric, metric_reason)
+                   the_task, metric, metric_reason)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
     if the_task.dense:  # boxes and masks are judged by eye too: the report shows the winner's
@@ -201,23 +205,26 @@ def resume_search(run_dir: str | Path, storage: str | None = None, given: dict[s
     config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
     return search(saved["models"], DataConfig(**saved["data"]), config, train=TrainConfig(**saved["train"]),
                   out=run_dir, storage=storage or saved.get("storage"), resume=True, weights=saved.get("weights"),
-                  task=saved.get("task", DEFAULT_TASK))
+                  task=get_task(saved.get("task", DEFAULT_TASK), **saved["task_knobs"]))
 
 
 def _saved_settings(run_dir: Path) -> dict[str, Any]:
-    """A search folder's settings.json, with `models` (a search from before --models has `model` alone)."""
+    """A search folder's settings.json, with `models` (a search from before --models has `model` alone)
+    and `task_knobs` (see with_task_knobs)."""
     path = run_dir / "settings.json"
     if not path.is_file():
         raise RunFolderError(f"nothing to resume in {str(run_dir)!r}: no settings.json. Pass the folder a search "
                              "wrote (its --out), or start a new search without --resume.")
-    saved: dict[str, Any] = json.loads(path.read_text())
+    saved: dict[str, Any] = with_task_knobs(json.loads(path.read_text()))
     saved.setdefault("models", [saved.get("model")])
     return saved
 
 
 def _setting(saved: dict[str, Any], key: str) -> Any:
-    """`data.image_size` -> saved["data"]["image_size"]; `weights` -> saved["weights"]."""
+    """`data.image_size` -> saved["data"]["image_size"]; `weights` -> saved["weights"]; a task knob
+    (`task.detector`) -> saved["task_knobs"]["detector"]."""
     section, _, name = key.rpartition(".")
+    section = "task_knobs" if section == "task" else section
     return saved.get(section, {}).get(name) if section else saved.get(name)
 
 

@@ -270,7 +270,7 @@ def export_winner(winner: Arm, run_dir: Path) -> None:
             shutil.copyfile(file, run_dir / "model" / file.name)
     settings = json.loads((source / "settings.json").read_text())
     best = {"model": settings["model"], "weights": settings["weights"],
-            "task": settings.get("task", DEFAULT_TASK),
+            "task": settings.get("task", DEFAULT_TASK), "task_knobs": settings.get("task_knobs", {}),
             "strategy": settings["strategy"],
             "knobs": settings["knobs"], "data": settings["data"], "train": settings["train"]}
     text = f"# Reproduce the search's winner: tunewise fit --config {run_dir / 'best.yaml'}\n" + yaml.safe_dump(best)

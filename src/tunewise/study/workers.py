@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from tunewise.config import (
     DEFAULT_TASK,
     DataConfig,
     TrainConfig,
+    with_task_knobs,
 )
 from tunewise.errors import ConfigError, TunewiseError, interrupt_behind, one_line, stopped_quietly
 from tunewise.io import file_safe
@@ -116,6 +117,8 @@ def drain(run_dir: Path, study: optuna.Study, workers: int, storage: str | None 
             helper.start()
     try:
         work(str(run_dir), study)
+        while _wait_for_others(study):  # trials that workers on other machines (--worker) still run
+            work(str(run_dir), study)  # and those of dead workers, queued again
     except KeyboardInterrupt:
         for helper in helpers:  # a SIGTERM reaches this process alone; Ctrl-C reached them already
             helper.terminate()
@@ -123,6 +126,22 @@ def drain(run_dir: Path, study: optuna.Study, workers: int, storage: str | None 
     finally:
         for helper in helpers:
             helper.join()
+
+
+def _wait_for_others(study: optuna.Study, poll_seconds: float = 2.0) -> bool:
+    """Wait while trials run elsewhere, until none does or one is waiting (a dead worker's trial,
+    queued again). Returns whether there is a waiting trial to run."""
+    said: set[str] = set()
+    while True:
+        requeue_dead(study)
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        if not trials or any(t.state == TrialState.WAITING for t in trials):
+            return bool(trials)
+        workers = {str(t.user_attrs.get("worker", "a worker")) for t in trials}
+        if workers - said:
+            tqdm.write(f"waiting for {len(trials)} trial(s) running on {', '.join(sorted(workers))}")
+            said |= workers
+        time.sleep(poll_seconds)
 
 
 @contextlib.contextmanager
@@ -149,7 +168,7 @@ def work(run_dir: str, study: optuna.Study | None = None, storage: str | None = 
     """Take waiting trials one at a time until none is left; past the explore tier's share of
     the budget, its waiting trials are closed as failed with the reason. Returns how many ran."""
     folder = Path(run_dir)
-    settings = json.loads((folder / "settings.json").read_text())
+    settings = with_task_knobs(json.loads((folder / "settings.json").read_text()))
     study = study or open_study(folder, storage)
     config = SearchConfig(**settings["search"])
     unit, allowance = config.limit.unit, explore_allowance(config)
@@ -172,6 +191,7 @@ def work(run_dir: str, study: optuna.Study | None = None, storage: str | None = 
             study.tell(trial, state=TrialState.FAIL)
             _say(study, trial, strategy, lr, f"skipped: {reason}")
             continue
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # alive while this process is
         _say(study, trial, strategy, lr, f"starts{time_left(study, config)}")
         run_trial(study, trial, strategy, lr, folder, settings)
         ran += 1
@@ -223,13 +243,62 @@ def serve(run_dir: str | Path, storage: str | None = None, poll_seconds: float =
     return mine
 
 
-def requeue_interrupted(study: optuna.Study) -> int:
-    """Trials left running by a killed search: queued again and closed as failed. The new trial
+BEAT_SECONDS = 20.0
+"""How often a running trial's worker writes the time into its "beat" attribute."""
+STALE_SECONDS = 180.0
+"""A running trial whose last beat is older than this is taken for dead (its worker was killed) and
+queued again. Across machines this compares their clocks, which must agree to well within it (NTP)."""
+
+
+@contextlib.contextmanager
+def beating(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """While the block runs, a thread writes the time into the trial's "beat" every BEAT_SECONDS, so
+    that a resumed search or a waiting coordinator can tell a live trial from one whose worker died."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while True:
+                study._storage.set_trial_user_attr(trial._trial_id, "beat", time.time())
+                if stop.wait(BEAT_SECONDS):
+                    return
+        except Exception as err:  # the storage went away: the trial's own calls will say so
+            log.warning("trial %d stopped its heartbeat: %s", trial.number, one_line(err))
+
+    thread = threading.Thread(target=beat, name=f"beat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def is_dead(trial: FrozenTrial, now: float) -> bool:
+    """Whether a running trial's worker is gone: on this machine, its process has exited; anywhere,
+    its last beat (or, before its first, its start) is older than STALE_SECONDS."""
+    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and os.name == "posix":
+        try:
+            os.kill(int(pid), 0)  # signal 0: does the process exist (POSIX only: on Windows it kills)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # another user's process: it exists
+            pass
+    started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    return now - trial.user_attrs.get("beat", started) > STALE_SECONDS
+
+
+def requeue_dead(study: optuna.Study) -> int:
+    """Trials left running by a killed search or worker: queued again and closed as failed. Trials
+    that another live worker runs (on this machine or another) are left to it. The new trial
     reuses the old one's run folder, so it resumes from its last checkpoint and charges all the
     epochs there: the old trial's charge is cleared, so that each epoch counts once."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    now = time.time()
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if is_dead(t, now)]
     for t in stale:
-        attrs = {k: v for k, v in t.user_attrs.items() if k != "seconds"}  # its time stays the old trial's
+        # its time stays the old trial's; who runs it, and its heartbeat, will be the new one's
+        attrs = {k: v for k, v in t.user_attrs.items() if k not in ("seconds", "worker", "beat")}
         study.enqueue_trial(dict(t.params), user_attrs={**attrs, "requeued_from": t.number})
         # optuna sets attributes through a Trial object only, made for a trial that runs here
         study._storage.set_trial_user_attr(t._trial_id, "compute", 0.0)
@@ -283,12 +352,14 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
     run = {"model": model, "data": settings["data"], "strategy": strategy, "knobs": knobs,
            "label": _label(study, trial, strategy, lr),
            "train": asdict(train),
-           "out": str(out), "task": settings.get("task", DEFAULT_TASK), "weights": settings["weights"],
+           "out": str(out), "task": settings.get("task", DEFAULT_TASK), "task_knobs": settings["task_knobs"],
+           "weights": settings["weights"],
            "resume": out.exists()}
     if data_parallel():
         broadcast(run)  # the other ranks train the same trial, data-parallel
     try:
-        record = fit_trial(run, should_stop)
+        with beating(study, trial):
+            record = fit_trial(run, should_stop)
     except (TunewiseError, RuntimeError) as err:  # a NaN loss, a shape error: this arm fails, the search goes on
         stop = interrupt_behind(err)
         if stop is not None:  # not the arm's failure: the search was being stopped
@@ -297,7 +368,6 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("run_dir", record.run_dir)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("compute", record.compute)
     trial.set_user_attr("seconds", record.seconds)
     drop_run_state(out)
@@ -324,8 +394,9 @@ def fit_trial(run: dict, should_stop) -> RunRecord:
     from tunewise.train import fit
 
     strategy = get_strategy(run["strategy"], **run["knobs"])
+    task = get_task(run["task"], **run["task_knobs"])
     return fit(run["model"], DataConfig(**run["data"]), strategy, train=TrainConfig(**run["train"]),
-               out=run["out"], task=run["task"], weights=run["weights"], test=False, should_stop=should_stop,
+               out=run["out"], task=task, weights=run["weights"], test=False, should_stop=should_stop,
                resume=run["resume"], label=run.get("label"))
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import pkgutil
+from dataclasses import fields
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tunewise.backbones import Backbone
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.data.base import DataSplits
-from tunewise.errors import DataError
+from tunewise.errors import DataError, TunewiseError
 from tunewise.registry import Registry
 
 
@@ -85,9 +85,14 @@ class Task:
     (one score per class per input), "token_scores" (per token), "spans" (start and end scores per
     token), "masks" (per pixel) or "boxes"; "" for none of these."""
 
+    knob_type: ClassVar[type | None] = None
+    """The frozen dataclass of the task's knobs, its fields the constructor's keywords (detection's
+    detector), or None. Write it as `Knobs` at the top level of the task's module: the command line
+    reads it there with ast to make its flags before torch is imported."""
+
     def knobs(self) -> dict:
         """The settings it was made with (`get_task(name, **knobs)`), as plain values for model.json."""
-        return {}
+        return {f.name: getattr(self, f.name) for f in fields(self.knob_type)} if self.knob_type else {}
 
     def export_facts(self, splits: DataSplits) -> dict:
         """What predict must know of the training data, written into model.json (QA: whether it had
@@ -135,18 +140,31 @@ def _register_all() -> None:
         importlib.import_module(f"{__name__}.{module.name}")
 
 
-def get_task(name: str, **knobs) -> Task:
-    """The task `name`, with its knobs (`get_task("object_detection", detector="fcos")`)."""
-    _register_all()
-    return TASKS.get(name)(**knobs)
+def get_task(name: str, **knobs: Any) -> Task:
+    """The task `name`, with its knobs (`get_task("object_detection", detector="fcos")`).
 
-
-def task_for(name: str, **settings) -> Task:
-    """The task `name`, given those of `settings` that it takes as knobs (`detector=` for detection)."""
+    Raises:
+        TunewiseError: a knob the task does not take, or a value not among a knob's choices.
+    """
     _register_all()
     cls = TASKS.get(name)
-    accepted = inspect.signature(cls).parameters
-    return cls(**{key: value for key, value in settings.items() if key in accepted})
+    allowed = get_type_hints(cls.knob_type) if cls.knob_type else {}
+    for knob, value in knobs.items():
+        if knob not in allowed:
+            takes = f"its knobs: {', '.join(allowed)}" if allowed else "it has none"
+            raise TunewiseError(f"task {name} takes no knob {knob!r} ({takes}).")
+        choices = get_args(allowed[knob]) if get_origin(allowed[knob]) is Literal else ()
+        if choices and value not in choices:
+            raise TunewiseError(f"{name}'s {knob} must be one of {', '.join(choices)}, got {value!r}.")
+    return cls(**knobs)
+
+
+def task_for(name: str, **settings: Any) -> Task:
+    """The task `name`, given those of `settings` that it takes as knobs (model.json's detector)."""
+    _register_all()
+    cls = TASKS.get(name)
+    accepted = {f.name for f in fields(cls.knob_type)} if cls.knob_type else set()
+    return get_task(name, **{key: value for key, value in settings.items() if key in accepted})
 
 
 def all_tasks() -> list[Task]:

@@ -10,8 +10,9 @@ backbone is frozen (see multiscale.py).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -108,6 +109,15 @@ def fcos(body: Pyramid, num_classes: int, preprocess: Preprocess) -> nn.Module:
 DETECTORS = {"faster_rcnn": faster_rcnn, "fcos": fcos}
 
 
+@dataclass(frozen=True)
+class Knobs:
+    """Object detection's knobs: `get_task("object_detection", detector="fcos")`, or `--detector fcos`
+    (the command line makes its flags from this class)."""
+
+    detector: Literal["faster_rcnn", "fcos"] = "faster_rcnn"
+    """Object detection: Faster R-CNN (two-stage) or FCOS (one-stage, anchor-free), both torchvision's."""
+
+
 @TASKS.add
 class ObjectDetection(Task):
     name = "object_detection"
@@ -122,13 +132,11 @@ class ObjectDetection(Task):
     metric = "map"
     greater_is_better = True
     cacheable = False
+    knob_type = Knobs
 
-    def __init__(self, detector: str = "faster_rcnn") -> None:
+    def __init__(self, detector: str = Knobs.detector) -> None:
         self.detector = detector
-        """A key of DETECTORS; fit makes the task with TrainConfig.detector, load_model with model.json's."""
-
-    def knobs(self) -> dict:
-        return {"detector": self.detector}
+        """A key of DETECTORS: the task is made with it (--detector), load_model makes it with model.json's."""
 
     def read_path(self, path: Path, config: DataConfig) -> DataSplits:
         from tunewise.data.dense_files import read_detection_data
