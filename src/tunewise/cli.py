@@ -682,8 +682,14 @@ def run_export(args: argparse.Namespace) -> int:
 
     meta = export_onnx(args.run, out=args.out, int8=args.int8, tolerance=args.int8_tolerance)
     parity = meta["parity"]
-    print(f"parity: max abs difference {parity['max_abs_diff']:.2g} over {parity['real_batches']} real and "
-          f"{parity['random_batches']} random probe batches (gate: under {parity['threshold']:g})")
+    if "boxes_compared" in parity:  # detection: boxes_parity's figures
+        print(f"parity: scores within {parity['max_abs_diff']:.2g}, box corners within "
+              f"{parity['box_max_abs_diff']:.2g} input pixels over {parity['boxes_compared']} boxes on "
+              f"{parity['probe_images']} probe images (gates: under {parity['threshold']:g} and "
+              f"{parity['box_threshold']:g})")
+    else:
+        print(f"parity: max abs difference {parity['max_abs_diff']:.2g} over {parity['real_batches']} real and "
+              f"{parity['random_batches']} random probe batches (gate: under {parity['threshold']:g})")
     print(f"fp32: {meta['fp32']['bytes'] / 1e6:.1f} MB, {meta['fp32']['latency_ms']:.2f} ms per input")
     int8 = meta["int8"]
     if int8["kept"]:

@@ -188,10 +188,12 @@ def test_segmentation_export_passes_its_gate_and_gives_predicts_masks(segmentati
 
 @pytest.fixture(scope="module", params=["faster_rcnn", "fcos"])
 def detection_export(request, tmp_path_factory):
-    from tunewise.ship.onnx_export import export_onnx
+    """Exported as a user exports it: `tunewise export FOLDER --format onnx` (it prints the gate's figures)."""
+    from tunewise import cli
 
     folder = tiny_model_folder(tmp_path_factory.mktemp(request.param) / "model", "object_detection", request.param)
-    return folder, export_onnx(folder)
+    assert cli.main(["export", str(folder), "--format", "onnx"]) == 0
+    return folder, json.loads((folder / "onnx" / "onnx.json").read_text())
 
 
 def test_detection_export_passes_its_gate_and_gives_predicts_boxes(detection_export, tmp_path):
@@ -262,3 +264,31 @@ def test_a_detection_export_is_served_with_torch_unimportable(detection_export, 
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(result.stdout)
     assert len(rows) == 1 and rows[0]["objects"], rows
+
+
+def test_the_detection_graph_sizes_images_as_the_eager_detector(tmp_path):
+    """At 128, torchvision's traced resize makes a side of 141 into 127 (its scale in float32),
+    where the eager detector makes 128; and a side of 49 into 128, where eager makes 127 (49 * (128 /
+    49) is 127.999... in float64). The export's resize gives eager's size, and its pixels, on both."""
+    import onnxruntime as ort
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from tunewise.ship.onnx_dense import eager_resize, quiet
+
+    transform = GeneralizedRCNNTransform(128, 128, [0.5] * 3, [0.25] * 3).eval()
+
+    class Resize(torch.nn.Module):
+        def forward(self, image):
+            return transform.resize(image, None)[0]
+
+    path = tmp_path / "resize.onnx"
+    with quiet(), eager_resize():
+        torch.onnx.export(Resize(), (torch.rand(3, 60, 60),), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], dynamic_axes={"image": {1: "height", 2: "width"}})
+    session = ort.InferenceSession(str(path))
+    for height, width in ((71, 141), (40, 49), (49, 30), (128, 128)):
+        image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(height))
+        eager = transform.resize(image, None)[0].numpy()
+        graph = session.run(None, {"image": image.numpy()})[0]
+        assert graph.shape == eager.shape, (height, width)
+        assert np.abs(graph - eager).max() < 1e-5

@@ -17,7 +17,10 @@ the gate. The graph has no batch axis (each image has its own size and number of
 calls it once per image, as `tunewise predict` runs the torch model. Its gate, on each probe
 image: the same number of boxes with the same labels, scores within onnx_export's PARITY, corners
 within BOX_PARITY pixels of the tuned input (image pixels times S / the image's longer side: the
-detector's own resize multiplies any difference back). No int8 for detection. A detector whose
+detector's own resize multiplies any difference back). No int8 for detection. The graph sizes
+each image as the eager detector does (`eager_resize`): torchvision's traced resize computes its
+scale in float32 and came out one pixel short for some shapes (141 wide at 128: 127), which moved
+every box of a real Faster R-CNN (17 boxes against 13 on a 141x71 probe). A detector whose
 scores tie (saturated at 1.0, as a random head on efficientnet_lite0's features is) can be
 refused: NMS keeps either of two tied boxes, and torch and onnxruntime may keep different ones.
 """
@@ -132,7 +135,7 @@ class BoxExport:
             TunewiseError: the gate failed (`check_boxes`); the caller writes nothing.
         """
         graph = self.graph(model, info, real[0] if real else None)
-        with quiet():
+        with quiet(), eager_resize():
             torch.onnx.export(graph.module, graph.example, str(path), dynamo=False, opset_version=OPSET,
                               input_names=graph.input_names, output_names=graph.output_names, dynamic_axes=graph.axes)
         size = info["preprocess"].input_size
@@ -261,6 +264,36 @@ def onnx_session(path: Path) -> Any:
     import onnxruntime  # type: ignore[import-untyped]
 
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@contextlib.contextmanager
+def eager_resize() -> Iterator[None]:
+    """While exporting, torchvision's detector resize (`_resize_image_and_masks`) sized as the eager
+    one sizes it: floor(side * min(min_size / short, max_size / long)) in float64, its divisions
+    true divisions (a Python number over a tensor traces as a reciprocal times the number, which
+    rounds differently), the result passed as a size. The traced original computes the scale in
+    float32 (`_fake_cast_onnx`), one pixel short of eager for some sides."""
+    from torchvision.models.detection import transform
+
+    original = transform._resize_image_and_masks
+
+    def resize(image: torch.Tensor, self_min_size: int, self_max_size: int, target: dict | None = None,
+               fixed_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict | None]:
+        if target is not None or fixed_size is not None:  # training, or a fixed size: not what we export
+            return original(image, self_min_size, self_max_size, target, fixed_size)
+        sides = torch._shape_as_tensor(image)[-2:].to(torch.float64)
+        wanted = torch.tensor([self_min_size, self_max_size], dtype=torch.float64)
+        scale = torch.min(wanted / torch.stack([sides.min(), sides.max()]))
+        size = torch.floor(sides * scale).to(torch.int64)
+        traced_size = cast(list[int], [size[0], size[1]])  # 0-dim tensors: the graph computes the size
+        resized = nn.functional.interpolate(image[None], size=traced_size, mode="bilinear", align_corners=False)
+        return resized[0], None
+
+    transform._resize_image_and_masks = resize
+    try:
+        yield
+    finally:
+        transform._resize_image_and_masks = original
 
 
 @contextlib.contextmanager
