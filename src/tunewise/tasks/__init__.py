@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from dataclasses import fields
 from functools import cache
@@ -160,11 +161,12 @@ def get_task(name: str, **knobs: Any) -> Task:
 
 
 def task_for(name: str, **settings: Any) -> Task:
-    """The task `name`, given those of `settings` that it takes as knobs (model.json's detector)."""
+    """The task `name` as model.json describes it: made with those of `settings` that its constructor
+    takes (its knobs, such as the detector; NER's tag names)."""
     _register_all()
     cls = TASKS.get(name)
-    accepted = {f.name for f in fields(cls.knob_type)} if cls.knob_type else set()
-    return get_task(name, **{key: value for key, value in settings.items() if key in accepted})
+    accepted = inspect.signature(cls).parameters
+    return cls(**{key: value for key, value in settings.items() if key in accepted})
 
 
 def all_tasks() -> list[Task]:
