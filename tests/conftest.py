@@ -25,6 +25,19 @@ def write_conll(path: Path) -> Path:
     return path
 
 
+def past_edges(range_rates: list[float]) -> set[float]:
+    """The rates a search may add a step past either end of a strategy's log-spaced range, for a
+    finalist best at that end (tiers.enqueue_past_edges), rounded as `rounded` rounds."""
+    low, high = min(range_rates), max(range_rates)
+    step = sorted(range_rates)[1] / low
+    return {rounded(high * step), rounded(low / step)}
+
+
+def rounded(rate: float) -> float:
+    """A rate to 10 significant digits: the same rate computed two ways compares equal."""
+    return float(f"{rate:.10g}")
+
+
 def write_image_folder(root: Path, per_class: int = 12, size: int = 40, seed: int = 0) -> Path:
     """Class folders of noisy images whose dominant colour is the class: learnable in a few steps."""
     rng = np.random.default_rng(seed)

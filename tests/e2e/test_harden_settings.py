@@ -262,8 +262,9 @@ def test_a_search_never_picks_a_diverged_run(image_folder, tmp_path, monkeypatch
     board = search("pkg:efficientnet_lite0", data, config, out=tmp_path / "search",
                    train=TrainConfig(num_workers=0, device="cpu", batch_size=8))
     states = {t.lr: t.state for t in board.trials}
-    assert states == {0.05: "diverged", 1e-9: "complete"}
-    assert [a.lr for a in board.arms] == [1e-9] and board.winner == "linear_probe"
+    past = set(states) - {0.05, 1e-9}  # 1e-9, the best that did not diverge, is an end of the range: one rate past it
+    assert {lr: states[lr] for lr in (0.05, 1e-9)} == {0.05: "diverged", 1e-9: "complete"} and len(past) <= 1
+    assert 0.05 not in [a.lr for a in board.arms] and board.winner == "linear_probe"
     assert any("diverged" in w and "0.05" in w for w in board.warnings)
     assert "diverged" in (tmp_path / "search" / "report.md").read_text()
     assert Leaderboard.load(tmp_path / "search" / "leaderboard.json") == board

@@ -120,10 +120,10 @@ def test_the_default_budget_measures_every_strategy_and_a_small_one_says_what_it
 
 # --- finalists and the pick ------------------------------------------------------------------------
 
-def _explore(strategy: str, state: TrialState, value: float, number_attrs: dict | None = None):
+def _explore(strategy: str, state: TrialState, value: float, number_attrs: dict | None = None, lr: float = 1e-3):
     return create_trial(
         state=state, value=value if state == TrialState.COMPLETE else None,
-        params={"strategy": strategy, "lr": 1e-3},
+        params={"strategy": strategy, "lr": lr},
         distributions={"strategy": CategoricalDistribution(tiers.strategy_choices()),
                        "lr": FloatDistribution(1e-12, 1e6, log=True)},
         user_attrs={"tier": "explore", "seed": 0, "epochs": 4, **(number_attrs or {})},
@@ -143,6 +143,33 @@ def test_finalists_are_two_strategies_even_when_only_one_completed():
     # the probe's explore run is its seed 0; the pruned lora run is re-run in full on every seed
     assert sorted((t.system_attrs["fixed_params"]["strategy"], t.user_attrs["seed"]) for t in waiting) == [
         ("linear_probe", 1), ("linear_probe", 2), ("lora", 0), ("lora", 1), ("lora", 2)]
+
+
+def test_a_finalist_best_at_the_end_of_its_range_gets_one_rate_past_it():
+    study = optuna.create_study(direction="maximize")
+    for lr, value in ((1e-4, 0.50), (1e-3, 0.60), (1e-2, 0.70)):  # full: the top rate is best
+        study.add_trial(_explore("full", TrialState.COMPLETE, value, lr=lr))
+    for lr, value in ((1e-3, 0.55), (3e-3, 0.65), (1e-2, 0.60)):  # lora: the middle rate is best
+        study.add_trial(_explore("lora", TrialState.COMPLETE, value, lr=lr))
+    for lr, value in ((1e-3, 0.62), (1e-2, 0.40)):  # linear_probe: best at the bottom, but not a finalist
+        study.add_trial(_explore("linear_probe", TrialState.COMPLETE, value, lr=lr))
+    config = SearchConfig(epochs=4, rates=3, finalists=2)
+    assert tiers.enqueue_past_edges(study, config) == 1
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert [(t.system_attrs["fixed_params"]["strategy"], t.user_attrs["past_edge"]) for t in waiting] == [
+        ("full", "above")]
+    assert waiting[0].system_attrs["fixed_params"]["lr"] == pytest.approx(1e-1)
+    assert waiting[0].user_attrs["tier"] == "explore" and waiting[0].user_attrs["seed"] == 0
+    assert tiers.enqueue_past_edges(study, config) == 0  # once per search
+    # the bottom edge too; a single rate says nothing of where the best lies
+    low = optuna.create_study(direction="maximize")
+    for lr, value in ((1e-4, 0.70), (1e-3, 0.60)):
+        low.add_trial(_explore("full", TrialState.COMPLETE, value, lr=lr))
+    assert tiers.enqueue_past_edges(low, SearchConfig(epochs=4, rates=2, finalists=1)) == 1
+    assert low.get_trials()[-1].system_attrs["fixed_params"]["lr"] == pytest.approx(1e-5)
+    one = optuna.create_study(direction="maximize")
+    one.add_trial(_explore("full", TrialState.COMPLETE, 0.7))
+    assert tiers.enqueue_past_edges(one, SearchConfig(epochs=4, rates=1)) == 0
 
 
 def _arm(tmp_path, name: str, rate: float, cost: float, seed: int) -> Arm:

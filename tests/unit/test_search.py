@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import past_edges, rounded
 from safetensors.torch import save_file
 
 from tunewise.config import DataConfig, TrainConfig
@@ -154,8 +155,11 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(data, weights,
     assert all(after[n] == before[n] for n in before)  # nothing finished was lost or changed
     runs = [value[:5] for value in after.values()]
     assert len(runs) == len(set(runs))  # nothing ran twice
-    assert {(s, lr) for tier, s, lr, _, augment in runs if tier == "explore" and augment} == {
-        (s, lr) for s in ("linear_probe", "full") for lr in rates(s, 2)}
+    explored = {(s, rounded(lr)) for tier, s, lr, _, augment in runs if tier == "explore" and augment}
+    ranged = {(s, rounded(lr)) for s in ("linear_probe", "full") for lr in rates(s, 2)}
+    # every rate of each range, and for each finalist best at an end of its range one rate past it
+    assert ranged <= explored and len(explored - ranged) <= 2
+    assert all(lr in past_edges(rates(s, 2)) for s, lr in explored - ranged)
     assert [s for tier, s, _, _, augment in runs if not augment] == ["full"]  # the best that trains, once more
 
 
@@ -171,7 +175,8 @@ def test_two_workers_share_one_study_without_duplicates(data, weights, tmp_path)
                           text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = [value[:5] for value in _finished(tmp_path / "two").values()]
-    assert len(runs) == len(set(runs)) == 5  # 2 strategies x 2 rates and full without augmentation, each once
+    # 2 strategies x 2 rates, full without augmentation, and up to 2 rates past an end: each once
+    assert len(runs) == len(set(runs)) and 5 <= len(runs) <= 7
 
 
 def test_a_search_folder_is_a_model_folder(board, data, tmp_path):

@@ -51,6 +51,7 @@ from tunewise.study.tiers import (
     enqueue_explore,
     enqueue_finals,
     enqueue_no_augment,
+    enqueue_past_edges,
     enqueue_scratch,
     trials_of,
 )
@@ -160,6 +161,8 @@ def search(
     drain(run_dir, study, config.workers, storage)
     if the_task.augments and not any("augment" in t.user_attrs for t in trials_of(study, "explore")):
         enqueue_no_augment(study, config, _saved_settings(run_dir))
+        drain(run_dir, study, config.workers, storage)
+    if not trials_of(study, "final") and enqueue_past_edges(study, config):
         drain(run_dir, study, config.workers, storage)
     if not trials_of(study, "final"):
         enqueue_finals(study, config)

@@ -42,11 +42,12 @@ def reserved_cost(config: SearchConfig) -> float:
 def default_budget(config: SearchConfig, models: int = 1, cacheable: bool = True, augments: bool = False) -> str:
     """The finals and the scratch baseline, plus, on each searched model, every strategy for its
     whole schedule at its middle rate and through its grace rung at its other rates (where the
-    pruner judges it), plus one run without augmentation where the task augments: every strategy
-    is measured, and every rate is seen."""
+    pruner judges it), plus one run without augmentation where the task augments, plus a run past
+    the end of the range for each finalist (tiers.enqueue_past_edges): every strategy is measured,
+    and every rate is seen."""
     explore = sum(full_cost(s, config, cacheable) + (config.rates - 1) * least_cost(s, config, cacheable)
                   for s in config.strategies)
-    extra = config.epochs if augments else 0
+    extra = (config.epochs if augments else 0) + (config.finalists * config.epochs if config.rates > 1 else 0)
     return f"{math.ceil(reserved_cost(config) + models * explore + extra - 1e-9):g}epochs"
 
 
