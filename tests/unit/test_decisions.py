@@ -118,6 +118,24 @@ def test_the_default_budget_measures_every_strategy_and_a_small_one_says_what_it
     assert len(dropped) >= 7  # 3 epochs after the finals and scratch: the probe, bitfit and one more at most
 
 
+def test_a_running_trial_leaves_the_waiting_arms_their_grace_epochs(tmp_path):
+    """On the NER benchmark one strong arm ran on to its end and the last arm of the queue (lp_ft
+    at its top rate, the grid's best cell) was skipped for lack of budget."""
+    from tunewise.study.budget import least_cost, reserve, waiting_grace
+
+    config = SearchConfig(strategies=("full", "lora"), epochs=3, rates=2, seeds=1, scratch=False, budget="40epochs")
+    study = optuna.create_study(direction="maximize")
+    for strategy in ("full", "lora"):
+        study.enqueue_trial({"strategy": strategy, "lr": 1e-3}, user_attrs={"tier": "explore"})
+    running = study.ask()  # takes the first waiting trial (full): lora waits
+    assert waiting_grace(study, config, cacheable=True) == least_cost("lora", config) == 1
+    keep = lambda: waiting_grace(study, config, cacheable=True)  # noqa: E731
+    lock = tmp_path / "budget.lock"
+    assert reserve(study, running, "epochs", 3.0, allowance=4.0, lock=lock, keep_free=keep)
+    assert not reserve(study, running, "epochs", 3.5, allowance=4.0, lock=lock, keep_free=keep)
+    assert reserve(study, running, "epochs", 3.5, allowance=4.0, lock=lock)  # without: lora would lose its grace
+
+
 # --- finalists and the pick ------------------------------------------------------------------------
 
 def _explore(strategy: str, state: TrialState, value: float, number_attrs: dict | None = None, lr: float = 1e-3):

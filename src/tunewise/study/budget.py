@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,10 +43,12 @@ def reserved_cost(config: SearchConfig) -> float:
 def default_budget(config: SearchConfig, models: int = 1, cacheable: bool = True, augments: bool = False) -> str:
     """The finals and the scratch baseline, plus, on each searched model, every strategy for its
     whole schedule at its middle rate and through its grace rung at its other rates (where the
-    pruner judges it), plus one run without augmentation where the task augments, plus a run past
-    the end of the range for each finalist (tiers.enqueue_past_edges): every strategy is measured,
-    and every rate is seen."""
+    pruner judges it) and, for the third of those that its successive halving lets on, to the end,
+    plus one run without augmentation where the task augments, plus a run past the end of the range
+    for each finalist (tiers.enqueue_past_edges): every strategy is measured, and every rate is seen
+    (a trial goes past its grace epochs only while the trials still waiting keep theirs: `reserve`)."""
     explore = sum(full_cost(s, config, cacheable) + (config.rates - 1) * least_cost(s, config, cacheable)
+                  + (config.rates - 1) / 3 * (full_cost(s, config, cacheable) - least_cost(s, config, cacheable))
                   for s in config.strategies)
     extra = (config.epochs if augments else 0) + (config.finalists * config.epochs if config.rates > 1 else 0)
     return f"{math.ceil(reserved_cost(config) + models * explore + extra - 1e-9):g}epochs"
@@ -102,16 +105,31 @@ def committed(study: optuna.Study, unit: str, but: int | None = None) -> float:
     return total
 
 
-def reserve(study: optuna.Study, trial: optuna.Trial, unit: str, need: float, allowance: float, lock: Path) -> bool:
+def waiting_grace(study: optuna.Study, config: SearchConfig, cacheable: bool) -> float:
+    """What the explore trials still waiting to start need at least, each through its grace rung
+    (epoch budgets; nothing with a time budget)."""
+    if config.limit.unit != "epochs":
+        return 0.0
+    return sum(least_cost(t.system_attrs["fixed_params"]["strategy"], config, cacheable)
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if t.user_attrs.get("tier") == "explore" and "strategy" in t.system_attrs.get("fixed_params", {}))
+
+
+def reserve(study: optuna.Study, trial: optuna.Trial, unit: str, need: float, allowance: float, lock: Path,
+            keep_free: Callable[[], float] | None = None) -> bool:
     """Reserve `need` for `trial` (what it will have cost through its next epoch, in the budget's unit;
     a reservation never shrinks) when that fits in `allowance` beside what every other trial has spent
     or reserved; False changes nothing. Check and reservation hold the file lock `lock` in the search
     folder, which every worker shares (other processes, other machines): one at a time, so workers
     running at once never spend more than the allowance between them (checking what others had spent,
-    but not what their running trials would, let two workers overrun an explore tier by an epoch each)."""
+    but not what their running trials would, let two workers overrun an explore tier by an epoch each).
+    `keep_free()`, read under the lock, is held back for others (`waiting_grace`: the trials still to
+    start, each through its grace rung, so that one strong arm running on does not leave the last arms
+    of the queue unmeasured, as lp_ft's top rate was on the NER benchmark)."""
     with FileLock(lock):
         need = max(need, trial.user_attrs.get("reserved", 0.0))
-        if committed(study, unit, but=trial.number) + need > allowance + 1e-9:
+        held = keep_free() if keep_free is not None else 0.0
+        if committed(study, unit, but=trial.number) + need + held > allowance + 1e-9:
             return False
         trial.set_user_attr("reserved", need)
         return True

@@ -31,7 +31,7 @@ from tunewise.errors import ConfigError, TunewiseError, interrupt_behind, one_li
 from tunewise.io import file_safe
 from tunewise.records import Leaderboard, RunRecord
 from tunewise.strategies import get_strategy
-from tunewise.study.budget import CHEAP_TIER_COST, explore_allowance, least_cost, reserve
+from tunewise.study.budget import CHEAP_TIER_COST, explore_allowance, least_cost, reserve, waiting_grace
 from tunewise.study.config import SearchConfig
 from tunewise.study.tiers import GracePruner, head_only, strategy_choices, trials_of
 from tunewise.tasks import get_task
@@ -321,7 +321,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
 
     config = SearchConfig(**settings["search"])
     unit = config.limit.unit
-    cached = head_only(strategy) and get_task(settings.get("task", DEFAULT_TASK)).cacheable
+    task_caches = get_task(settings.get("task", DEFAULT_TASK)).cacheable
+    cached = head_only(strategy) and task_caches
     started = time.perf_counter()
 
     def through_next_epoch(epoch: int) -> float:
@@ -341,9 +342,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, strategy: str, lr: float
             trial.set_user_attr("reason", f"pruned after epoch {epoch + 1}: validation {score:.4f} not in the "
                                           f"top third of its rung")
         elif attrs["tier"] == "explore" and not reserve(study, trial, unit, through_next_epoch(epoch),
-                                                        explore_allowance(config), folder / BUDGET_LOCK):
+                                                        explore_allowance(config), folder / BUDGET_LOCK,
+                                                        lambda: waiting_grace(study, config, task_caches)):
             trial.set_user_attr("reason", f"stopped after epoch {epoch + 1} of {attrs['epochs']}: the explore "
-                                          f"tier's part of the budget is spent or reserved by other trials")
+                                          f"tier's part of the budget is spent, or reserved by other trials and "
+                                          f"for the grace epochs of the arms still waiting")
         else:
             return False
         tqdm.write(f"  {strategy} lr {lr:.3g}: {trial.user_attrs['reason']}")
