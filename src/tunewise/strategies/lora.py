@@ -40,6 +40,8 @@ class LoRA(Strategy):
     rate_range: ClassVar[tuple[float, float]] = (3e-4, 1e-2)
     knob_grid: ClassVar[tuple[dict, ...]] = ({"r": 8}, {"r": 4}, {"r": 16})
     search_order: ClassVar[int | None] = 3
+    use_dora: ClassVar[bool] = False
+    """DoRA (dora.py) is LoRA with each weight decomposed into magnitude and direction."""
 
     def check(self) -> None:
         if not isinstance(self.r, int) or self.r < 1:
@@ -51,48 +53,71 @@ class LoRA(Strategy):
     def prepare(self, model: TaskModel) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        targets = self._targets(model.backbone)
-        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(targets))
+        targets = adapter_targets(model.backbone, self.target_modules, "LoRA", "LORA")
+        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
+                            use_dora=self.use_dora)
         inject_adapter_in_model(config, model.backbone)  # only the lora_ parameters train
 
     def finalize(self, model: TaskModel) -> None:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        for name, module in list(model.backbone.named_modules()):
-            if isinstance(module, BaseTunerLayer):
-                module.merge()
-                model.backbone.set_submodule(name, module.get_base_layer())
-
-    def _targets(self, backbone: nn.Module) -> list[str]:
-        candidates = adaptable_modules(backbone)
-        if self.target_modules is None:
-            if not candidates:
-                raise ConfigError("this backbone has no Linear or Conv2d layer that LoRA can adapt.")
-            return _attention_projections(backbone, candidates) or candidates
-        given = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
-        matches = {t: [n for n in candidates if n == t or n.endswith("." + t)] for t in given}
-        missing = [t for t, names in matches.items() if not names]
-        if missing:
-            known = sorted({n.rsplit(".", 1)[-1] for n in candidates})
-            raise ConfigError(f"LoRA target_modules {missing} match no Linear or Conv2d layer of this backbone. "
-                              f"Layer names there: {', '.join(known[:20])}.")
-        return sorted({n for names in matches.values() for n in names})  # full names: peft matches suffixes
+        merge_adapters(model.backbone)
 
 
-def _attention_projections(backbone: nn.Module, candidates: list[str]) -> list[str]:
-    """A transformers encoder's attention projections, as peft names them per architecture
-    (BERT: query and value), the placement of the LoRA paper."""
-    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as targets
+def merge_adapters(backbone: nn.Module) -> None:
+    """Merge every peft adapter into its layer and put the plain layer back: the export is the
+    architecture's own model (LoRA, DoRA, IA3, VeRA)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    names = targets.get(getattr(backbone, "model_type", ""), [])  # "": no architecture peft knows
-    return [n for n in candidates if n.rsplit(".", 1)[-1] in names]
+    for name, module in list(backbone.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            backbone.set_submodule(name, module.get_base_layer())
 
 
-def adaptable_modules(backbone: nn.Module) -> list[str]:
-    """Linear layers (outside nn.MultiheadAttention, whose forward bypasses them) and Conv2d
-    layers with groups == 1."""
+def adapter_targets(backbone: nn.Module, given: tuple[str, ...] | str | None, method: str, mapping: str,
+                    linear_only: bool = False) -> list[str]:
+    """The full names of the layers `method` adapts: those `given` names (or name suffixes) match
+    among `adaptable_modules`, or by default the layers peft lists for a transformers encoder's
+    architecture in its TRANSFORMERS_MODELS_TO_{mapping}_TARGET_MODULES_MAPPING (BERT for LoRA:
+    query and value), else every candidate.
+
+    Raises:
+        ConfigError: no candidate at all, or a given name that matches none.
+    """
+    candidates = adaptable_modules(backbone, linear_only)
+    kinds = "Linear" if linear_only else "Linear or Conv2d"
+    if not candidates:
+        raise ConfigError(f"this backbone has no {kinds} layer that {method} can adapt"
+                          f"{' (it adapts Linear layers only: try lora or dora on a CNN)' if linear_only else ''}.")
+    if given is None:
+        return suffixed(candidates, peft_targets(backbone, mapping)) or candidates
+    names = (given,) if isinstance(given, str) else tuple(given)
+    missing = [t for t in names if not suffixed(candidates, [t])]
+    if missing:
+        known = sorted({n.rsplit(".", 1)[-1] for n in candidates})
+        raise ConfigError(f"{method} target_modules {missing} match no {kinds} layer of this backbone. "
+                          f"Layer names there: {', '.join(known[:20])}.")
+    return suffixed(candidates, names)  # full names: peft matches suffixes
+
+
+def suffixed(candidates: list[str], names: list[str] | tuple[str, ...]) -> list[str]:
+    """The candidates named by one of `names`, whole or as a suffix after a dot."""
+    return sorted(n for n in candidates if any(n == t or n.endswith("." + t) for t in names))
+
+
+def peft_targets(backbone: nn.Module, mapping: str, kind: str = "TARGET") -> list[str]:
+    """What peft lists for this transformers encoder's architecture in
+    TRANSFORMERS_MODELS_TO_{mapping}_{kind}_MODULES_MAPPING; none elsewhere."""
+    import peft.utils
+
+    table = getattr(peft.utils, f"TRANSFORMERS_MODELS_TO_{mapping}_{kind}_MODULES_MAPPING", {})
+    return list(table.get(getattr(backbone, "model_type", ""), []))  # "": no architecture peft knows
+
+
+def adaptable_modules(backbone: nn.Module, linear_only: bool = False) -> list[str]:
+    """Linear layers (outside nn.MultiheadAttention, whose forward bypasses them) and, unless
+    `linear_only`, Conv2d layers with groups == 1."""
     inside_attention = {f"{n}.{c}" for n, m in backbone.named_modules()
                         if isinstance(m, nn.MultiheadAttention) for c, _ in m.named_children()}
     return [n for n, m in backbone.named_modules()
             if (isinstance(m, nn.Linear) and n not in inside_attention)
-            or (isinstance(m, nn.Conv2d) and m.groups == 1)]
+            or (not linear_only and isinstance(m, nn.Conv2d) and m.groups == 1)]
