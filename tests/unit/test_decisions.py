@@ -188,6 +188,14 @@ def test_a_finalist_best_at_the_end_of_its_range_gets_one_rate_past_it():
     one = optuna.create_study(direction="maximize")
     one.add_trial(_explore("full", TrialState.COMPLETE, 0.7))
     assert tiers.enqueue_past_edges(one, SearchConfig(epochs=4, rates=1)) == 0
+    # the run without augmentation repeats the best rate alone: the rates tried with it say where the range ends
+    plain = optuna.create_study(direction="maximize")
+    for lr, value in ((1e-4, 0.50), (1e-3, 0.60)):
+        plain.add_trial(_explore("partial", TrialState.COMPLETE, value, lr=lr))
+    plain.add_trial(_explore("partial", TrialState.COMPLETE, 0.65, {"augment": False}, lr=1e-3))
+    assert tiers.enqueue_past_edges(plain, SearchConfig(epochs=4, rates=2, finalists=1)) == 1
+    queued = plain.get_trials()[-1]
+    assert queued.system_attrs["fixed_params"]["lr"] == pytest.approx(1e-2) and queued.user_attrs["augment"] is False
 
 
 def _arm(tmp_path, name: str, rate: float, cost: float, seed: int) -> Arm:

@@ -129,10 +129,10 @@ def enqueue_past_edges(study: optuna.Study, config: SearchConfig) -> int:
 
 
 def _arm(trial: optuna.trial.FrozenTrial) -> tuple:
-    """What makes an arm apart from its rate: strategy, knobs, model, augmentation."""
+    """What sets an arm's rate range apart: strategy, knobs, model. Not augmentation: the run without
+    it repeats the best rate alone, and the rates tried with it say where the range ends."""
     attrs = trial.user_attrs
-    return (trial.params.get("strategy"), json.dumps(attrs.get("knobs") or {}, sort_keys=True), attrs.get("model"),
-            attrs.get("augment", True))
+    return trial.params.get("strategy"), json.dumps(attrs.get("knobs") or {}, sort_keys=True), attrs.get("model")
 
 
 def finalists(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
