@@ -51,6 +51,7 @@ import numpy as np
 
 from tunewise import DataConfig, Leaderboard, RunRecord, TrainConfig, fit
 from tunewise.data import load_data
+from tunewise.errors import ConfigError, one_line
 from tunewise.export import load_model
 from tunewise.inference import _run
 from tunewise.io import write_json
@@ -208,7 +209,11 @@ def run_grid(spec: Spec, data: DataConfig, train: TrainConfig, folder: Path, spl
         else:
             shutil.rmtree(out, ignore_errors=True)  # a run killed part-way starts again
             config = TrainConfig(**{**vars(train), "lr": lr, "seed": seed, "epochs": epochs})
-            record = fit(spec.model, data, strategy, task=spec.task, train=config, out=out, test=True)
+            try:
+                record = fit(spec.model, data, strategy, task=spec.task, train=config, out=out, test=True)
+            except ConfigError as err:  # refused on this backbone (vera on a CNN): no cell, as the search has none
+                say(f"grid {number}/{len(runs)} {strategy} lr {lr:.3g} seed {seed}: refused: {one_line(err)}")
+                continue
             test_stats(out, splits, spec.task)
             drop_weights(out)
             fresh += 1
