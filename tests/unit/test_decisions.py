@@ -327,6 +327,20 @@ def test_a_seed_only_difference_may_be_negative(tmp_path):
     assert diff["ci_low"] < diff["ci_high"] < 0 and diff["significant"]
 
 
-def test_a_trials_strategy_choices_are_those_of_searches_started_by_earlier_versions():
-    # Optuna refuses a study whose categorical changes (order included): resume and --worker depend on it
+def test_a_search_started_before_strategies_were_added_goes_on_with_its_own_choices(tmp_path):
+    # Optuna's storages refuse a categorical that changes (order included): resume and --worker depend on it
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
     assert tiers.strategy_choices() == [*default_strategies(), "scratch"]
+    earlier = [s for s in tiers.strategy_choices() if s not in ("dora", "ia3", "vera")]  # before 0e56387
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "study.journal")))  # the search's own storage
+    study = optuna.create_study(storage=storage, direction="maximize")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5, params={"strategy": "full"},
+                                 distributions={"strategy": CategoricalDistribution(earlier)}))
+    study.enqueue_trial({"strategy": "lora"})
+    trial = study.ask()
+    with pytest.raises(ValueError):  # what resume did with today's list
+        trial.suggest_categorical("strategy", tiers.strategy_choices())
+    assert tiers.strategy_choices(study) == earlier
+    assert trial.suggest_categorical("strategy", tiers.strategy_choices(study)) == "lora"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import cast
 
 import optuna
 from optuna.trial import TrialState
@@ -49,10 +50,15 @@ def trials_of(study: optuna.Study, tier: str, seeds: bool | None = None) -> list
     return found
 
 
-def strategy_choices() -> list[str]:
-    """Every strategy a trial may run (its Optuna categorical): the registered ones, in search order.
-    Optuna refuses a study whose categorical changes (its order included), so this is the list
-    earlier versions used ([*ORDER, "scratch"]) and a resumed search can go on."""
+def strategy_choices(study: optuna.Study | None = None) -> list[str]:
+    """Every strategy a trial may run (its Optuna categorical): the registered ones, in search order,
+    or, in a study that already has some, the list it was started with. Optuna refuses a categorical
+    that changes (its order included), so a search started before a strategy was added resumes,
+    and its workers join, with the list it began with."""
+    for trial in study.get_trials(deepcopy=False) if study is not None else ():
+        if "strategy" in trial.distributions:
+            choices = cast(optuna.distributions.CategoricalDistribution, trial.distributions["strategy"]).choices
+            return [str(choice) for choice in choices]
     return in_search_order(STRATEGIES.names())
 
 

@@ -180,7 +180,7 @@ def work(run_dir: str, study: optuna.Study | None = None, storage: str | None = 
             trial.set_user_attr("tier", "none")
             study.tell(trial, state=TrialState.FAIL)
             break
-        strategy = trial.suggest_categorical("strategy", strategy_choices())
+        strategy = trial.suggest_categorical("strategy", strategy_choices(study))
         lr = trial.suggest_float("lr", 1e-12, 1e6, log=True)  # wide: enqueued rates are fixed
         least = least_cost(strategy, config, cacheable) if unit == "epochs" else 0.0
         if trial.user_attrs["tier"] == "explore" and not reserve(study, trial, unit, least, allowance,
