@@ -188,7 +188,8 @@ def scratch_sentence(board: Leaderboard) -> str:
 def unmeasured_sentence(board: Leaderboard) -> str:
     if board.unmeasured:
         reasons = {why: [n for n, w in board.unmeasured.items() if w == why] for why in board.unmeasured.values()}
-        return "Not measured: " + "; ".join(f"{_names(names)} \u2014 {why}" for why, names in reasons.items()) + "."
+        return "Not measured: " + "; ".join(f"{_names(names)} \u2014 {why.rstrip('.')}"
+                                            for why, names in reasons.items()) + "."
     if not board.interval_method:  # a leaderboard from before unmeasured strategies were recorded
         return "This older leaderboard does not record unmeasured strategies; the trials table shows each one's state."
     return "Every strategy asked for was measured."
