@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from tunewise import DataConfig, TrainConfig, fit
+from tunewise.errors import ConfigError, one_line
 from tunewise.strategies import default_strategies
 from tunewise.study import SearchConfig, search
 from tunewise.study.tiers import rates as search_rates
@@ -27,8 +28,12 @@ def run_grid(model: str, data: DataConfig, train: TrainConfig, strategies: list[
     rows = []
     for strategy in strategies:
         for lr in search_rates(strategy, rates):
-            record = fit(model, data, strategy, train=TrainConfig(**{**vars(train), "lr": lr}), test=False,
-                         out=out / f"{strategy}-{lr:.3g}")
+            try:
+                record = fit(model, data, strategy, train=TrainConfig(**{**vars(train), "lr": lr}), test=False,
+                             out=out / f"{strategy}-{lr:.3g}")
+            except ConfigError as err:  # refused on this backbone (vera on a CNN): the search has no such arm
+                print(f"{strategy}: refused: {one_line(err)}")
+                break
             rows.append({"strategy": strategy, "lr": lr, "val": record.val_score, "compute": record.compute,
                          "seconds": record.seconds})
     return rows
