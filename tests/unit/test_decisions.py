@@ -134,6 +134,8 @@ def test_a_running_trial_leaves_the_waiting_arms_their_grace_epochs(tmp_path):
     assert reserve(study, running, "epochs", 3.0, allowance=4.0, lock=lock, keep_free=keep)
     assert not reserve(study, running, "epochs", 3.5, allowance=4.0, lock=lock, keep_free=keep)
     assert reserve(study, running, "epochs", 3.5, allowance=4.0, lock=lock)  # without: lora would lose its grace
+    # a budget that cannot give every waiting arm its grace anyway holds nothing back (depth first, as before)
+    assert reserve(study, running, "epochs", 3.8, allowance=3.8, lock=lock, keep_free=keep)
 
 
 # --- finalists and the pick ------------------------------------------------------------------------

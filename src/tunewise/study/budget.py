@@ -125,11 +125,16 @@ def reserve(study: optuna.Study, trial: optuna.Trial, unit: str, need: float, al
     but not what their running trials would, let two workers overrun an explore tier by an epoch each).
     `keep_free()`, read under the lock, is held back for others (`waiting_grace`: the trials still to
     start, each through its grace rung, so that one strong arm running on does not leave the last arms
-    of the queue unmeasured, as lp_ft's top rate was on the NER benchmark)."""
+    of the queue unmeasured, as lp_ft's top rate was on the NER benchmark). Only when all of it fits
+    beside what is spent: under a budget too small for every arm's grace (search_vs_grid's 10
+    epochs), holding it back stopped every arm after one epoch and lost the search 10 points."""
     with FileLock(lock):
         need = max(need, trial.user_attrs.get("reserved", 0.0))
+        others = committed(study, unit, but=trial.number)
         held = keep_free() if keep_free is not None else 0.0
-        if committed(study, unit, but=trial.number) + need + held > allowance + 1e-9:
+        if others + trial.user_attrs.get("reserved", 0.0) + held > allowance + 1e-9:
+            held = 0.0  # a budget too small to give them all their grace anyway: no arm is held back
+        if others + need + held > allowance + 1e-9:
             return False
         trial.set_user_attr("reserved", need)
         return True
