@@ -64,6 +64,13 @@ class DataConfig:
     """Token classification from JSONL/parquet/HF datasets: the column of each sentence's words."""
     tags_column: str = "tags"
     """Token classification: the column of each sentence's tags (names or indices), one per word."""
+    prompt_column: str = "prompt"
+    """Causal LM fine-tuning: the column of each prompt (its tokens are read, not learned)."""
+    completion_column: str = "completion"
+    """Causal LM: the column of each completion, the text the model learns to write after its prompt."""
+    messages_column: str = "messages"
+    """Causal LM: the column of chat messages ({"role", "content"} lists, the last one the assistant's
+    reply to learn), used when the data has no prompt column."""
     max_length: int | None = None
     """Longest input in tokens (text); longer inputs are truncated, QA contexts windowed. None: 256
     (384 for question answering), at most the model's own limit."""

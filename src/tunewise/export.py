@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from tunewise.backbones import Backbone, Preprocess, load_backbone
-from tunewise.backbones.hf import TextEncoder, Tokenize
+from tunewise.backbones.hf import TextDecoder, TextEncoder, Tokenize, decoder_only
 from tunewise.errors import TunewiseError
 from tunewise.export_check import (
     check_transformers,
@@ -137,7 +137,10 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: Task, clas
         config.num_labels = len(classes)
         config.id2label = dict(enumerate(classes))
         config.label2id = {c: i for i, c in enumerate(classes)}
+    if config.pad_token_id is None:  # a generator's classifier finds each input's last token by it
+        config.pad_token_id = preprocess.tokenizer.pad_token_id
     exported = getattr(transformers, auto_name).from_config(config)
+    head_name = _head_name(exported, head_name)
     state = {f"{exported.base_model_prefix}.{k}": v for k, v in encoder.state_dict().items()}
     state |= {f"{head_name}.{k}": v for k, v in model.head.state_dict().items()}
     missing, unexpected = exported.load_state_dict(state, strict=False)
@@ -156,6 +159,12 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: Task, clas
             raise error from err
         for file in Path(tmp).iterdir():
             os.replace(file, folder / file.name)
+
+
+def _head_name(exported, name: str) -> str:
+    """Where `exported` keeps its head: `name` (BERT's classifier), or `score`, where transformers'
+    generic classifiers of generators (Llama, Qwen, GPT-2) keep theirs."""
+    return name if hasattr(exported, name) or not hasattr(exported, "score") else "score"
 
 
 @torch.no_grad()
@@ -183,10 +192,10 @@ def load_transformers(folder: Path, info: dict) -> tuple[TaskModel, Tokenize]:
     with transformers_files(folder):
         exported = getattr(transformers, auto_name).from_pretrained(folder)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    encoder = TextEncoder(exported.base_model)
+    encoder = (TextDecoder if decoder_only(exported.config) else TextEncoder)(exported.base_model)
     encoder.tokens = task.per_token
     tokenize = Tokenize(tokenizer, name=str(folder), max_length=info["max_length"], doc_stride=info["doc_stride"])
-    return TaskModel(encoder, getattr(exported, head_name), []), tokenize
+    return task.model_of(encoder, getattr(exported, _head_name(exported, head_name))), tokenize
 
 
 def model_info(path: str | Path) -> tuple[Path, dict]:

@@ -31,9 +31,10 @@ LAYOUTS: dict[str | None, dict[str, Any]] = {  # the other keys, by `format`: wh
     "tunewise": {"arch": str, "preprocess": dict},  # detection, segmentation: the whole model
     "transformers": {"max_length": int, "doc_stride": int},  # text: a transformers checkpoint beside it
 }
-OPTIONAL: dict[str, Any] = {"pretrained": bool, "unanswerable": bool}
+OPTIONAL: dict[str, Any] = {"pretrained": bool, "unanswerable": bool, "chat": bool}
 """Checked where present: dense exports older than this key load as pretrained (BatchNorm frozen);
-QA exports older than `unanswerable` may answer "" (no answer), as they did."""
+QA exports older than `unanswerable` may answer "" (no answer), as they did; a generator's `chat`
+says whether predict wraps a prompt as a user message."""
 
 
 def read_model_json(folder: Path) -> dict[str, Any]:
@@ -60,7 +61,10 @@ def _problem(info: object) -> str | None:
     layout = info.get("format")
     if layout not in LAYOUTS:
         return f"'format' is {layout!r}; tunewise writes {' or '.join(repr(f) for f in LAYOUTS if f)}, or none"
-    problem = _keys_problem(info, COMMON | LAYOUTS[layout], "")
+    schema = COMMON | LAYOUTS[layout]
+    if info.get("classes") == [] and _unlabelled(info.get("task")):  # a generator predicts no classes
+        schema = {k: v for k, v in schema.items() if k != "classes"}
+    problem = _keys_problem(info, schema, "")
     if problem:
         return problem
     try:
@@ -81,6 +85,13 @@ def _problem(info: object) -> str | None:
     if unknown:
         return f"'preprocess' has an unknown field {unknown[0]!r} (its fields: {', '.join(allowed)})"
     return _keys_problem(settings, allowed, "'preprocess' field ")
+
+
+def _unlabelled(name: object) -> bool:
+    try:
+        return isinstance(name, str) and not get_task(name).labelled
+    except TunewiseError:
+        return False
 
 
 def _layout(task: Task) -> str | None:

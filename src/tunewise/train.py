@@ -251,7 +251,7 @@ def _train(run: _Run, should_stop: Callable[[int, float], bool] | None, label: s
         train_loss = _train_one_epoch(run.net, run.trained, run.loaders["train"], run.optimizer,
                                       run.schedule.at_epoch(epoch), run.task, run.strategy, accelerator)
         val = evaluate_loader(run.trained, run.loaders["val"], run.task, accelerator)
-        improved = progress.improved_by(val[metric], run.task.greater_is_better)
+        improved = progress.improved_by(val[metric], metric not in run.task.lower_is_better)
         progress.epoch = epoch + 1
         progress.history.append({
             "epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],

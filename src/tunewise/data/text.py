@@ -1,4 +1,5 @@
-"""Text data as plain lists: labelled texts (or pairs), tagged token sequences, SQuAD-style QA.
+"""Text data as plain lists: labelled texts (or pairs), tagged token sequences, SQuAD-style QA,
+prompts with completions.
 
 Each set has the surface DataSplits needs: `len`, `subset`, `fingerprint`, `classes`, `source`
 (and `labels` where there is one label per example, which stratified splits use).
@@ -100,3 +101,34 @@ class QASet:
     @property
     def has_unanswerable(self) -> bool:
         return any(not e.answers for e in self.examples)
+
+
+@dataclass
+class PromptSet:
+    """Prompts with the completions a generator should learn to write (supervised fine-tuning).
+
+    Args:
+        prompts: each example's prompt: a text, or chat messages ({"role", "content"} dicts) before
+            the reply, which the tokenizer's chat template turns into text. "" for plain text, where
+            every token is learned.
+        completions: the reply to learn after each prompt.
+    """
+
+    prompts: list[str | list[dict]]
+    completions: list[str]
+    source: str
+    classes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.completions)
+
+    def subset(self, indices: Sequence[int]) -> PromptSet:
+        return replace(self, prompts=[self.prompts[i] for i in indices],
+                       completions=[self.completions[i] for i in indices])
+
+    def fingerprint(self) -> str:
+        return _digest(self.source, [self.prompts, self.completions])
+
+    @property
+    def chat(self) -> bool:
+        return any(isinstance(p, list) for p in self.prompts)

@@ -1,7 +1,7 @@
 """Text data from files: CSV/TSV, JSON lines, parquet, CoNLL columns, SQuAD JSON, saved Hugging Face datasets.
 
 Every reader turns its input into a `_Table` of plain records; one builder per task turns tables into
-TextSet, TokenSet or QASet and checks them, so each format gets the same validation and messages.
+TextSet, TokenSet, QASet or PromptSet and checks them, so each format gets the same validation and messages.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from typing import Any
 
 from tunewise.config import DataConfig
 from tunewise.data.base import DataSplits, split_stratified
-from tunewise.data.text import QAExample, QASet, TextSet, TokenSet
+from tunewise.data.text import PromptSet, QAExample, QASet, TextSet, TokenSet
 from tunewise.errors import DataError
 
-TEXT, TOKENS, QA = TextSet, TokenSet, QASet  # what each reader builds: the reading task's data_kind
+TEXT, TOKENS, QA, PROMPTS = TextSet, TokenSet, QASet, PromptSet  # what each reader builds: the reading task's data_kind
 CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio")
 SUFFIXES = {
     TEXT: (".csv", ".tsv", ".jsonl", ".json", ".parquet"),
     TOKENS: (*CONLL_SUFFIXES, ".jsonl", ".json", ".parquet"),
     QA: (".json", ".jsonl", ".parquet"),
+    PROMPTS: (".csv", ".tsv", ".jsonl", ".json", ".parquet"),
 }
 FORMATS = {
     TEXT: "a .csv, .tsv, .jsonl, .json (JSON lines or a list of records) or .parquet file with a text and a "
@@ -32,6 +33,8 @@ FORMATS = {
             "sentences), or a .jsonl, .json or .parquet file with a tokens and a tags column",
     QA: "a SQuAD .json file, or a .jsonl, .json or .parquet file with id, question, context and answers "
         "columns (the Hugging Face squad layout)",
+    PROMPTS: "a .jsonl, .json, .csv, .tsv or .parquet file with prompt and completion columns, a messages column "
+             "of chats, or a text column",
 }
 SPLIT_STEMS = {"train": ("train",), "val": ("validation", "val", "dev"), "test": ("test",)}
 HF_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
@@ -62,7 +65,7 @@ def read_text_data(path: Path, config: DataConfig, task) -> DataSplits:
     off train when missing).
 
     Args:
-        task: the reading task; its `data_kind` (TextSet, TokenSet or QASet) says what to build.
+        task: the reading task; its `data_kind` (TextSet, TokenSet, QASet or PromptSet) says what to build.
 
     Raises:
         DataError: the path, format, columns or contents are not usable for the task.
@@ -70,7 +73,7 @@ def read_text_data(path: Path, config: DataConfig, task) -> DataSplits:
     if task.data_kind not in SUFFIXES:
         raise DataError(f"task {task.name!r} has no text reader.")
     path = Path(path)
-    builder = {TEXT: _text_set, TOKENS: _token_set, QA: _qa_set}[task.data_kind]
+    builder = {TEXT: _text_set, TOKENS: _token_set, QA: _qa_set, PROMPTS: _prompt_set}[task.data_kind]
     return _splits(_read_tables(path, config, task), config, lambda table, classes: builder(table, config, classes))
 
 
@@ -514,3 +517,42 @@ def _answer(answer, context: str, qid: str, table: _Table) -> dict:
         raise DataError(f"question {qid!r} in {table.source!r}: answer {text!r} is not at answer_start {start} of its "
                         f"context (found {found!r}). Fix answer_start, the character offset of the answer.")
     return {"text": text, "answer_start": start}
+
+
+def _prompt_set(table: _Table, config: DataConfig, classes: list[str] | None) -> PromptSet:
+    """Prompt and completion columns; else chat messages (the last one the reply to learn); else plain
+    texts, every token learned."""
+    count = range(len(table.rows))
+    if config.prompt_column in table.columns or config.completion_column in table.columns:
+        _require(table, "prompt_column", config.prompt_column)
+        _require(table, "completion_column", config.completion_column)
+        prompts: list[str | list[dict]] = [_text(table, i, config.prompt_column) for i in count]
+        return PromptSet(prompts, [_text(table, i, config.completion_column) for i in count], table.source)
+    if config.messages_column in table.columns:
+        chats = [_chat(table, i, config.messages_column) for i in count]
+        return PromptSet([chat[:-1] for chat in chats], [chat[-1]["content"] for chat in chats], table.source)
+    if config.text_column in table.columns:
+        return PromptSet(["" for _ in count], [_text(table, i, config.text_column) for i in count], table.source)
+    raise DataError(f"{table.source!r} has none of the columns a generator learns from: {config.prompt_column!r} "
+                    f"and {config.completion_column!r}, {config.messages_column!r} (chats) or {config.text_column!r} "
+                    f"(plain text); it has: {', '.join(map(str, table.columns))}. Name yours with --prompt-column "
+                    "and --completion-column, --messages-column or --text-column.")
+
+
+def _chat(table: _Table, i: int, column: str) -> list[dict]:
+    """One chat: {"role", "content"} messages, the last one the assistant's reply."""
+    messages = table.rows[i].get(column)
+    if isinstance(messages, str):
+        try:
+            messages = json.loads(messages)
+        except json.JSONDecodeError:
+            messages = None
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        raise DataError(f"{table.where(i)}: column {column!r} is not a chat: give a list of "
+                        '{"role": ..., "content": ...} messages, the last one the assistant\'s reply.')
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        raise DataError(f"{table.where(i)}: the last message of its chat is not a non-empty assistant reply, which "
+                        "is what the model learns. End each chat with the reply to learn.")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]

@@ -425,7 +425,8 @@ def int8_gate(fp32: Path, adapter: ExportAdapter, run: RunData, feeds: dict[str,
         log.warning("%s", reason)
         return {"asked": True, "kept": False, "reason": reason}
     val = loader(run.task, run.info, run.splits.val, 32)
-    metric, greater = run.metric, run.task.greater_is_better
+    metric = run.metric
+    greater = metric not in run.task.lower_is_better
     fp32_value = onnx_metric(fp32, adapter, run.task, val, metric)
     tried: list[dict[str, Any]] = []
     for method in adapter.int8_methods:

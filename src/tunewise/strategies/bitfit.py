@@ -31,6 +31,6 @@ class BitFit(Strategy):
             if name.rsplit(".", 1)[-1] == "bias":
                 p.requires_grad_(True)
         if is_frozen(model.backbone):  # it would be linear_probe under another name
-            raise ConfigError("bitfit found no bias to train in this backbone (detection and segmentation freeze a "
-                              "pretrained CNN's BatchNorm, and its convolutions have no bias). Use linear_probe, "
-                              "partial or lora.")
+            raise ConfigError("bitfit found no bias to train in this backbone (Llama-style generators have none; "
+                              "detection and segmentation freeze a pretrained CNN's BatchNorm, and its convolutions "
+                              "have no bias). Use linear_probe, partial or lora.")

@@ -32,6 +32,12 @@ def _timm_norms() -> tuple[type, ...]:
 NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, *_timm_norms())
 
 
+def is_norm(module: nn.Module) -> bool:
+    """A normalization layer: torch's and timm's, or a model's own class named so (transformers
+    writes one per architecture: LlamaRMSNorm, Qwen2RMSNorm, T5LayerNorm)."""
+    return isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
+
+
 def freeze(module: nn.Module) -> None:
     for p in module.parameters():
         p.requires_grad_(False)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
-from tunewise.strategies.freezing import NORM_TYPES, freeze, is_frozen, unfreeze
+from tunewise.strategies.freezing import freeze, is_frozen, is_norm, unfreeze
 
 if TYPE_CHECKING:
     from tunewise.tasks import TaskModel
@@ -28,7 +28,7 @@ class NormOnly(Strategy):
     def prepare(self, model: TaskModel) -> None:
         freeze(model.backbone)
         for module in model.backbone.modules():
-            if isinstance(module, NORM_TYPES):
+            if is_norm(module):
                 unfreeze(module)
         if is_frozen(model.backbone):  # it would be linear_probe under another name
             raise ConfigError("norm_only found no normalization parameter to train in this backbone (detection "

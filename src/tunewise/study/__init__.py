@@ -39,6 +39,7 @@ from tunewise.config import (
     with_task_knobs,
 )
 from tunewise.data import load_data
+from tunewise.data.base import DataSplits
 from tunewise.errors import ConfigError, RunFolderError, TunewiseError
 from tunewise.io import claim_folder, default_run_dir, write_atomic, write_json
 from tunewise.records import Leaderboard
@@ -129,7 +130,7 @@ def search(
                           f"{task}. Search one --model at a time and compare the leaderboards.")
     splits = load_data(data_config, the_task)  # fail on bad data, model or storage first
     has_test = splits.test is not None
-    metric, metric_reason = selection_metric(the_task, splits, train.metric)
+    metric, metric_reason = search_metric(the_task, splits, train.metric)
     train = replace(train, metric=metric)  # every trial selects on the same metric
     _warn_before(config, searched, the_task.cacheable, metric_reason)
     if len(models) == 1:  # several are loaded by the ranking, which reports the ones that fail
@@ -229,6 +230,23 @@ def _setting(saved: dict[str, Any], key: str) -> Any:
     section, _, name = key.rpartition(".")
     section = "task_knobs" if section == "task" else section
     return saved.get(section, {}).get(name) if section else saved.get(name)
+
+
+def search_metric(task: Task, splits: DataSplits, asked: str | None) -> tuple[str, str]:
+    """`selection_metric`, where higher wins: the arms' intervals and the pick compare fractions, so a
+    generator's search compares next-token accuracy, not perplexity.
+
+    Raises:
+        ConfigError: `--metric` asked for one where lower wins.
+    """
+    metric, reason = selection_metric(task, splits, asked)
+    if metric not in task.lower_is_better:
+        return metric, reason
+    usable = [m for m in task.metrics_names if m not in task.lower_is_better]
+    if asked is not None or not usable:
+        raise ConfigError(f"--metric {metric} is better lower, and a search compares arms on fractions where higher "
+                          f"wins. Pass --metric {' or '.join(usable) or 'another metric'}, or fit each strategy.")
+    return usable[0], f"{usable[0]} ({metric}, {task.name}'s metric, is better lower; a search compares fractions)"
 
 
 def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reason: str) -> None:

@@ -54,7 +54,9 @@ class Task:
     """The validation metric that selects the best epoch (and, later, the best run)."""
     metrics_names: ClassVar[tuple[str, ...]] = ()
     """What `--metric` may select; the first other one is the report's second column."""
-    greater_is_better: ClassVar[bool] = True
+    lower_is_better: ClassVar[tuple[str, ...]] = ()
+    """The metrics of `metrics_names` where lower wins (a generator's perplexity and loss); the rest,
+    fractions, are better higher."""
     cacheable: ClassVar[bool] = False
     """Whether a frozen backbone's outputs can be computed once and the head trained on them."""
     augments: ClassVar[bool] = False
@@ -116,6 +118,10 @@ class Task:
     def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
         """The task model: `backbone` plus a new head for `classes` (tags for NER)."""
         raise NotImplementedError
+
+    def model_of(self, backbone: nn.Module, head: nn.Module) -> TaskModel:
+        """The task model around an export's backbone and head, as loaded back (export.load_transformers)."""
+        return TaskModel(backbone, head, [])
 
     def loader(self, data, preprocess, train: TrainConfig, training: bool) -> DataLoader:
         """Batches of one split: shuffled (and augmented) when `training`, in order otherwise."""

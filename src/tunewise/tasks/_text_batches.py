@@ -21,7 +21,7 @@ from tunewise.data.base import DataSplits
 from tunewise.features import IGNORE
 from tunewise.tasks import Task
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")  # labels: a generator scores them
 _ENCODED: OrderedDict = OrderedDict()  # a few recent encodings: a search re-encodes nothing
 
 
@@ -68,12 +68,13 @@ class Encoded(Dataset):
 
 def collate(pad_id: int) -> Callable:
     """Pad a batch to its longest input: ids with the tokenizer's pad id, masks and types with 0,
-    per-token targets with IGNORE."""
+    labels and per-token targets with IGNORE."""
 
     def pad(items: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         inputs, targets = zip(*items, strict=True)
         batch = {key: pad_sequence([torch.tensor(x[key]) for x in inputs], batch_first=True,
-                                   padding_value=pad_id if key == "input_ids" else 0) for key in inputs[0]}
+                                   padding_value={"input_ids": pad_id, "labels": IGNORE}.get(key, 0))
+                 for key in inputs[0]}
         if isinstance(targets[0], list):
             target = pad_sequence([torch.tensor(t) for t in targets], batch_first=True, padding_value=IGNORE)
         else:

@@ -22,7 +22,6 @@ class Classification(Task):
     """One class per example from pooled features: what image and text classification share."""
 
     metric = "accuracy"
-    greater_is_better = True
     cacheable = True
     outputs = "class_scores"
     metrics_names = ("accuracy", "macro_f1", "balanced_accuracy")

@@ -130,7 +130,6 @@ class ObjectDetection(Task):
     augments = True
     """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
     metric = "map"
-    greater_is_better = True
     cacheable = False
     knob_type = Knobs
 

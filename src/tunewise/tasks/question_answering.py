@@ -50,7 +50,6 @@ def encode_questions(data: QASet, preprocess: Tokenize, training: bool) -> Encod
 class QuestionAnswering(TextTask):
     name = "question_answering"
     metric = "f1"
-    greater_is_better = True
     cacheable = False  # a window's features are (T, H) for hundreds of tokens: recompute instead
     path_help = ("a text file (.csv, .tsv, .jsonl, .json, .parquet, SQuAD JSON) or a folder of "
                  "train/validation[/test] files")

@@ -80,7 +80,6 @@ class SemanticSegmentation(Task):
     augments = True
     """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
     metric = "miou"
-    greater_is_better = True
     cacheable = False
 
     def build_model(self, backbone: Backbone, classes: list[str]) -> SegmentationModel:

@@ -1,14 +1,17 @@
 """Text classification (sentiment, topic, pairs such as entailment): a linear head on the
-encoder's pooled output, as transformers' BERT sequence classifier has; accuracy, macro-F1."""
+encoder's pooled output, as transformers' BERT sequence classifier has (a generator's: its last token's);
+accuracy, macro-F1."""
 
 from __future__ import annotations
 
+from torch import nn
 from torch.utils.data import DataLoader
 
-from tunewise.backbones.hf import Tokenize
+from tunewise.backbones import Backbone
+from tunewise.backbones.hf import TextDecoder, Tokenize
 from tunewise.config import TrainConfig
 from tunewise.data.text import TextSet
-from tunewise.tasks import TASKS
+from tunewise.tasks import TASKS, TaskModel
 from tunewise.tasks._text_batches import Encoded, TextTask, encoded_once, text_loader
 from tunewise.tasks.image_classification import Classification
 
@@ -31,6 +34,13 @@ class TextClassification(TextTask, Classification):
     reads = "texts (or text pairs) with one class each"
     transformers_head = ("AutoModelForSequenceClassification", "classifier")
     pipeline = "text-classification"
+
+    def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
+        """A linear head on the pooled features; on a generator's last token, without a bias, as
+        transformers' classifiers of generators (LlamaForSequenceClassification's `score`) have it."""
+        bias = not isinstance(backbone.model, TextDecoder)
+        return TaskModel(backbone.model, nn.Linear(backbone.num_features, len(classes), bias=bias),
+                         backbone.layer_groups)
 
     def loader(self, data: TextSet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:
         return text_loader(encode_texts(data, preprocess), preprocess.tokenizer, train, training)

@@ -58,7 +58,6 @@ def encode_sentences(data: TokenSet, preprocess: Tokenize) -> Encoded:
 class TokenClassification(TextTask):
     name = "token_classification"
     metric = "f1"
-    greater_is_better = True
     cacheable = True
     path_help = ("a text file (.csv, .tsv, .jsonl, .json, .parquet, CoNLL) or a folder of "
                  "train/validation[/test] files")

@@ -1,0 +1,182 @@
+"""Causal language modelling: supervised fine-tuning of a decoder-only generator (GPT-2, Llama, SmolLM2).
+
+The model learns each example's completion after its prompt: the loss is the next-token cross-entropy
+on the completion's tokens and the end-of-text token after them; the prompt's tokens are read, not
+learned (chats: the tokenizer's chat template renders the messages before the reply). Plain texts
+have no prompt: every token is learned. Validation: loss and perplexity per learned token
+(perplexity picks the best epoch) and next-token accuracy on them (what a search compares arms
+on: its intervals and pick are built for fractions where higher wins). The export is a transformers
+causal-LM folder that `pipeline("text-generation")` and `AutoModelForCausalLM` load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from tunewise.backbones import Backbone
+from tunewise.backbones.hf import TextEncoder, Tokenize
+from tunewise.config import TrainConfig
+from tunewise.data.base import DataSplits
+from tunewise.data.text import PromptSet
+from tunewise.errors import BackboneError, DataError
+from tunewise.features import IGNORE
+from tunewise.tasks import TASKS, TaskModel
+from tunewise.tasks._text_batches import Encoded, TextTask, encoded_once, text_loader
+
+log = logging.getLogger("tunewise")
+
+GENERATE_TOKENS = 64
+"""New tokens `predict` generates at most per prompt."""
+
+
+def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
+    """A prompt as the text the model reads: chat messages through the tokenizer's chat template, with
+    the assistant's turn opened (what a reply follows).
+
+    Raises:
+        DataError: chat messages for a tokenizer without a chat template.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError("the data are chats (a messages column), and this model's tokenizer has no chat template "
+                        "to render them. Give prompt and completion columns instead.")
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def encode_completions(data: PromptSet, preprocess: Tokenize) -> Encoded:
+    """Prompt and completion tokenized apart and joined (the boundary is exact), the end-of-text token
+    after the completion; labels IGNORE on the prompt. Longer examples are cut at max_length, with one
+    warning counting them."""
+    tokenizer = preprocess.tokenizer
+
+    def encode() -> dict[str, list]:
+        ids, labels, cut = [], [], 0
+        for prompt, completion in zip(data.prompts, data.completions, strict=True):
+            text = prompt_text(tokenizer, prompt)
+            # a chat template writes the special tokens itself; a plain prompt gets the tokenizer's own
+            head = tokenizer(text, add_special_tokens=not isinstance(prompt, list))["input_ids"] if text else []
+            tail = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            row, learned = head + tail, [IGNORE] * len(head) + tail
+            if len(row) > preprocess.max_length:
+                cut += 1
+                row, learned = row[:preprocess.max_length], learned[:preprocess.max_length]
+            ids.append(row)
+            labels.append(learned)
+        if cut:
+            log.warning("%d of %d examples are longer than %d tokens and were cut to it (their completions end "
+                        "early); pass --max-length up to %d to keep more.", cut, len(ids), preprocess.max_length,
+                        preprocess.limit)
+        return {"input_ids": ids, "attention_mask": [[1] * len(r) for r in ids], "labels": labels}
+
+    columns = encoded_once((preprocess.name, preprocess.max_length, "completions", data.fingerprint()), encode)
+    return Encoded(columns, columns["labels"])
+
+
+class CausalModel(TaskModel):
+    """A generator's transformer and its LM head. Given `labels` among its inputs it scores them and
+    returns, per position, (loss, right, learned) for the next token: (B, T-1, 3), small enough to
+    keep for a whole split; without them, the logits (B, T, V)."""
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = x.get("labels")
+        logits = self.head(self.backbone({k: v for k, v in x.items() if k != "labels"}))
+        if labels is None:
+            return logits
+        logits, target = logits[:, :-1].float(), labels[:, 1:]
+        learned = target != IGNORE
+        loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
+        right = (logits.argmax(-1) == target) & learned
+        return torch.stack([loss, right.float(), learned.float()], -1)
+
+
+@TASKS.add
+class CausalLM(TextTask):
+    name = "causal_lm"
+    metric = "perplexity"
+    metrics_names = ("perplexity", "loss", "token_accuracy")
+    lower_is_better = ("perplexity", "loss")
+    rankable = False
+    labelled = False
+    per_token = True
+    data_kind = PromptSet
+    reads = "prompts with completions, chats, or plain texts"
+    path_help = ("a text file (.jsonl, .json, .csv, .tsv, .parquet) of prompt and completion columns, a messages "
+                 "column of chats, or a text column; or a folder of train/validation[/test] files")
+    transformers_head = ("AutoModelForCausalLM", "lm_head")
+    pipeline = "text-generation"
+
+    def build_model(self, backbone: Backbone, classes: list[str]) -> TaskModel:
+        """The generator's transformer and a copy of its LM head, untied from the input embeddings (a
+        strategy that freezes the transformer then trains the head alone, as a probe does)."""
+        head = backbone.source_head
+        if backbone.head_key != "lm_head" or not isinstance(head, nn.Linear):
+            raise BackboneError(f"--task causal_lm fine-tunes a decoder-only generator (GPT-2, Llama, SmolLM2: "
+                                f"pkg:smollm2), and {backbone.name} is an encoder without a language-model head. "
+                                "Use it with text_classification, token_classification or question_answering.")
+        encoder = cast(TextEncoder, backbone.model)
+        encoder.use_tokens()
+        untied = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+        untied.load_state_dict({k: v.detach().clone() for k, v in head.state_dict().items()})
+        encoder.model.config.tie_word_embeddings = False  # what the export's config says: two matrices
+        return CausalModel(encoder, untied, backbone.layer_groups)
+
+    def model_of(self, backbone: nn.Module, head: nn.Module) -> TaskModel:
+        return CausalModel(backbone, head, [])
+
+    def export_facts(self, splits: DataSplits) -> dict:
+        return {"chat": cast(PromptSet, splits.train).chat}
+
+    def loader(self, data: PromptSet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:
+        return text_loader(encode_completions(data, preprocess), preprocess.tokenizer, train, training)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Shape: outputs (B, T-1, 3) as CausalModel scores them -> the mean loss per learned token."""
+        return outputs[..., 0].sum() / outputs[..., 2].sum().clamp(min=1)
+
+    def metrics(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data) -> dict:
+        """Loss and perplexity per learned token, and how often the next token is the right one."""
+        stats = self.example_stats(outputs, targets)
+        return {name: self.metric_from_stats(stats, name) for name in ("perplexity", "loss", "token_accuracy")}
+
+    def example_stats(self, outputs: list[torch.Tensor], targets: list[torch.Tensor], data=None) -> np.ndarray:
+        """Per example: summed loss, right next tokens, learned tokens. Shape: -> (N, 3)."""
+        return np.concatenate([o.float().sum(1).numpy() for o in outputs]).reshape(-1, 3)
+
+    def metric_from_stats(self, stats: np.ndarray, metric: str) -> float:
+        loss, right, tokens = stats.sum(0)
+        mean = float(loss / max(1.0, tokens))
+        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "token_accuracy": float(right / max(1, tokens))}[
+            metric]
+
+    def predict(self, run: Path | str, inputs: list, batch_size: int) -> list[dict] | None:
+        """Each prompt's completion, generated greedily (at most GENERATE_TOKENS new tokens) by the
+        export through transformers' own text-generation pipeline."""
+        from transformers import pipeline
+
+        from tunewise.export import model_info
+        from tunewise.export_check import check_transformers, transformers_files
+
+        folder, info = model_info(run)
+        prompts = [str(x) for x in inputs]
+        if not prompts:
+            raise DataError("no prompts given. Pass the prompts to complete as texts.")
+        check_transformers(folder, self)
+        with transformers_files(folder):
+            pipe = pipeline("text-generation", model=str(folder), device=0 if torch.cuda.is_available() else -1)
+        rows = []
+        for prompt in prompts:
+            asked: Any = [{"role": "user", "content": prompt}] if info.get("chat") else prompt
+            text = prompt_text(pipe.tokenizer, asked)
+            out = pipe(text, max_new_tokens=GENERATE_TOKENS, do_sample=False, return_full_text=False)
+            rows.append({"prompt": prompt, "completion": out[0]["generated_text"]})
+        return rows
