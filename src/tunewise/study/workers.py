@@ -253,7 +253,10 @@ queued again. Across machines this compares their clocks, which must agree to we
 @contextlib.contextmanager
 def beating(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """While the block runs, a thread writes the time into the trial's "beat" every BEAT_SECONDS, so
-    that a resumed search or a waiting coordinator can tell a live trial from one whose worker died."""
+    that a resumed search or a waiting coordinator can tell a live trial from one whose worker died.
+    A block stopped by an exception (Ctrl-C, SIGTERM) releases the trial: its beat becomes 0, so a
+    resume in this same process (the Python API) queues it again at once instead of waiting
+    STALE_SECONDS for a process that is still alive."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -269,6 +272,14 @@ def beating(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     thread.start()
     try:
         yield
+    except BaseException as err:
+        if isinstance(err, Exception) and interrupt_behind(err) is None:  # the arm's own failure: told as such
+            raise
+        stop.set()  # stopped (Ctrl-C, SIGTERM): the trial is released, for --resume to queue again
+        thread.join()
+        with contextlib.suppress(Exception):  # a storage that went away has nothing to release
+            study._storage.set_trial_user_attr(trial._trial_id, "beat", 0.0)  # older than any STALE_SECONDS
+        raise
     finally:
         stop.set()
         thread.join()
