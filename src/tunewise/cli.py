@@ -302,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "line (question answering: 'question ||| context')")
     pr.add_argument("--output", help="write .csv or .json here (default: a table on the terminal); detection and "
                                      "segmentation: a folder for COCO JSON results or PNG masks, and drawn/ images")
+    pr.add_argument("--max-new-tokens", type=int, help="generators: new tokens at most per prompt (default: 64)")
+    pr.add_argument("--temperature", type=float, help="generators: sample at this temperature (default: greedy)")
+    pr.add_argument("--top-p", type=float, help="generators: sample from the smallest set of tokens of this "
+                                               "probability (default: greedy)")
 
     se = sub.add_parser("search", help="which strategy and rate, and is pretraining worth it: measured",
                         description="Search strategy x learning rate on the validation set under a budget "
@@ -561,7 +565,8 @@ def run_predict(args: argparse.Namespace) -> int:
         return 0
     if args.output and Path(args.output).suffix not in (".csv", ".json"):  # before the work, not after
         raise TunewiseError(f"--output {args.output!r} must end in .csv or .json.")
-    rows = predict(args.run, args.inputs)
+    rows = predict(args.run, args.inputs, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_p=args.top_p)
     if args.output is None:
         print_predictions(rows)
         return 0

@@ -50,7 +50,8 @@ class DataConfig:
     image_size: int | None = None
     """Feed images at this size instead of the backbone's pretrained size (faster, less exact)."""
     strict: bool = False
-    """Stop at the first unreadable image instead of skipping it with a warning."""
+    """Stop at the first unreadable image instead of skipping it with a warning; generators (causal_lm):
+    refuse examples longer than --max-length instead of cutting them."""
     clip_boxes: bool = False
     """Detection: clip boxes that leave their image to it and drop those left without area, with one
     warning counting them, instead of stopping at the first such box."""

@@ -15,7 +15,7 @@ from tunewise.config import DataConfig, TrainConfig
 from tunewise.data import ImageSet, load_data
 from tunewise.data.images import IMAGE_SUFFIXES
 from tunewise.data.text import QAExample, QASet
-from tunewise.errors import DataError, TunewiseError
+from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.export import load_model, model_info
 from tunewise.export_check import check_transformers, transformers_files
 from tunewise.features import to_cpu, to_device
@@ -44,22 +44,28 @@ def evaluate(run: str | Path, data: str | DataConfig, split: str = "test", batch
 
 
 def predict(run: str | Path, inputs: list[str | Path], batch_size: int = 64,
-            out: str | Path | None = None) -> list[dict[str, Any]]:
+            out: str | Path | None = None, **options: Any) -> list[dict[str, Any]]:
     """Labels and class probabilities for image files or folders of images (texts for text
-    models; boxes or masks for detection and segmentation models).
+    models; boxes or masks for detection and segmentation models; completions for generators).
 
     Args:
         out: detection and segmentation: a folder for COCO JSON results or PNG masks, and the
             predictions drawn on the images.
+        options: a generator's max_new_tokens, temperature and top_p (greedy without the last two).
 
     Returns:
         One dict per image: path, label, probability, and every class's probability.
     """
     _, info = model_info(run)
     task = get_task(info["task"])
-    own = task.predict(run, inputs, batch_size)
+    given = {k: v for k, v in options.items() if v is not None}
+    own = task.predict(run, inputs, batch_size, **given)
     if own is not None:  # a task that reads its own kind of input
         return own
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags} set how a generator writes (causal_lm); this is a {task.name} model. Leave "
+                          "them out.")
     if task.dense:
         from tunewise.dense_predict import predict_dense
 

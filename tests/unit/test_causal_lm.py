@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,8 @@ def test_only_the_completion_and_its_end_are_learned(tiny_llama, tmp_path, caplo
         cut = encode_completions(data, short)
     assert all(len(ids) <= 5 for ids in cut.inputs["input_ids"])
     assert "longer than 5 tokens and were cut" in caplog.text
+    with pytest.raises(DataError, match="longer than 5 tokens .--strict refuses"):
+        encode_completions(replace(data, strict=True), short)
 
 
 def test_fit_learns_exports_and_generates(tiny_llama, tmp_path):
@@ -101,6 +104,19 @@ def test_fit_learns_exports_and_generates(tiny_llama, tmp_path):
     assert logits.shape[-1] == len(tokenizer)
     rows = predict(run, ["the film was fun .", "the film was awful ."])
     assert [r["completion"].strip() for r in rows] == ["positive", "negative"]
+    # fit scored its greedy generations on validation examples, and kept them
+    generations = json.loads((run / "generations.json").read_text())
+    assert len(generations) == 12 and set(generations[0]) == {"prompt", "reference", "generated"}
+    right = sum(g["generated"] == g["reference"] for g in generations) / len(generations)
+    assert record.val["exact_match"] == pytest.approx(right) and record.val["exact_match"] > 0.5
+    assert record.val["token_f1"] >= record.val["exact_match"]
+    torch.manual_seed(0)
+    sampled = predict(run, ["the film was fun ."], max_new_tokens=1, temperature=0.7, top_p=0.9)
+    assert len(tokenizer(sampled[0]["completion"], add_special_tokens=False)["input_ids"]) <= 1
+    with pytest.raises(ConfigError, match="--max-new-tokens 100000 must be .* below the model's context"):
+        predict(run, ["the film was fun ."], max_new_tokens=100000)
+    with pytest.raises(ConfigError, match="--temperature 0 must be above 0"):
+        predict(run, ["the film was fun ."], temperature=0)
     scores = evaluate(run, data)
     assert scores["perplexity"] == pytest.approx(record.test["perplexity"], rel=1e-4)
 
@@ -159,6 +175,8 @@ def test_a_generator_classifies_by_its_last_token_and_exports_as_transformers_do
         probs = exported(**tokenizer(texts, return_tensors="pt", padding=True)).logits.softmax(-1)
     for row, p in zip(rows, probs, strict=True):
         assert row["p_pos"] == pytest.approx(float(p[exported.config.label2id["pos"]]), abs=1e-5)
+    with pytest.raises(ConfigError, match="--temperature set how a generator writes"):
+        predict(tmp_path / "run", texts, temperature=0.7)
 
 
 def test_a_search_of_a_generator_compares_token_accuracy(tiny_llama, tmp_path):

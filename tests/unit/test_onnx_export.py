@@ -194,7 +194,7 @@ def test_onnx_runner_serves_with_torch_unimportable(image_run, text_run, image_f
 
 
 def test_every_task_names_its_kind_of_output_and_an_unknown_kind_is_refused():
-    kinds = {"class_scores", "token_scores", "spans", "masks", "boxes"}
+    kinds = {"class_scores", "token_scores", "spans", "masks", "boxes", "next_token_scores"}
     assert {task.outputs for task in all_tasks()} <= kinds
     assert {"class_scores", "token_scores", "spans"} <= set(EXPORTS.names())
 

@@ -112,12 +112,14 @@ class PromptSet:
             the reply, which the tokenizer's chat template turns into text. "" for plain text, where
             every token is learned.
         completions: the reply to learn after each prompt.
+        strict: refuse examples longer than the model's max length instead of cutting them.
     """
 
     prompts: list[str | list[dict]]
     completions: list[str]
     source: str
     classes: list[str] = field(default_factory=list)
+    strict: bool = False
 
     def __len__(self) -> int:
         return len(self.completions)

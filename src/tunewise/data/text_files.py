@@ -527,12 +527,15 @@ def _prompt_set(table: _Table, config: DataConfig, classes: list[str] | None) ->
         _require(table, "prompt_column", config.prompt_column)
         _require(table, "completion_column", config.completion_column)
         prompts: list[str | list[dict]] = [_text(table, i, config.prompt_column) for i in count]
-        return PromptSet(prompts, [_text(table, i, config.completion_column) for i in count], table.source)
+        return PromptSet(prompts, [_text(table, i, config.completion_column) for i in count], table.source,
+                         strict=config.strict)
     if config.messages_column in table.columns:
         chats = [_chat(table, i, config.messages_column) for i in count]
-        return PromptSet([chat[:-1] for chat in chats], [chat[-1]["content"] for chat in chats], table.source)
+        return PromptSet([chat[:-1] for chat in chats], [chat[-1]["content"] for chat in chats], table.source,
+                         strict=config.strict)
     if config.text_column in table.columns:
-        return PromptSet(["" for _ in count], [_text(table, i, config.text_column) for i in count], table.source)
+        return PromptSet(["" for _ in count], [_text(table, i, config.text_column) for i in count], table.source,
+                         strict=config.strict)
     raise DataError(f"{table.source!r} has none of the columns a generator learns from: {config.prompt_column!r} "
                     f"and {config.completion_column!r}, {config.messages_column!r} (chats) or {config.text_column!r} "
                     f"(plain text); it has: {', '.join(map(str, table.columns))}. Name yours with --prompt-column "

@@ -86,7 +86,7 @@ class Task:
     outputs: ClassVar[str] = ""
     """What its model gives, which says how it exports and serves (tunewise.ship): "class_scores"
     (one score per class per input), "token_scores" (per token), "spans" (start and end scores per
-    token), "masks" (per pixel) or "boxes"; "" for none of these."""
+    token), "masks" (per pixel), "boxes" or "next_token_scores" (a generator's, per vocabulary entry)."""
 
     knob_type: ClassVar[type | None] = None
     """The frozen dataclass of the task's knobs, its fields the constructor's keywords (detection's
@@ -102,13 +102,20 @@ class Task:
         unanswerable questions)."""
         return {}
 
+    def finished(self, model: TaskModel, val, preprocess) -> dict:
+        """After fit (adapters merged): metrics only the whole model shows, merged into the record's
+        validation metrics; an "examples" list among them is written to generations.json. A
+        generator scores its greedy generations here; the default measures nothing more."""
+        return {}
+
     def read_path(self, path: Path, config: DataConfig) -> DataSplits:
         """The splits of a local path (a registered data set name never reaches here)."""
         raise DataError(f"--task {self.name} reads no local path; pass a registered data set.")
 
-    def predict(self, run: Path | str, inputs: list, batch_size: int) -> list[dict] | None:
+    def predict(self, run: Path | str, inputs: list, batch_size: int, **options: Any) -> list[dict] | None:
         """Predictions of the exported model in `run` for `inputs`, one dict each; None (the default):
-        `tunewise.predict` reads them by modality (image files, texts, or dense outputs as files)."""
+        `tunewise.predict` reads them by modality (image files, texts, or dense outputs as files).
+        `options`: the task's own (a generator's max_new_tokens, temperature, top_p)."""
         return None
 
     def second_metric(self, metric: str) -> str:

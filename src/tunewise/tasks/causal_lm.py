@@ -27,7 +27,7 @@ from tunewise.backbones.hf import TextEncoder, Tokenize
 from tunewise.config import TrainConfig
 from tunewise.data.base import DataSplits
 from tunewise.data.text import PromptSet
-from tunewise.errors import BackboneError, DataError
+from tunewise.errors import BackboneError, ConfigError, DataError
 from tunewise.features import IGNORE
 from tunewise.tasks import TASKS, TaskModel
 from tunewise.tasks._text_batches import Encoded, TextTask, encoded_once, text_loader
@@ -36,6 +36,8 @@ log = logging.getLogger("tunewise")
 
 GENERATE_TOKENS = 64
 """New tokens `predict` generates at most per prompt."""
+SCORED_GENERATIONS = 16
+"""Validation examples whose greedy generations a finished fit scores (exact match, token F1)."""
 
 
 def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
@@ -56,7 +58,7 @@ def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
 def encode_completions(data: PromptSet, preprocess: Tokenize) -> Encoded:
     """Prompt and completion tokenized apart and joined (the boundary is exact), the end-of-text token
     after the completion; labels IGNORE on the prompt. Longer examples are cut at max_length, with one
-    warning counting them."""
+    warning counting them (refused when the data is strict)."""
     tokenizer = preprocess.tokenizer
 
     def encode() -> dict[str, list]:
@@ -72,13 +74,18 @@ def encode_completions(data: PromptSet, preprocess: Tokenize) -> Encoded:
                 row, learned = row[:preprocess.max_length], learned[:preprocess.max_length]
             ids.append(row)
             labels.append(learned)
+        if cut and data.strict:
+            raise DataError(f"{cut} of {len(ids)} examples of {data.source!r} are longer than "
+                            f"{preprocess.max_length} tokens (--strict refuses to cut them). Pass --max-length up to "
+                            f"{preprocess.limit}, shorten them, or leave out --strict to cut them with a warning.")
         if cut:
             log.warning("%d of %d examples are longer than %d tokens and were cut to it (their completions end "
                         "early); pass --max-length up to %d to keep more.", cut, len(ids), preprocess.max_length,
                         preprocess.limit)
         return {"input_ids": ids, "attention_mask": [[1] * len(r) for r in ids], "labels": labels}
 
-    columns = encoded_once((preprocess.name, preprocess.max_length, "completions", data.fingerprint()), encode)
+    key = (preprocess.name, preprocess.max_length, "completions", data.fingerprint(), data.strict)
+    columns = encoded_once(key, encode)
     return Encoded(columns, columns["labels"])
 
 
@@ -99,9 +106,67 @@ class CausalModel(TaskModel):
         return torch.stack([loss, right.float(), learned.float()], -1)
 
 
+def as_generator(model: TaskModel):
+    """transformers' causal LM around `model`'s own transformer and head (no copy), for `generate`."""
+    from transformers import AutoModelForCausalLM
+
+    base = cast(TextEncoder, model.backbone).model
+    with torch.device("meta"):  # its own weights are replaced at once: none are allocated
+        lm = AutoModelForCausalLM.from_config(base.config)
+    lm.register_module(lm.base_model_prefix, base)
+    lm.set_output_embeddings(model.head)
+    return lm.eval()
+
+
+@torch.no_grad()
+def generate(lm, tokenizer, prompts: list, max_new_tokens: int, batch_size: int = 8, **sampling: Any) -> list[str]:
+    """Each prompt's continuation (greedy unless `sampling` says otherwise), prompts rendered as in
+    training, batches padded on the left."""
+    device = next(lm.parameters()).device
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    texts = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            rendered = [prompt_text(tokenizer, p) for p in batch]
+            chat = any(isinstance(p, list) for p in batch)
+            ids = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
+            out = lm.generate(**ids, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              do_sample=bool(sampling), **sampling)
+            texts += tokenizer.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return texts
+
+
+def token_f1(generated: str, reference: str) -> float:
+    """F1 of the two texts' whitespace words as multisets (SQuAD's definition, without its normalising)."""
+    from collections import Counter
+
+    a, b = generated.split(), reference.split()
+    common = sum((Counter(a) & Counter(b)).values())
+    return 0.0 if common == 0 else 2 * common / (len(a) + len(b))
+
+
+def scored_generations(lm, tokenizer, data: PromptSet, limit: int = SCORED_GENERATIONS) -> dict:
+    """Greedy generations for the first `limit` examples of `data`, scored against their completions:
+    exact match (after stripping outer whitespace) and token F1, and the examples themselves."""
+    count = min(limit, len(data))
+    references = data.completions[:count]
+    longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references)
+    texts = generate(lm, tokenizer, data.prompts[:count], max_new_tokens=min(GENERATE_TOKENS, longest + 8))
+    examples = [{"prompt": p if isinstance(p, str) else p[-1]["content"], "reference": r, "generated": g.strip()}
+                for p, r, g in zip(data.prompts[:count], references, texts, strict=True)]
+    return {"exact_match": float(np.mean([e["generated"] == r.strip() for e, r in zip(examples, references,
+                                                                                    strict=True)])),
+            "token_f1": float(np.mean([token_f1(e["generated"], e["reference"]) for e in examples])),
+            "examples": examples}
+
+
 @TASKS.add
 class CausalLM(TextTask):
     name = "causal_lm"
+    outputs = "next_token_scores"
     metric = "perplexity"
     metrics_names = ("perplexity", "loss", "token_accuracy")
     lower_is_better = ("perplexity", "loss")
@@ -136,6 +201,11 @@ class CausalLM(TextTask):
     def export_facts(self, splits: DataSplits) -> dict:
         return {"chat": cast(PromptSet, splits.train).chat}
 
+    def finished(self, model: TaskModel, data: PromptSet, preprocess: Tokenize) -> dict:
+        """After fit: greedy generations on validation examples, scored (exact match, token F1),
+        with the examples, which fit writes to generations.json."""
+        return scored_generations(as_generator(model), preprocess.tokenizer, data)
+
     def loader(self, data: PromptSet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:
         return text_loader(encode_completions(data, preprocess), preprocess.tokenizer, train, training)
 
@@ -158,10 +228,14 @@ class CausalLM(TextTask):
         return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "token_accuracy": float(right / max(1, tokens))}[
             metric]
 
-    def predict(self, run: Path | str, inputs: list, batch_size: int) -> list[dict] | None:
-        """Each prompt's completion, generated greedily (at most GENERATE_TOKENS new tokens) by the
-        export through transformers' own text-generation pipeline."""
-        from transformers import pipeline
+    def predict(self, run: Path | str, inputs: list, batch_size: int, **options: Any) -> list[dict] | None:
+        """Each prompt's completion from the export, loaded by transformers: greedy, or sampled when
+        `temperature` (and `top_p`) are given; at most `max_new_tokens` (GENERATE_TOKENS) new tokens.
+
+        Raises:
+            ConfigError: max_new_tokens past the model's context, or sampling settings out of range.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from tunewise.export import model_info
         from tunewise.export_check import check_transformers, transformers_files
@@ -172,11 +246,28 @@ class CausalLM(TextTask):
             raise DataError("no prompts given. Pass the prompts to complete as texts.")
         check_transformers(folder, self)
         with transformers_files(folder):
-            pipe = pipeline("text-generation", model=str(folder), device=0 if torch.cuda.is_available() else -1)
-        rows = []
-        for prompt in prompts:
-            asked: Any = [{"role": "user", "content": prompt}] if info.get("chat") else prompt
-            text = prompt_text(pipe.tokenizer, asked)
-            out = pipe(text, max_new_tokens=GENERATE_TOKENS, do_sample=False, return_full_text=False)
-            rows.append({"prompt": prompt, "completion": out[0]["generated_text"]})
-        return rows
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            lm = AutoModelForCausalLM.from_pretrained(folder)
+        tokens, sampling = generation_settings(lm.config, **options)
+        asked = [[{"role": "user", "content": p}] for p in prompts] if info.get("chat") else prompts
+        nn.Module.to(lm, torch.device("cuda" if torch.cuda.is_available() else "cpu"))  # transformers types .to oddly
+        texts = generate(lm.eval(), tokenizer, asked, tokens, batch_size=batch_size, **sampling)
+        return [{"prompt": p, "completion": t.strip()} for p, t in zip(prompts, texts, strict=True)]
+
+
+def generation_settings(config, max_new_tokens: int | None = None, temperature: float | None = None,
+                        top_p: float | None = None) -> tuple[int, dict]:
+    """New tokens at most, and the sampling keywords of `generate` (none: greedy), checked."""
+    tokens = GENERATE_TOKENS if max_new_tokens is None else max_new_tokens
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if tokens < 1 or (context and tokens >= context):
+        raise ConfigError(f"--max-new-tokens {tokens} must be at least 1 and below the model's context of "
+                          f"{context} tokens (prompt included).")
+    if temperature is not None and not temperature > 0:
+        raise ConfigError(f"--temperature {temperature} must be above 0 (leave it out for greedy decoding).")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p {top_p} must be in (0, 1].")
+    sampling: dict[str, float] = {}
+    if temperature is not None or top_p is not None:
+        sampling = {"temperature": temperature or 1.0, "top_p": top_p or 1.0}
+    return tokens, sampling
