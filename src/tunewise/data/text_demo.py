@@ -16,7 +16,7 @@ import pandas as pd
 from tunewise.config import DataConfig
 from tunewise.data import DATASETS
 from tunewise.data.base import DataSplits, split_stratified
-from tunewise.data.text import QAExample, QASet, TextSet, TokenSet
+from tunewise.data.text import PromptSet, QAExample, QASet, TextSet, TokenSet
 from tunewise.errors import DataError
 
 ROTTEN_TOMATOES_FILE = Path("data") / "rotten_tomatoes_corpus_full.csv.bz2"
@@ -381,3 +381,36 @@ def rotten_tomatoes(config: DataConfig) -> DataSplits:
     train_idx, val_idx, test_idx = split_stratified(texts.labels, fractions, config.seed)
     test = texts.subset(test_idx) if test_idx else None
     return DataSplits(texts.subset(train_idx), texts.subset(val_idx), test, texts.classes)
+
+
+DIGEST_SIZES = (400, 48, 48)
+DIGEST_ASK = "Review: {review}\nVerdict (fresh or rotten) | first word | last word:"
+
+
+def digest(text: str, verdict: str) -> str:
+    """The completion the digest demo teaches: ` verdict | first | last` (words without punctuation)."""
+    words = [w.strip(".,;:!?\"'()-") for w in text.split()]
+    words = [w for w in words if w] or ["-"]
+    return f" {verdict} | {words[0]} | {words[-1]}"
+
+
+@DATASETS.register("digest_demo")
+def digest_demo(config: DataConfig) -> DataSplits:
+    """An instruction task for generators, built from the Rotten Tomatoes snippets: each prompt asks for
+    the review's verdict and its first and last words in a fixed format (` fresh | A | film`), which can
+    be scored exactly. Short snippets (6 to 16 words), plain prompts (a chat template would add a
+    system prompt longer than the review: on 2 CPU cores every token counts), 400/48/48 examples
+    (`max_train_per_class` keeps fewer training examples). The verdict is the reviewer's, the words are
+    copied: a model that has not seen the format answers in its own words."""
+    texts = read_rotten_tomatoes(rotten_tomatoes_path())
+    keep = [i for i, t in enumerate(texts.texts) if 6 <= len(t.split()) <= 16]
+    order = np.random.default_rng(_part_seed(config.seed, 3)).permutation(keep).tolist()
+    sets: list[PromptSet] = []
+    start = 0
+    for size in DIGEST_SIZES:
+        rows = order[start:start + size]
+        start += size
+        sets.append(PromptSet(prompts=[DIGEST_ASK.format(review=texts.texts[i]) for i in rows],
+                              completions=[digest(texts.texts[i], texts.classes[texts.labels[i]]) for i in rows],
+                              source=f"digest_demo:seed{config.seed}"))
+    return DataSplits(sets[0], sets[1], sets[2], [])
