@@ -25,7 +25,6 @@ from pathlib import Path
 from tunewise.config import DataConfig, TrainConfig
 from tunewise.records import Leaderboard
 from tunewise.report import console, print_leaderboard, print_trials
-from tunewise.report.search_report import versus_base
 from tunewise.study import SearchConfig, search
 
 TEXT_STRATEGIES = ("linear_probe", "bitfit", "lora", "llrd", "full")
@@ -72,10 +71,10 @@ DEMOS = {
                      budget="27epochs", scratch_epochs=3),
         TrainConfig(batch_size=16), "generated passages with known answer spans (300 training questions)"),
     "causal_lm": Demo(  # no scratch: the report compares with the base model, no fine-tuning, instead
-        "pkg:smollm2", DataConfig(data="digest_demo", max_train_per_class=64, max_length=64),
-        SearchConfig(strategies=GENERATOR_STRATEGIES, epochs=2, rates=1, seeds=1, finalists=1, scratch=False),
+        "pkg:smollm2", DataConfig(data="digest_demo", max_train_per_class=96, max_length=64),
+        SearchConfig(strategies=GENERATOR_STRATEGIES, epochs=3, rates=1, seeds=1, finalists=2, scratch=False),
         TrainConfig(batch_size=8), "Rotten Tomatoes snippets to digest as 'verdict | first word | last word' "
-                                   "(64 training examples)"),
+                                   "(96 training examples)"),
     "object_detection": _dense_demo("detection_demo", "images"),
     "semantic_segmentation": _dense_demo("segmentation_demo", "masks"),
 }
@@ -88,13 +87,10 @@ def demo(out: str | Path | None = None, task: str = "image_classification",
     config = config or spec.config
     folder = Path(out or Path("runs") / f"demo-{task}-{datetime.now():%Y%m%d-%H%M%S}")
     console.print(f"tunewise demo: which strategy for {spec.model} on {spec.question}, and is pretraining "
-                  f"worth it? (budget {config.budget}); writing to {folder}")
+                  f"worth it? (budget {config.budget or 'the default: every strategy measured'}); writing to {folder}")
     board = search(spec.model, spec.data, config, train=spec.train, out=folder, task=task)
     print_trials(board)
     print_leaderboard(board)
-    base = versus_base(board, folder)  # a generator: the question is fine-tuning vs the base model
-    if base:
-        console.print(base)
     console.print(f"report: {folder / 'report.html'}; the winning model: {folder / 'model'}; "
                   f"rerun it: tunewise fit --config {folder / 'best.yaml'}")
     console.print(f"serve it, with a web page to try it: tunewise serve {folder}")

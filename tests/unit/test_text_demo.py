@@ -156,4 +156,5 @@ def test_digest_demo_asks_for_a_checkable_digest_of_each_snippet():
     assert completion == digest(review, completion.split(" | ")[0].strip())
     assert completion.split(" | ")[0] in (" fresh", " rotten") and 6 <= len(review.split()) <= 16
     assert digest('"Dull, lifeless" -- and long.', "rotten") == " rotten | Dull | long"
+    assert digest("\u201cMr. Deeds\u201d is fun\u2026", "fresh") == " fresh | Mr | fun"
     assert _load("digest_demo", seed=1).train.prompts[:5] != splits.train.prompts[:5]

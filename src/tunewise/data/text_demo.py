@@ -389,7 +389,7 @@ DIGEST_ASK = "Review: {review}\nVerdict (fresh or rotten) | first word | last wo
 
 def digest(text: str, verdict: str) -> str:
     """The completion the digest demo teaches: ` verdict | first | last` (words without punctuation)."""
-    words = [w.strip(".,;:!?\"'()-") for w in text.split()]
+    words = [w.strip(string.punctuation + "\u201c\u201d\u2018\u2019\u2026\u2013\u2014") for w in text.split()]
     words = [w for w in words if w] or ["-"]
     return f" {verdict} | {words[0]} | {words[-1]}"
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -135,9 +138,41 @@ def winner_arm(board: Leaderboard) -> Arm | None:
     return next((a for a in board.arms if a.name == board.winner), None)
 
 
-def answer(board: Leaderboard) -> list[str]:
-    """Three plain sentences: what won, whether pretraining beat scratch, what was not measured."""
-    return [winner_sentence(board), scratch_sentence(board), unmeasured_sentence(board)]
+def answer(board: Leaderboard, folder: Path | str | None = None) -> list[str]:
+    """Three plain sentences: what won, whether pretraining beat scratch (a generator: whether fine-tuning
+    beat its base model, from the generations in `folder`, by default the search's own), what was not
+    measured."""
+    folder = folder or board.run_dir
+    generations = generations_of(Path(folder)) if folder else None
+    versus = _versus_base_sentence(board, generations[0]) if generations else scratch_sentence(board)
+    return [winner_sentence(board), versus, unmeasured_sentence(board)]
+
+
+BASE_GENERATIONS = "base_generations.json"  # written by the causal_lm task after a search
+
+
+def generations_of(folder: Path) -> tuple[dict, list] | None:
+    """A generator search's base-model generations (scored) and the winner's, when both are there."""
+    base, tuned = folder / BASE_GENERATIONS, folder / "model" / "generations.json"
+    if not (base.is_file() and tuned.is_file()):
+        return None
+    return json.loads(base.read_text()), json.loads(tuned.read_text())
+
+
+def _versus_base_sentence(board: Leaderboard, base: dict) -> str:
+    """Fine-tuning vs the base model, for a generator: the winner's generation scores beside the base's."""
+    arm = winner_arm(board)
+    val = (arm.val or {}) if arm else {}
+    if "exact_match" not in val:
+        return "The winner's generations were not scored, so fine-tuning vs the base model was not measured."
+    shown = len(base["examples"])
+    ran = any(a.strategy == BASELINE_STRATEGY for a in board.arms)
+    scratch = "" if ran else (" Training from scratch was not run: a generator trained from nothing on this "
+                              "little data is not a meaningful comparison.")
+    return (f"Fine-tuning vs the base model (no fine-tuning), greedy generations on {shown} validation examples: "
+            f"exact match {pct(base['exact_match'])} \u2192 {pct(val['exact_match'])}, token F1 "
+            f"{pct(base['token_f1'])} \u2192 {pct(val['token_f1'])} (no interval: {shown} examples, one seed)."
+            + scratch)
 
 
 def winner_sentence(board: Leaderboard) -> str:
@@ -157,6 +192,8 @@ def winner_sentence(board: Leaderboard) -> str:
     if board.runner_up:
         return (f"{won} won ({score}); over the next, {board.runner_up['versus']}: {in_points(board.runner_up)}, "
                 f"{verdict(board.runner_up)}.")
+    if any(t.state == "complete" and t.strategy not in (arm.strategy, BASELINE_STRATEGY) for t in board.trials):
+        return f"{won} won ({score}), the one finalist; the trials table shows how the others scored."
     return f"{won} won ({score}), the only pretrained arm that completed."
 
 

@@ -28,6 +28,7 @@ from tunewise.report import (
     answer,
     arm_score,
     count,
+    generations_of,
     in_points,
     knob_text,
     notes,
@@ -64,7 +65,7 @@ def write_report(board: Leaderboard, folder: str | Path) -> list[Path]:
         (folder / "pretrained_vs_scratch.png").unlink(missing_ok=True)  # a stale one from an older board
     written = [save_figure(figure, folder / name) for name, figure in plots.items()]
     drawn = {"predictions.png"} if (folder / "predictions.png").is_file() else set()  # detection, segmentation
-    blocks = _blocks(board, set(plots) | drawn, _generations(folder))
+    blocks = _blocks(board, set(plots) | drawn, folder)
     for name, text in (("report.md", markdown(blocks)), ("report.html", html_page(blocks, folder))):
         write_atomic(folder / name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))  # noqa: B023 (called at once)
         written.append(folder / name)
@@ -410,39 +411,8 @@ def _per_class_blocks(board: Leaderboard) -> list[tuple]:
     return blocks
 
 
-BASE_GENERATIONS = "base_generations.json"  # written by the causal_lm task after a search
 SHOWN_GENERATIONS = 8
-
-
-def _generations(folder: Path) -> tuple[dict, list] | None:
-    """A generator search's base-model generations (scored) and the winner's, when both are there."""
-    import json
-
-    base, tuned = folder / BASE_GENERATIONS, folder / "model" / "generations.json"
-    if not (base.is_file() and tuned.is_file()):
-        return None
-    return json.loads(base.read_text()), json.loads(tuned.read_text())
-
-
-def versus_base(board: Leaderboard, folder: Path) -> str | None:
-    """A generator search's answer to "is fine-tuning worth it": the winner's generations scored beside
-    the base model's; None for other searches."""
-    generations = _generations(folder)
-    return _versus_base_sentence(board, generations[0]) if generations else None
-
-
-def _versus_base_sentence(board: Leaderboard, base: dict) -> str:
-    arm = winner_arm(board)
-    val = (arm.val or {}) if arm else {}
-    if "exact_match" not in val:
-        return "The winner's generations were not scored, so fine-tuning vs the base model was not measured."
-    count = len(base["examples"])
-    scratch = ("" if _scratch_arm(board) else " Training from scratch was not run: a generator trained from "
-               "nothing on this little data is not a meaningful comparison.")
-    return (f"Fine-tuning vs the base model (no fine-tuning), greedy generations on {count} validation examples: "
-            f"exact match {pct(base['exact_match'])} \u2192 {pct(val['exact_match'])}, token F1 "
-            f"{pct(base['token_f1'])} \u2192 {pct(val['token_f1'])} (no interval: {count} examples, one seed)."
-            + scratch)
+SHOWN_PROMPT = 160  # characters
 
 
 def _generation_blocks(generations: tuple[dict, list] | None) -> list[tuple]:
@@ -450,7 +420,7 @@ def _generation_blocks(generations: tuple[dict, list] | None) -> list[tuple]:
     if not generations:
         return []
     base, tuned = generations
-    rows = [[textwrap.shorten(b["prompt"], 160), b["reference"].strip(), b["generated"] or "(nothing)",
+    rows = [[textwrap.shorten(b["prompt"], SHOWN_PROMPT), b["reference"].strip(), b["generated"] or "(nothing)",
              t["generated"] or "(nothing)"]
             for b, t in zip(base["examples"][:SHOWN_GENERATIONS], tuned, strict=False)]
     return [("h2", "Generations"),
@@ -481,12 +451,11 @@ CAPTIONS = {
 }
 
 
-def _blocks(board: Leaderboard, plots: set[str], generations: tuple[dict, list] | None = None) -> list[tuple[Any, ...]]:
+def _blocks(board: Leaderboard, plots: set[str], folder: Path | None = None) -> list[tuple[Any, ...]]:
     """The report as plain blocks, rendered to Markdown and to HTML alike: the answer first."""
-    sentences = answer(board)
-    if generations:  # a generator: fine-tuned vs the base model is the question scratch answers elsewhere
-        sentences[1] = _versus_base_sentence(board, generations[0])
-    blocks: list[tuple[Any, ...]] = [("h1", f"Search report: {board.model} on {board.data}"), ("answer", sentences)]
+    generations = generations_of(folder) if folder else None
+    blocks: list[tuple[Any, ...]] = [("h1", f"Search report: {board.model} on {board.data}"),
+                                     ("answer", answer(board, folder))]
     blocks += [("warnings", board.warnings)] if board.warnings else []
     blocks += [("list", notes(board)), ("h2", "Search"), ("list", _details(board)),
                ("h2", "Arms"),
