@@ -117,11 +117,19 @@ def test_fit_learns_exports_and_generates(tiny_llama, tmp_path):
         predict(run, ["the film was fun ."], max_new_tokens=100000)
     with pytest.raises(ConfigError, match="--temperature 0 must be above 0"):
         predict(run, ["the film was fun ."], temperature=0)
+    # tunewise serve answers as predict does; ONNX is refused with what to do instead
+    from tunewise.errors import TunewiseError
+    from tunewise.ship.onnx_export import export_onnx
+    from tunewise.ship.torch_predictor import TorchPredictor
+
+    assert TorchPredictor(run).predict(["the film was fun .", "the film was awful ."]) == rows
+    with pytest.raises(TunewiseError, match="causal_lm models .* cannot be exported to ONNX.*torch backend"):
+        export_onnx(run)
     scores = evaluate(run, data)
     assert scores["perplexity"] == pytest.approx(record.test["perplexity"], rel=1e-4)
 
 
-@pytest.mark.parametrize("strategy", ["lora", "ia3", "norm_only", "linear_probe"])
+@pytest.mark.parametrize("strategy", ["lora", "dora", "ia3", "vera", "norm_only", "linear_probe"])
 def test_adapters_and_partial_strategies_train_a_generator(tiny_llama, tmp_path, strategy):
     from transformers import AutoModelForCausalLM
 

@@ -19,9 +19,9 @@ class TorchPredictor:
     """The model exported in a run folder (a fit's, a search's, or its model/), on torch.
 
     Rows: image and text classification {"label", "probability", "p_<class>"...}; token classification
-    {"entities": [...]}; question answering {"answer"}; detection {"objects": [{"label", "score", "box"}]}
-    (the boxes `tunewise predict` prints); segmentation {"mask_png": base64 palette PNG of class indices,
-    "classes": {class: share of the pixels}}.
+    {"entities": [...]}; question answering {"answer"}; a generator {"prompt", "completion"} (greedy);
+    detection {"objects": [{"label", "score", "box"}]} (the boxes `tunewise predict` prints);
+    segmentation {"mask_png": base64 palette PNG of class indices, "classes": {class: share of the pixels}}.
     """
 
     def __init__(self, run: str | Path) -> None:
@@ -34,6 +34,8 @@ class TorchPredictor:
         self.reads: str = reads_of(task.modality, task.outputs)
         if task.dense:
             self._rows = _dense(folder)
+        elif task.outputs == "next_token_scores":
+            self._rows = _completions(folder, task)
         elif self.reads == "text":
             self._rows = _texts(folder, task)
         elif self.reads == "pair":
@@ -67,6 +69,12 @@ def _texts(folder: Path, task: Any) -> Rows:
 
     pipe = text_pipeline(folder, task)
     return lambda texts: text_rows(pipe, texts, task)
+
+
+def _completions(folder: Path, task: Any) -> Rows:
+    from tunewise.tasks.causal_lm import Completer
+
+    return Completer(folder, task)
 
 
 def _answers(folder: Path) -> Rows:

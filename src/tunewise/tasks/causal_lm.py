@@ -252,23 +252,36 @@ class CausalLM(TextTask):
         Raises:
             ConfigError: max_new_tokens past the model's context, or sampling settings out of range.
         """
+        prompts = [str(x) for x in inputs]
+        if not prompts:
+            raise DataError("no prompts given. Pass the prompts to complete as texts.")
+        return Completer(run, self)(prompts, batch_size, **options)
+
+
+class Completer:
+    """A generator export loaded once (transformers' AutoModelForCausalLM and tokenizer): `predict`
+    and `tunewise serve` complete prompts through it, as its training rendered them (chat or plain)."""
+
+    def __init__(self, run: Path | str, task: CausalLM) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from tunewise.export import model_info
         from tunewise.export_check import check_transformers, transformers_files
 
         folder, info = model_info(run)
-        prompts = [str(x) for x in inputs]
-        if not prompts:
-            raise DataError("no prompts given. Pass the prompts to complete as texts.")
-        check_transformers(folder, self)
+        check_transformers(folder, task)
         with transformers_files(folder):
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            lm = AutoModelForCausalLM.from_pretrained(folder)
-        tokens, sampling = generation_settings(lm.config, **options)
-        asked = [[{"role": "user", "content": p}] for p in prompts] if info.get("chat") else prompts
-        nn.Module.to(lm, torch.device("cuda" if torch.cuda.is_available() else "cpu"))  # transformers types .to oddly
-        texts = generate(lm.eval(), tokenizer, asked, tokens, batch_size=batch_size, **sampling)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.lm = AutoModelForCausalLM.from_pretrained(folder).eval()
+        self.chat = bool(info.get("chat"))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        nn.Module.to(self.lm, device)  # transformers types .to oddly
+
+    def __call__(self, prompts: list[str], batch_size: int = 8, **options: Any) -> list[dict]:
+        """{"prompt", "completion"} per prompt, in order."""
+        tokens, sampling = generation_settings(self.lm.config, **options)
+        asked: list = [[{"role": "user", "content": p}] for p in prompts] if self.chat else prompts
+        texts = generate(self.lm, self.tokenizer, asked, tokens, batch_size=batch_size, **sampling)
         return [{"prompt": p, "completion": t.strip()} for p, t in zip(prompts, texts, strict=True)]
 
 
