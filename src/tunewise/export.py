@@ -75,6 +75,10 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | 
         "task": task.name, "classes": classes, "preprocess": asdict(preprocess),
     })
     write_readme(folder, backbone.arch, preprocess, classes)
+    if backbone.arch.startswith("keras:"):  # and the file a Keras (or TensorFlow) user loads
+        from tunewise.backbones.keras_source import export_keras
+
+        write_atomic(folder / "model.keras", lambda tmp: export_keras(model.backbone, model.head, tmp))
 
 
 def write_readme(folder: Path, arch: str, preprocess: Preprocess, classes: list[str]) -> None:

@@ -1,0 +1,174 @@
+"""`keras:PATH.keras`: a saved Keras 3 image model, fine-tuned by tunewise on Keras's torch backend.
+
+On the torch backend a Keras model is a `torch.nn.Module` whose weights are torch Parameters, so
+every strategy, the feature cache, search and ranking work on it unchanged; the fit exports a
+`.keras` file (tunewise.export) that Keras loads on any backend. The features are the input of the
+model's last Dense layer (`keras:model.keras#LAYER` names another layer, whose output must be
+pooled: (batch, features)); that Dense layer is the source head. Images reach the model as Keras
+models take them: channels last, scaled to [0, 1] (`#LAYER@255` or `keras:model.keras@255` feeds
+0-255 instead), at the model's own input size.
+
+Not built yet (issue 16): KerasHub presets and converted Hugging Face folders, text models, Keras's
+own LoRA, TFRecord input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunewise.backbones import SOURCES
+from tunewise.backbones.base import Backbone, Preprocess
+from tunewise.errors import BackboneError, one_line
+
+log = logging.getLogger("tunewise")
+
+
+def keras_on_torch() -> Any:
+    """Keras, imported with the torch backend (the user's KERAS_BACKEND is kept when it says torch).
+
+    Raises:
+        BackboneError: KERAS_BACKEND names another backend, Keras was imported with another one
+            already, or Keras is not installed.
+    """
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend not in (None, "torch"):
+        raise BackboneError(f"KERAS_BACKEND is {backend!r}; tunewise trains Keras models on the torch backend. "
+                            "Unset it, or set KERAS_BACKEND=torch, for tunewise (the exported .keras file loads "
+                            "on any backend).")
+    os.environ["KERAS_BACKEND"] = "torch"
+    try:
+        import keras
+    except ImportError:
+        raise BackboneError("keras: models need Keras 3: pip install 'tunewise[keras]'.") from None
+    if keras.backend.backend() != "torch":
+        raise BackboneError(f"Keras was imported with the {keras.backend.backend()} backend before tunewise; "
+                            "start Python with KERAS_BACKEND=torch.")
+    return keras
+
+
+class KerasImages(nn.Module):
+    """A Keras model's feature part on tunewise's images: (B, 3, H, W) in [0, 1] -> (B, features).
+
+    Its BatchNormalization layers follow tunewise's policy: a layer whose scale and offset are
+    frozen keeps its moving statistics while the rest trains (Keras itself would re-estimate them)."""
+
+    def __init__(self, features: Any, scale: float) -> None:
+        super().__init__()
+        self.net = features
+        self.scale = scale
+        for layer in features.layers:
+            if type(layer).__name__ == "BatchNormalization":
+                layer.call = _statistics_when_training(layer, layer.call)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.permute(0, 2, 3, 1) * self.scale, training=self.training)
+
+
+def _statistics_when_training(layer: Any, call: Any) -> Any:
+    def batch_norm(inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        trains = any(w.value.requires_grad for w in layer.trainable_weights) if layer.trainable_weights else True
+        return call(inputs, training=bool(training) and trains, mask=mask)
+
+    return batch_norm
+
+
+def split_name(model_name: str) -> tuple[Path, str | None, float]:
+    """`path.keras[#layer][@255]` -> (path, feature layer or None, input scale)."""
+    rest, _, scale = model_name.partition("@")
+    path, _, layer = rest.partition("#")
+    try:
+        return Path(path), layer or None, float(scale) if scale else 1.0
+    except ValueError:
+        raise BackboneError(f"keras:{model_name}: the scale after @ must be a number (255 for 0-255 "
+                            "inputs).") from None
+
+
+def feature_layer(model: Any, name: str | None) -> tuple[Any, Any]:
+    """The symbolic features and the source head (the last Dense layer, or None)."""
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
+    head = dense[-1] if dense else None
+    if name is not None:
+        try:
+            return model.get_layer(name).output, head if head is not None and head.input is model.get_layer(
+                name).output else None
+        except ValueError:
+            names = ", ".join(layer.name for layer in model.layers)
+            raise BackboneError(f"the Keras model has no layer {name!r}; its layers: {names}.") from None
+    if head is None:
+        raise BackboneError("the Keras model has no Dense layer whose input could be the features. Name the "
+                            "feature layer: keras:PATH.keras#LAYER (a layer whose output is (batch, features)).")
+    log.info("keras: features are the input of the last Dense layer, %r", head.name)
+    return head.input, head
+
+
+def as_linear(dense: Any) -> nn.Linear:
+    """A Keras Dense layer's weights as a torch Linear (its kernel is (in, out))."""
+    kernel = dense.kernel.value.detach()
+    linear = nn.Linear(kernel.shape[0], kernel.shape[1], bias=dense.use_bias)
+    with torch.no_grad():
+        linear.weight.copy_(kernel.T)
+        if dense.use_bias:
+            linear.bias.copy_(dense.bias.value.detach())
+    return linear
+
+
+def layer_groups(module: KerasImages) -> list[list[str]]:
+    """Parameter names by Keras layer, input to output."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    groups = [[names[id(w.value)] for w in layer.weights if id(w.value) in names] for layer in module.net.layers]
+    return [g for g in groups if g]
+
+
+@SOURCES.register("keras")
+def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
+    """A saved Keras model's features, head and input pipeline (`keras:PATH.keras[#LAYER][@SCALE]`)."""
+    keras = keras_on_torch()
+    path, layer_name, scale = split_name(model_name)
+    if weights is not None:
+        raise BackboneError("--weights does not apply to keras: models; the .keras file holds its weights.")
+    if path.suffix != ".keras" or not path.is_file():
+        raise BackboneError(f"keras:{model_name}: {str(path)!r} is not a .keras file. Save the model with "
+                            "model.save('model.keras') (Keras 3) and pass keras:model.keras.")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # any reader failure: a file Keras cannot load
+        raise BackboneError(f"Keras cannot load {str(path)!r}: {one_line(err)}") from None
+    if not pretrained:
+        model = keras.models.clone_model(model)  # the same layers, newly initialised
+    features, head = feature_layer(model, layer_name)
+    if len(features.shape) != 2:
+        raise BackboneError(f"the features of {str(path)!r} have shape {tuple(features.shape)}; tunewise needs "
+                            "(batch, features). Name a pooled layer: keras:PATH.keras#LAYER.")
+    shape = model.inputs[0].shape  # (batch, H, W, C)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise BackboneError(f"{str(path)!r} takes inputs of shape {tuple(shape)}; keras: models take RGB images "
+                            "(batch, height, width, 3), channels last.")
+    size = shape[1] or 224
+    module = KerasImages(keras.Model(model.inputs, features), scale)
+    return Backbone(name=f"keras:{model_name}", arch=f"keras:{model_name}", model=module,
+                    num_features=int(features.shape[-1]), layer_groups=layer_groups(module),
+                    preprocess=Preprocess(input_size=size, resize_size=size, mean=(0.0, 0.0, 0.0),
+                                          std=(1.0, 1.0, 1.0)),
+                    source_head=as_linear(head) if head is not None and pretrained else None, pretrained=pretrained)
+
+
+def export_keras(backbone_module: nn.Module, head: nn.Module, path: str | Path) -> None:
+    """The fine-tuned feature model with `head` as its new last Dense layer, saved as one Keras file
+    at `path` (any name: Keras writes it as `path`.keras, moved to `path`)."""
+    keras = keras_on_torch()
+    assert isinstance(backbone_module, KerasImages) and isinstance(head, nn.Linear), "a keras: backbone's model"
+    features = backbone_module.net
+    dense = keras.layers.Dense(head.out_features, name="tunewise_head")
+    model = keras.Model(features.inputs, dense(features.outputs[0]))
+    with torch.no_grad():
+        dense.kernel.value.copy_(head.weight.detach().T)
+        dense.bias.value.copy_(head.bias.detach())
+    model.save(f"{path}.keras")  # Keras insists on the suffix
+    os.replace(f"{path}.keras", path)
+

@@ -1,0 +1,96 @@
+"""keras: backbones: a saved Keras 3 CNN fine-tuned on Keras's torch backend, exported as a .keras file
+that Keras reloads with the same outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tunewise import DataConfig, TrainConfig, fit, predict
+from tunewise.backbones import load_backbone
+from tunewise.backbones.keras_source import keras_on_torch
+from tunewise.errors import BackboneError
+from tunewise.export import load_model
+from tunewise.strategies import get_strategy
+
+if importlib.util.find_spec("keras") is None:
+    pytest.skip("keras: backbones need: pip install 'tunewise[keras]'", allow_module_level=True)
+keras = keras_on_torch()
+
+
+def write_keras_cnn(path: Path, classes: int = 5) -> Path:
+    """Conv, BatchNorm, conv, pooling and a Dense classifier on 32 px RGB images, saved as .keras."""
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    keras.Model(inputs, layers.Dense(classes, name="classifier")(x)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def keras_cnn(tmp_path_factory) -> Path:
+    return write_keras_cnn(tmp_path_factory.mktemp("keras") / "cnn.keras")
+
+
+def test_a_keras_model_is_a_backbone_with_its_layers_and_head(keras_cnn):
+    backbone = load_backbone(f"keras:{keras_cnn}")
+    assert backbone.num_features == 16 and backbone.preprocess.input_size == 32
+    assert [g[0].split("/")[0].rsplit(".", 1)[-1] for g in backbone.layer_groups] == ["conv1", "bn1", "conv2"]
+    saved = keras.saving.load_model(keras_cnn)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = backbone.source_head(backbone.model.eval()(x))
+        theirs = saved(x.permute(0, 2, 3, 1), training=False)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    named = load_backbone(f"keras:{keras_cnn}#pool@255")
+    assert named.model.scale == 255.0 and named.num_features == 16
+
+
+def test_fit_trains_the_keras_weights_and_exports_a_keras_file(keras_cnn, image_folder, tmp_path):
+    fit(f"keras:{keras_cnn}", DataConfig(data=str(image_folder)), "full", out=tmp_path / "run", test=False,
+        train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, patience=None))
+    exported = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    before = keras.saving.load_model(keras_cnn)
+    assert not np.allclose(exported.get_layer("conv1").kernel.numpy(), before.get_layer("conv1").kernel.numpy())
+    model, info = load_model(tmp_path / "run")
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x) - exported(x.permute(0, 2, 3, 1), training=False)).abs().max() < 1e-5
+    image = next(Path(image_folder).rglob("*.png"))
+    assert predict(tmp_path / "run", [image])[0]["label"] in info["classes"]
+
+
+def test_a_frozen_batchnorm_keeps_its_moving_statistics(keras_cnn, image_folder, tmp_path):
+    fit(f"keras:{keras_cnn}", DataConfig(data=str(image_folder)), get_strategy("partial", k=1), out=tmp_path / "run",
+        test=False, train=TrainConfig(epochs=1, batch_size=8, patience=None))  # conv2 trains, bn1 is frozen
+    exported = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    before = keras.saving.load_model(keras_cnn)
+    bn = exported.get_layer("bn1")
+    assert np.array_equal(bn.moving_mean.numpy(), before.get_layer("bn1").moving_mean.numpy())
+    assert not np.allclose(exported.get_layer("conv2").kernel.numpy(), before.get_layer("conv2").kernel.numpy())
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("{cnn}#nothing", "has no layer 'nothing'; its layers: input_layer, conv1"),
+    ("{cnn}#conv2", "have shape .*Name a pooled layer"),
+    ("{cnn}@x", "the scale after @ must be a number"),
+    ("{folder}/model.h5", "is not a .keras file"),
+])
+def test_bad_keras_models_are_named(keras_cnn, tmp_path, name, says):
+    with pytest.raises(BackboneError, match=says):
+        load_backbone("keras:" + name.format(cnn=keras_cnn, folder=tmp_path))
+
+
+def test_another_keras_backend_is_refused_with_what_to_do(keras_cnn, monkeypatch):
+    monkeypatch.setitem(os.environ, "KERAS_BACKEND", "tensorflow")
+    with pytest.raises(BackboneError, match="KERAS_BACKEND is 'tensorflow'.*torch backend"):
+        load_backbone(f"keras:{keras_cnn}")
