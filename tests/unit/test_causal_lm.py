@@ -187,6 +187,25 @@ def test_a_generator_classifies_by_its_last_token_and_exports_as_transformers_do
         predict(tmp_path / "run", texts, temperature=0.7)
 
 
+def test_a_generator_tags_tokens_and_answers_questions_as_transformers_classes(tiny_llama, tmp_path):
+    from transformers import AutoModelForQuestionAnswering, AutoModelForTokenClassification
+
+    tagged = write_rows(tmp_path / "ner.jsonl", [{"tokens": ["the", "film", "was", w], "tags": ["O", "O", "O", "B-X"]}
+                                                 for w in WORDS] * 3)
+    fit(f"hf:{tiny_llama}", DataConfig(data=str(tagged)), "full", task="token_classification", out=tmp_path / "ner",
+        test=False, train=TrainConfig(epochs=1, batch_size=8))
+    assert type(AutoModelForTokenClassification.from_pretrained(tmp_path / "ner")).__name__ == \
+        "LlamaForTokenClassification"
+    context = "the film was made in paris ."
+    asked = write_rows(tmp_path / "qa.jsonl", [
+        {"id": str(i), "question": "where was the film made ?", "context": context,
+         "answers": {"text": ["paris"], "answer_start": [context.index("paris")]}} for i in range(16)])
+    fit(f"hf:{tiny_llama}", DataConfig(data=str(asked)), "full", task="question_answering", out=tmp_path / "qa",
+        test=False, train=TrainConfig(epochs=1, batch_size=8))
+    assert type(AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa")).__name__ == \
+        "LlamaForQuestionAnswering"
+
+
 def test_a_search_of_a_generator_compares_token_accuracy(tiny_llama, tmp_path):
     from tunewise.study import SearchConfig, search
 

@@ -95,18 +95,22 @@ def encode_completions(data: PromptSet, preprocess: Tokenize) -> Encoded:
 class CausalModel(TaskModel):
     """A generator's transformer and its LM head. Given `labels` among its inputs it scores them and
     returns, per position, (loss, right, learned) for the next token: (B, T-1, 3), small enough to
-    keep for a whole split; without them, the logits (B, T, V)."""
+    keep for a whole split; without them, the logits (B, T, V). The LM head (a vocabulary wide) runs
+    on the learned positions only: a prompt's positions need no logits."""
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         labels = x.get("labels")
-        logits = self.head(self.backbone({k: v for k, v in x.items() if k != "labels"}))
+        hidden = self.backbone({k: v for k, v in x.items() if k != "labels"})
         if labels is None:
-            return logits
-        logits, target = logits[:, :-1].float(), labels[:, 1:]
+            return self.head(hidden)
+        target = labels[:, 1:]
         learned = target != IGNORE
-        loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
-        right = (logits.argmax(-1) == target) & learned
-        return torch.stack([loss, right.float(), learned.float()], -1)
+        logits = self.head(hidden[:, :-1][learned]).float()  # (learned tokens, V)
+        scores = hidden.new_zeros((*target.shape, 3), dtype=torch.float32)
+        scores[learned] = torch.stack([F.cross_entropy(logits, target[learned], reduction="none"),
+                                       (logits.argmax(-1) == target[learned]).float(),
+                                       torch.ones_like(logits[:, 0])], -1)
+        return scores
 
 
 def as_generator(model: TaskModel):
