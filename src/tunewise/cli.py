@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "validation metric; export it to the run folder.")
     fit.add_argument("--model", default="pkg:efficientnet_lite0",
                      help="timm:NAME, torchvision:NAME, pkg:efficientnet_lite0|1|2 (images); hf:HUB_ID_OR_FOLDER, "
-                          "pkg:minilm, pkg:mpnet (text); or an exported model file (default: %(default)s)")
+                          "pkg:minilm, pkg:mpnet (text), pkg:smollm2 (a generator); keras:MODEL.keras (a saved "
+                          "Keras image model); or an exported model file (default: %(default)s)")
     fit.add_argument("--weights", help="local weights (.safetensors or .pth) for --model's architecture")
     fit.add_argument("--strategy", default=DEFAULT_STRATEGY,
                      help=f"one of: {', '.join(strategy_names())}; cards in docs/strategies/ (default: %(default)s)")

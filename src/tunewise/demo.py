@@ -14,6 +14,9 @@ minutes (detection) and 2 minutes (segmentation) on 2 CPU cores. The text demos 
 sized to ten minutes at most (measured before the search's budget change: Rotten Tomatoes 8, NER
 3, QA 6): smaller inputs (96 px images,
 64 tokens) and a class-balanced training subset; validation and test use every held-out example.
+A generator (causal_lm): SmolLM2-135M on digest_demo (96 training examples, lora, ia3 and full, 3
+epochs), compared with its base model's generations instead of scratch: 4.9 minutes on 2 idle CPU
+cores, 2026-12-03.
 """
 
 from __future__ import annotations

@@ -94,3 +94,11 @@ def test_another_keras_backend_is_refused_with_what_to_do(keras_cnn, monkeypatch
     monkeypatch.setitem(os.environ, "KERAS_BACKEND", "tensorflow")
     with pytest.raises(BackboneError, match="KERAS_BACKEND is 'tensorflow'.*torch backend"):
         load_backbone(f"keras:{keras_cnn}")
+
+
+def test_lora_on_a_keras_model_is_refused_with_the_reason(keras_cnn, image_folder, tmp_path):
+    from tunewise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no Linear or Conv2d layer that LoRA can adapt"):
+        fit(f"keras:{keras_cnn}", DataConfig(data=str(image_folder)), "lora", out=tmp_path / "run",
+            train=TrainConfig(epochs=1))
