@@ -32,7 +32,15 @@ from tunewise.config import (
     validate_data,
     validate_train,
 )
-from tunewise.errors import Interrupted, TunewiseError, file_error, interrupt_behind, one_line
+from tunewise.errors import (
+    Interrupted,
+    TunewiseError,
+    file_error,
+    forget_signals,
+    interrupt_behind,
+    one_line,
+    signalled,
+)
 from tunewise.precheck import registered, source_of, task_knobs
 
 T = TypeVar("T")
@@ -498,7 +506,7 @@ def interrupts_as_errors() -> Iterator[None]:
     """SIGTERM (what schedulers and containers send) stops a command as Ctrl-C does: it raises
     Interrupted where the program stands, so the same clean-up runs and the folder resumes."""
     def stop(number: int, frame: object) -> None:
-        raise Interrupted(number)
+        signalled(number)
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
@@ -508,6 +516,7 @@ def interrupts_as_errors() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+        forget_signals()
 
 
 def run_fit(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import errno
 import importlib
 import re
 import signal
+from typing import NoReturn
 
 
 class TunewiseError(ValueError):
@@ -39,6 +40,28 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signal_number: int) -> None:
         super().__init__(signal_number)
         self.exit_code = 128 + signal_number
+
+
+_SIGNALLED: list[int] = []
+
+
+def signalled(signal_number: int) -> NoReturn:
+    """What a signal handler calls: raise Interrupted, and remember it. Python swallows an exception
+    raised in a destructor or a weakref callback ("Exception ignored in ..."), and a signal can land
+    in one: `stop_if_signalled` raises it again at the training loop's next batch."""
+    _SIGNALLED.append(signal_number)
+    raise Interrupted(signal_number)
+
+
+def stop_if_signalled() -> None:
+    """Raise the Interrupted of a signal whose first raise was swallowed (see `signalled`)."""
+    if _SIGNALLED:
+        raise Interrupted(_SIGNALLED[-1])
+
+
+def forget_signals() -> None:
+    """The command that installed the handler is done: its signals are handled."""
+    _SIGNALLED.clear()
 
 
 def interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:

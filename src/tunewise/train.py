@@ -40,7 +40,7 @@ from tunewise.config import (
 )
 from tunewise.data import DataSplits, load_data
 from tunewise.epochs import epoch_seed, seed_all, set_epoch
-from tunewise.errors import ConfigError, RunFolderError, TunewiseError
+from tunewise.errors import ConfigError, RunFolderError, TunewiseError, stop_if_signalled
 from tunewise.export import export_model
 from tunewise.features import cache_key, cached_features, feature_loader, to_cpu, to_device, weights_digest
 from tunewise.io import claim_folder, default_run_dir, read_jsonl, write_atomic, write_json
@@ -438,6 +438,7 @@ def _train_one_epoch(net: TaskModel, model: nn.Module, loader: DataLoader[Any], 
     total, count = 0.0, 0
     batches = tqdm(loader, desc="train", unit="batch", leave=False, disable=None)
     for (inputs, targets), factor in zip(batches, factors, strict=True):
+        stop_if_signalled()
         inputs, targets = to_device(inputs, accelerator.device), to_device(targets, accelerator.device)
         with accelerator.autocast():
             loss = task.loss(model(inputs), targets)

@@ -41,7 +41,9 @@ def test_a_search_and_a_second_worker_share_one_postgres_study(image_folder, tin
               "--storage", URL]
     coordinator = subprocess.Popen(search, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait(lambda: (folder / "settings.json").is_file(), coordinator, "settings.json")
-    study = optuna.load_study(study_name=json.loads((folder / "settings.json").read_text())["study"], storage=URL)
+    name = json.loads((folder / "settings.json").read_text())["study"]
+    _wait(lambda: name in optuna.get_all_study_names(storage=URL), coordinator, "the study")  # made just after
+    study = optuna.load_study(study_name=name, storage=URL)
 
     def states(*wanted):
         return study.get_trials(deepcopy=False, states=wanted)
