@@ -129,6 +129,14 @@ def test_fit_learns_exports_and_generates(tiny_llama, tmp_path):
     assert scores["perplexity"] == pytest.approx(record.test["perplexity"], rel=1e-4)
 
 
+def test_plain_text_is_learned_whole_with_no_generations_to_score(tiny_llama, tmp_path):
+    plain = write_rows(tmp_path / "plain.jsonl", [{"text": f"the film was {w} ."} for w in WORDS] * 3)
+    record = fit(f"hf:{tiny_llama}", DataConfig(data=str(plain)), "full", task="causal_lm", out=tmp_path / "run",
+                 test=False, train=TrainConfig(epochs=1, batch_size=8))
+    assert record.val["perplexity"] > 1 and "exact_match" not in record.val
+    assert not (tmp_path / "run" / "generations.json").exists()
+
+
 @pytest.mark.parametrize("strategy", ["lora", "dora", "ia3", "vera", "norm_only", "linear_probe"])
 def test_adapters_and_partial_strategies_train_a_generator(tiny_llama, tmp_path, strategy):
     from transformers import AutoModelForCausalLM

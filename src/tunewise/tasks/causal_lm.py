@@ -210,7 +210,10 @@ class CausalLM(TextTask):
 
     def finished(self, model: TaskModel, data: PromptSet, preprocess: Tokenize) -> dict:
         """After fit: greedy generations on validation examples, scored (exact match, token F1),
-        with the examples, which fit writes to generations.json."""
+        with the examples, which fit writes to generations.json. Plain text (no prompts) has
+        nothing to complete: no generations."""
+        if not any(data.prompts):
+            return {}
         return scored_generations(as_generator(model), preprocess.tokenizer, data)
 
     def illustrate(self, run_dir: Path, model: str, data: DataConfig) -> None:
@@ -225,7 +228,8 @@ class CausalLM(TextTask):
         backbone = load_backbone(model)
         val = cast(PromptSet, load_data(data, self).val)
         scored = self.finished(self.build_model(backbone, []), val, cast(Tokenize, backbone.preprocess))
-        write_json(run_dir / BASE_GENERATIONS, scored)
+        if scored:  # plain text has no prompts to complete
+            write_json(run_dir / BASE_GENERATIONS, scored)
 
     def loader(self, data: PromptSet, preprocess: Tokenize, train: TrainConfig, training: bool) -> DataLoader:
         return text_loader(encode_completions(data, preprocess), preprocess.tokenizer, train, training)
