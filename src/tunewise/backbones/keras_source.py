@@ -95,11 +95,11 @@ def feature_layer(model: Any, name: str | None) -> tuple[Any, Any]:
     head = dense[-1] if dense else None
     if name is not None:
         try:
-            return model.get_layer(name).output, head if head is not None and head.input is model.get_layer(
-                name).output else None
+            features = model.get_layer(name).output
         except ValueError:
             names = ", ".join(layer.name for layer in model.layers)
             raise BackboneError(f"the Keras model has no layer {name!r}; its layers: {names}.") from None
+        return features, head if head is not None and head.input is features else None  # a head on these only
     if head is None:
         raise BackboneError("the Keras model has no Dense layer whose input could be the features. Name the "
                             "feature layer: keras:PATH.keras#LAYER (a layer whose output is (batch, features)).")
