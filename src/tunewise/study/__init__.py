@@ -178,8 +178,8 @@ def search(
                    the_task, metric, metric_reason)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
-    winner = next(a for a in board.arms if a.name == board.winner)
-    the_task.illustrate(run_dir, winner.model or kept[0], data_config)  # boxes, masks, generations: by eye too
+    winner = next((a for a in board.arms if a.name == board.winner), None)
+    the_task.illustrate(run_dir, (winner and winner.model) or kept[0], data_config)  # boxes, masks, generations
     write_report(board, run_dir)
     if data_parallel():
         broadcast({"done": str(run_dir)})
