@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import json
 import logging
 import math
@@ -95,6 +94,7 @@ import datasets
 import torch
 import transformers
 from torch import nn
+from training_passes import timed_training_passes
 
 from tunewise import DataConfig, TrainConfig, fit
 from tunewise.assemble import configured_preprocess
@@ -128,22 +128,8 @@ def train_config(args, lr: float | None) -> TrainConfig:
 def run_tunewise(data: DataConfig, strategy: str, train: TrainConfig, out: Path) -> dict:
     """fit(); its training passes timed by wrapping tunewise.train._train_one_epoch for the call. The
     run folder (checkpoints of a full fine-tune: 2 GB) is removed once read."""
-    module = importlib.import_module("tunewise.train")
-    original, passes, cpu = module._train_one_epoch, [], []
-
-    def timed(*a, **k):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        try:
-            return original(*a, **k)
-        finally:
-            passes.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - cpu_start)
-
-    module._train_one_epoch = timed
-    try:
+    with timed_training_passes() as (passes, cpu):
         record = fit(MODEL, data, strategy, task=TASK, train=train, out=out, test=False)
-    finally:
-        module._train_one_epoch = original
     epochs = list(read_jsonl(Path(record.run_dir) / "metrics.jsonl"))
     shutil.rmtree(out, ignore_errors=True)
     return {"train_seconds": sum(passes), "train_cpu_seconds": sum(cpu),

@@ -49,7 +49,6 @@ Run (offline; about 20 minutes on 2 CPU cores):
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import math
@@ -60,6 +59,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from training_passes import timed_training_passes
 
 from tunewise import DataConfig, TrainConfig, fit
 from tunewise.data import load_data
@@ -83,24 +83,10 @@ def train_config(args, lr: float | None) -> TrainConfig:
 
 def run_tunewise(data: DataConfig, strategy: str, train: TrainConfig, out: Path) -> dict:
     """fit(); its training passes timed by wrapping tunewise.train._train_one_epoch for the call."""
-    module = importlib.import_module("tunewise.train")
-    original, passes, cpu = module._train_one_epoch, [], []
-
-    def timed(*a, **k):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        try:
-            return original(*a, **k)
-        finally:
-            passes.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - cpu_start)
-
-    module._train_one_epoch = timed
-    try:
+    with timed_training_passes() as (passes, cpu):
         # A cold feature cache in `out`: the linear probe's fit() pays for its extraction.
         train = replace(train, cache_dir=str(out / "cache"))
         record = fit(MODEL, data, strategy, task="text_classification", train=train, out=out / "run", test=False)
-    finally:
-        module._train_one_epoch = original
     epochs = list(read_jsonl(Path(record.run_dir) / "metrics.jsonl"))
     return {"train_seconds": sum(passes), "train_cpu_seconds": sum(cpu),
             "epoch_seconds": sum(e["seconds"] for e in epochs), "fit_seconds": record.seconds,
