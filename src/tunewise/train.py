@@ -302,12 +302,11 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
                     "was %.3g).", run_dir, why_diverged, run.train.lr or run.strategy.default_lr)
     trainable, total = count_parameters(run.net)  # before finalize: merged adapters no longer train
     run.strategy.finalize(run.net)
-    if main:  # what only the whole model shows: a generator's generations
+    if main:  # what only the whole model shows (a generator's generations), then the export
         finished = task.finished(run.net, run.splits.val, run.backbone.preprocess)
         if "examples" in finished:
             write_json(run_dir / "generations.json", finished.pop("examples"))
         val |= finished
-    if main:
         export_model(run.net, run.backbone, run.backbone.preprocess, task, run.splits.classes, run_dir,
                      facts=task.export_facts(run.splits))
     record = RunRecord(
