@@ -75,10 +75,9 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | 
         "task": task.name, "classes": classes, "preprocess": asdict(preprocess),
     })
     write_readme(folder, backbone.arch, preprocess, classes)
-    if backbone.arch.startswith("keras:"):  # and the file a Keras (or TensorFlow) user loads
-        from tunewise.backbones.keras_source import export_keras
-
-        write_atomic(folder / "model.keras", lambda tmp: export_keras(model.backbone, model.head, tmp))
+    save = getattr(model.backbone, "save_with_head", None)
+    if save is not None:  # a backbone from another framework (Keras) also writes that framework's own file
+        write_atomic(folder / str(model.backbone.native_file), lambda tmp: save(model.head, tmp))
 
 
 def write_readme(folder: Path, arch: str, preprocess: Preprocess, classes: list[str]) -> None:

@@ -66,8 +66,24 @@ class KerasImages(nn.Module):
             if type(layer).__name__ == "BatchNormalization":
                 layer.call = _statistics_when_training(layer, layer.call)
 
+    native_file = "model.keras"
+    """What tunewise.export writes beside the safetensors export: the file a Keras user loads."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.permute(0, 2, 3, 1) * self.scale, training=self.training)
+
+    def save_with_head(self, head: nn.Module, path: str | Path) -> None:
+        """The fine-tuned feature model with `head` (a Linear) as its new last Dense layer, saved as one
+        Keras file at `path` (any name: Keras writes it as `path`.keras, moved to `path`)."""
+        keras = keras_on_torch()
+        assert isinstance(head, nn.Linear), "a keras: backbone's head is a Linear"
+        dense = keras.layers.Dense(head.out_features, name="tunewise_head")
+        model = keras.Model(self.net.inputs, dense(self.net.outputs[0]))
+        with torch.no_grad():
+            dense.kernel.value.copy_(head.weight.detach().T)
+            dense.bias.value.copy_(head.bias.detach())
+        model.save(f"{path}.keras")  # Keras insists on the suffix
+        os.replace(f"{path}.keras", path)
 
 
 def _statistics_when_training(layer: Any, call: Any) -> Any:
@@ -156,19 +172,3 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
                     preprocess=Preprocess(input_size=size, resize_size=size, mean=(0.0, 0.0, 0.0),
                                           std=(1.0, 1.0, 1.0)),
                     source_head=as_linear(head) if head is not None and pretrained else None, pretrained=pretrained)
-
-
-def export_keras(backbone_module: nn.Module, head: nn.Module, path: str | Path) -> None:
-    """The fine-tuned feature model with `head` as its new last Dense layer, saved as one Keras file
-    at `path` (any name: Keras writes it as `path`.keras, moved to `path`)."""
-    keras = keras_on_torch()
-    assert isinstance(backbone_module, KerasImages) and isinstance(head, nn.Linear), "a keras: backbone's model"
-    features = backbone_module.net
-    dense = keras.layers.Dense(head.out_features, name="tunewise_head")
-    model = keras.Model(features.inputs, dense(features.outputs[0]))
-    with torch.no_grad():
-        dense.kernel.value.copy_(head.weight.detach().T)
-        dense.bias.value.copy_(head.bias.detach())
-    model.save(f"{path}.keras")  # Keras insists on the suffix
-    os.replace(f"{path}.keras", path)
-
