@@ -39,6 +39,7 @@ from tunewise.errors import (
     forget_signals,
     interrupt_behind,
     one_line,
+    quiet_when_swallowed,
     signalled,
 )
 from tunewise.precheck import registered, source_of, task_knobs
@@ -512,10 +513,12 @@ def interrupts_as_errors() -> Iterator[None]:
         yield
         return
     before = signal.signal(signal.SIGTERM, stop)
+    sys.unraisablehook = quiet_when_swallowed
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+        sys.unraisablehook = sys.__unraisablehook__
         forget_signals()
 
 

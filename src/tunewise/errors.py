@@ -7,7 +7,8 @@ import errno
 import importlib
 import re
 import signal
-from typing import NoReturn
+import sys
+from typing import Any, NoReturn
 
 
 class TunewiseError(ValueError):
@@ -64,6 +65,17 @@ def forget_signals() -> None:
     _SIGNALLED.clear()
 
 
+def quiet_when_swallowed(unraisable: Any) -> None:
+    """A `sys.unraisablehook`: a Ctrl-C or SIGTERM that Python swallowed in a destructor (a DataLoader's
+    `__del__` waiting for its workers, say) is not printed as a traceback: it is remembered, and
+    `stop_if_signalled` raises it again. Anything else is printed as Python always does."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        if not _SIGNALLED:
+            _SIGNALLED.append(getattr(unraisable.exc_value, "exit_code", 128 + signal.SIGINT) - 128)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C or SIGTERM that the program was stopping for when `err` was raised, or None. torch
     reports a loader worker that died of the same signal (one still starting, or one that a SIGTERM
@@ -82,6 +94,7 @@ def stopped_quietly(module: str, function: str, *args: object) -> None:
     Ctrl-C ignored until then (study.workers.drain)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sys.unraisablehook = quiet_when_swallowed
     with contextlib.suppress(KeyboardInterrupt):
         getattr(importlib.import_module(module), function)(*args)
 
