@@ -33,6 +33,7 @@ from tunewise.config import (
     validate_train,
 )
 from tunewise.errors import (
+    ConfigError,
     Interrupted,
     TunewiseError,
     file_error,
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "pkg:minilm, pkg:mpnet (text), pkg:smollm2 (a generator); keras:MODEL.keras (a saved "
                           "Keras image model); or an exported model file (default: %(default)s)")
     fit.add_argument("--weights", help="local weights (.safetensors or .pth) for --model's architecture")
+    _keras_feature_layer_flag(fit)
     fit.add_argument("--strategy", default=DEFAULT_STRATEGY,
                      help=f"one of: {', '.join(strategy_names())}; cards in docs/strategies/ (default: %(default)s)")
     fit.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
@@ -327,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "rate; replaces --model")
     _task_flag(se)
     se.add_argument("--weights", help="local weights for --model's architecture")
+    _keras_feature_layer_flag(se)
     se.add_argument("--storage", help="shared Optuna storage for many machines: postgresql://user@host/db with the "
                                       "password in the environment variable TUNEWISE_STORAGE_PASSWORD (or in the "
                                       "URL; it is shown and stored as ***, so --resume and --worker take it from "
@@ -361,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma list of candidates: pkg:efficientnet_lite0,pkg:efficientnet_lite1,timm:resnet50; "
                          "random:SOURCE:NAME gives random weights (a weak reference)")
     _task_flag(rk, more="; one label per example or token (classification, NER)")
+    _keras_feature_layer_flag(rk)
     rk.add_argument("--verify", type=at_least(0, "0 (no fine-tuning) or more"), default=0, metavar="K",
                     help="fine-tune the top K candidates and the last one, and report Kendall's tau between the "
                          "ranking and their results (default: %(default)s, no fine-tuning)")
@@ -465,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s: %(message)s")
     with interrupts_as_errors():
         try:
+            _name_keras_feature_layer(args)
             return COMMANDS[args.command](args)
         except Exception as err:
             stop = interrupt_behind(err)
@@ -476,6 +481,33 @@ def main(argv: list[str] | None = None) -> int:
             return 2 if isinstance(err, TunewiseError | OSError) else 1
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as Interrupted
             return _interrupted(args.command, err)
+
+
+def _keras_feature_layer_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keras-feature-layer", metavar="LAYER",
+                        help="keras: models: the layer whose output is the features, (batch, features) (default: "
+                             "the input of the last Dense layer); the same as keras:MODEL.keras#LAYER")
+
+
+def _name_keras_feature_layer(args: argparse.Namespace) -> None:
+    """--keras-feature-layer L: every keras: model without a layer of its own becomes keras:M#L, the
+    spelling that run folders and search settings keep (so a resume needs no flag)."""
+    layer = getattr(args, "keras_feature_layer", None)
+    if layer is None:
+        return
+    names = [n for n in ("model", "models") if isinstance(getattr(args, n, None), str)]
+    if not any(m.strip().startswith("keras:") for n in names for m in getattr(args, n).split(",")):
+        raise ConfigError(f"--keras-feature-layer {layer} names a layer of a keras: model, but none of the models "
+                          "given is one. Pass --model keras:MODEL.keras, or drop the flag.")
+    for n in names:
+        setattr(args, n, ",".join(m if not m.strip().startswith("keras:") or "#" in m else
+                                  _with_layer(m.strip(), layer) for m in getattr(args, n).split(",")))
+    args.keras_feature_layer = None
+
+
+def _with_layer(model: str, layer: str) -> str:
+    path, at, scale = model.partition("@")
+    return f"{path}#{layer}{at}{scale}"
 
 
 def _interrupted(command: str, err: KeyboardInterrupt) -> int:

@@ -96,9 +96,50 @@ def test_another_keras_backend_is_refused_with_what_to_do(keras_cnn, monkeypatch
         load_backbone(f"keras:{keras_cnn}")
 
 
-def test_lora_on_a_keras_model_is_refused_with_the_reason(keras_cnn, image_folder, tmp_path):
+def test_lora_trains_keras_adapters_only_and_exports_them_merged(keras_cnn, image_folder, tmp_path):
+    """Keras's own LoRA (enable_lora): before the fit only adapters and the head train; after it the
+    exported .keras file is plain layers whose kernels moved, and matches tunewise's model."""
+    from tunewise.tasks import get_task
+
+    backbone = load_backbone(f"keras:{keras_cnn}")
+    net = get_task("image_classification").build_model(backbone, ["a", "b"])
+    get_strategy("lora", r=2).prepare(net)
+    training = sorted(n.split(".")[-1] for n, p in net.backbone.named_parameters() if p.requires_grad)
+    assert training == [f"{layer}/lora_kernel_{ab}" for layer in ("conv1", "conv2") for ab in "ab"]
+
+    fit(f"keras:{keras_cnn}", DataConfig(data=str(image_folder)), get_strategy("lora", r=2), out=tmp_path / "run",
+        test=False, train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, patience=None))
+    exported = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    before = keras.saving.load_model(keras_cnn)
+    conv1 = exported.get_layer("conv1")
+    assert not conv1.lora_enabled and [w.name for w in conv1.weights] == ["kernel", "bias"]
+    assert not np.allclose(conv1.kernel.numpy(), before.get_layer("conv1").kernel.numpy())
+    assert np.array_equal(conv1.bias.numpy(), before.get_layer("conv1").bias.numpy())  # LoRA leaves biases
+    model, _ = load_model(tmp_path / "run")
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x) - exported(x.permute(0, 2, 3, 1), training=False)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("strategy", "says"), [
+    ("dora", "plain LoRA .*no weight decomposition"),
+    ("ia3", "IA3 puts peft adapters on torch layers.*Use lora"),
+    (get_strategy("lora", target_modules=("pool",)), r"\['pool'\] name no layer it can adapt.*conv1, conv2"),
+])
+def test_adapters_keras_cannot_take_are_refused_with_the_reason(keras_cnn, image_folder, tmp_path, strategy, says):
     from tunewise.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="no Linear or Conv2d layer that LoRA can adapt"):
-        fit(f"keras:{keras_cnn}", DataConfig(data=str(image_folder)), "lora", out=tmp_path / "run",
+    with pytest.raises(ConfigError, match=says):
+        fit(f"keras:{keras_cnn}", DataConfig(data=str(image_folder)), strategy, out=tmp_path / "run",
             train=TrainConfig(epochs=1))
+
+
+def test_the_feature_layer_flag_names_the_layer_in_the_run(keras_cnn, image_folder, tmp_path, capsys):
+    from tunewise.cli import main
+
+    run = tmp_path / "run"
+    assert main(["fit", "--model", f"keras:{keras_cnn}", "--keras-feature-layer", "pool", "--data", str(image_folder),
+                 "--strategy", "linear_probe", "--epochs", "1", "--out", str(run)]) == 0
+    assert load_model(run)[1]["source"] == f"keras:{keras_cnn}#pool"
+    assert main(["fit", "--model", "timm:test_resnet", "--keras-feature-layer", "pool"]) == 2
+    assert "none of the models given is one" in capsys.readouterr().err

@@ -8,8 +8,10 @@ pooled: (batch, features)); that Dense layer is the source head. Images reach th
 models take them: channels last, scaled to [0, 1] (`#LAYER@255` or `keras:model.keras@255` feeds
 0-255 instead), at the model's own input size.
 
-Not built yet (issue 16): KerasHub presets and converted Hugging Face folders, text models, Keras's
-own LoRA, TFRecord input.
+`lora` uses Keras's own LoRA (`enable_lora`), merged into the kernels before export; dora, ia3 and
+vera (peft adapters on torch layers) are refused.
+
+Not built yet (issue 16): KerasHub presets and converted Hugging Face folders, text models.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import nn
 
 from tunewise.backbones import SOURCES
 from tunewise.backbones.base import Backbone, Preprocess
-from tunewise.errors import BackboneError, one_line
+from tunewise.errors import BackboneError, ConfigError, one_line
 
 log = logging.getLogger("tunewise")
 
@@ -71,6 +73,32 @@ class KerasImages(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.permute(0, 2, 3, 1) * self.scale, training=self.training)
+
+    def add_lora(self, r: int, alpha: float, targets: tuple[str, ...] | None) -> None:
+        """Keras's own LoRA (`layer.enable_lora`) on the Dense, EinsumDense and ungrouped convolution
+        layers (or those `targets` names); only the adapters train.
+
+        Raises:
+            ConfigError: a target that names no such layer, or a model with none.
+        """
+        layers = lora_layers(self.net, targets)
+        for layer in layers:
+            layer.enable_lora(r, lora_alpha=alpha)
+        self.net._track_variables()  # the adapters become torch Parameters of the model
+        for name, param in self.named_parameters():
+            param.requires_grad_("/lora_kernel_" in name)
+
+    def merge_lora(self) -> None:
+        """Fold every adapter into its kernel and drop it: the model is plain Keras layers again, with
+        the weights a fresh load of it expects."""
+        for layer in self.net.layers:
+            if getattr(layer, "lora_enabled", False):
+                merged = layer.kernel.detach().clone()  # the kernel plus alpha / r * A @ B
+                layer.lora_enabled, layer.lora_rank, layer.lora_alpha = False, None, None
+                del layer.lora_kernel_a, layer.lora_kernel_b
+                layer._kernel.assign(merged)
+                layer._kernel.trainable = True
+        self.net._track_variables()
 
     def save_with_head(self, head: nn.Module, path: str | Path) -> None:
         """The fine-tuned feature model with `head` (a Linear) as its new last Dense layer, saved as one
@@ -132,6 +160,23 @@ def as_linear(dense: Any) -> nn.Linear:
         if dense.use_bias:
             linear.bias.copy_(dense.bias.value.detach())
     return linear
+
+
+def lora_layers(model: Any, targets: tuple[str, ...] | None) -> list[Any]:
+    """The layers Keras's LoRA adapts: Dense, EinsumDense and convolutions with groups == 1, or those
+    of them that `targets` names."""
+    candidates = [layer for layer in model.layers if hasattr(layer, "enable_lora") and
+                  getattr(layer, "groups", 1) == 1 and getattr(layer, "kernel_constraint", None) is None]
+    if not candidates:
+        raise ConfigError("this Keras model has no Dense, EinsumDense or convolution layer that LoRA can adapt.")
+    if targets is None:
+        return candidates
+    names = (targets,) if isinstance(targets, str) else tuple(targets)
+    missing = sorted(set(names) - {layer.name for layer in candidates})
+    if missing:
+        raise ConfigError(f"LoRA target_modules {missing} name no layer it can adapt in this Keras model. Those "
+                          f"it can: {', '.join(layer.name for layer in candidates)}.")
+    return [layer for layer in candidates if layer.name in names]
 
 
 def layer_groups(module: KerasImages) -> list[list[str]]:

@@ -53,13 +53,24 @@ class LoRA(Strategy):
     def prepare(self, model: TaskModel) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
+        if hasattr(model.backbone, "add_lora"):  # a backbone that adapts itself (keras: uses Keras's LoRA)
+            self._own_lora(model.backbone)
+            return
         targets = adapter_targets(model.backbone, self.target_modules, "LoRA", "LORA")
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
                             use_dora=self.use_dora)
         inject_adapter_in_model(config, model.backbone)  # only the lora_ parameters train
 
     def finalize(self, model: TaskModel) -> None:
-        merge_adapters(model.backbone)
+        merge = getattr(model.backbone, "merge_lora", None)
+        merge() if merge is not None else merge_adapters(model.backbone)
+
+    def _own_lora(self, backbone: nn.Module) -> None:
+        if self.use_dora or self.dropout:
+            raise ConfigError(f"this backbone adapts itself with plain LoRA (Keras's enable_lora), which has no "
+                              f"{'weight decomposition (DoRA)' if self.use_dora else 'adapter dropout'}. Use "
+                              f"{'lora' if self.use_dora else 'lora with dropout=0'}.")
+        backbone.add_lora(self.r, self.alpha, self.target_modules)  # type: ignore[operator]
 
 
 def merge_adapters(backbone: nn.Module) -> None:
@@ -83,6 +94,9 @@ def adapter_targets(backbone: nn.Module, given: tuple[str, ...] | str | None, me
     Raises:
         ConfigError: no candidate at all, or a given name that matches none.
     """
+    if hasattr(backbone, "add_lora"):
+        raise ConfigError(f"{method} puts peft adapters on torch layers; this backbone's layers are its own (Keras "
+                          "layers), which take lora only (their own enable_lora). Use lora.")
     candidates = adaptable_modules(backbone, linear_only)
     kinds = "Linear" if linear_only else "Linear or Conv2d"
     if not candidates:
