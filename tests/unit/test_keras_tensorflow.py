@@ -1,0 +1,52 @@
+"""The proof that a TensorFlow user gets a model they can use: a keras: run's model.keras, loaded by
+Keras on the TensorFlow backend in a process of its own, gives tunewise's outputs.
+
+Slow: it needs tensorflow-cpu, which .ci/run installs after the default suite and runs this with
+`pytest -m slow -k tensorflow`."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tunewise import DataConfig, TrainConfig, fit
+from tunewise.strategies import get_strategy
+from tunewise.export import load_model
+
+pytestmark = pytest.mark.slow
+
+TENSORFLOW_SIDE = """
+import sys
+import numpy as np
+import keras
+assert keras.backend.backend() == "tensorflow", keras.backend.backend()
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2]), training=False)))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_tensorflow_loads_the_keras_export_with_tunewises_outputs(image_folder, tmp_path, strategy):
+    from test_keras import write_keras_cnn
+
+    cnn = write_keras_cnn(tmp_path / "cnn.keras")
+    run = tmp_path / "run"
+    fit(f"keras:{cnn}", DataConfig(data=str(image_folder)), get_strategy(strategy), out=run, test=False,
+        train=TrainConfig(epochs=1, batch_size=8, lr=1e-2, patience=None))
+    model, _ = load_model(run)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(x).numpy()
+    np.save(tmp_path / "x.npy", x.permute(0, 2, 3, 1).numpy())
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", TENSORFLOW_SIDE, str(run / "model.keras"), str(tmp_path / "x.npy"),
+                           str(tmp_path / "y.npy")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = np.load(tmp_path / "y.npy")
+    assert theirs.shape == ours.shape and np.abs(theirs - ours).max() < 1e-5
