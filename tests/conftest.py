@@ -88,6 +88,22 @@ WORDS = (
 )
 
 
+def write_keras_cnn(path: Path, classes: int = 5) -> Path:
+    """Conv, BatchNorm, conv, pooling and a Dense classifier on 32 px RGB images, saved as .keras."""
+    from tunewise.backbones.keras_source import keras_on_torch
+
+    keras = keras_on_torch()
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    keras.Model(inputs, layers.Dense(classes, name="classifier")(x)).save(path)
+    return path
+
+
 def write_tiny_bert(folder: Path) -> Path:
     """A 2-layer BERT (hidden 32) with a word-level vocabulary, saved as a Hugging Face folder."""
     import torch

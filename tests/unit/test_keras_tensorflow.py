@@ -6,7 +6,6 @@ Slow: it needs tensorflow-cpu, which .ci/run installs after the default suite an
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,10 +13,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import write_keras_cnn
 
 from tunewise import DataConfig, TrainConfig, fit
-from tunewise.strategies import get_strategy
 from tunewise.export import load_model
+from tunewise.strategies import get_strategy
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,6 @@ np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2]), training=False)))
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_tensorflow_loads_the_keras_export_with_tunewises_outputs(image_folder, tmp_path, strategy):
-    from test_keras import write_keras_cnn
-
     cnn = write_keras_cnn(tmp_path / "cnn.keras")
     run = tmp_path / "run"
     fit(f"keras:{cnn}", DataConfig(data=str(image_folder)), get_strategy(strategy), out=run, test=False,

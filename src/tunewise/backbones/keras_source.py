@@ -57,22 +57,42 @@ def keras_on_torch() -> Any:
 class KerasImages(nn.Module):
     """A Keras model's feature part on tunewise's images: (B, 3, H, W) in [0, 1] -> (B, features).
 
-    Its BatchNormalization layers follow tunewise's policy: a layer whose scale and offset are
-    frozen keeps its moving statistics while the rest trains (Keras itself would re-estimate them)."""
+    Its BatchNormalization layers follow tunewise's policy (`set_norm_statistics`, which
+    tunewise's `set_train_mode` calls): a layer whose scale and offset do not train keeps its moving
+    statistics while the rest trains (Keras itself would re-estimate them)."""
 
     def __init__(self, features: Any, scale: float) -> None:
         super().__init__()
         self.net = features
         self.scale = scale
+        self.updates: dict[str, bool] = {}
+        """BatchNormalization layer name -> whether training re-estimates its statistics."""
         for layer in features.layers:
             if type(layer).__name__ == "BatchNormalization":
-                layer.call = _statistics_when_training(layer, layer.call)
+                layer.call = self._statistics_when_training(layer, layer.call)
+
+    def set_norm_statistics(self, updates: Any) -> None:
+        """`updates(params)`: whether a BatchNormalization layer with these trainable weights
+        re-estimates its moving statistics in training."""
+        self.updates = {layer.name: updates([w.value for w in layer.trainable_weights]) for layer in self.net.layers
+                        if type(layer).__name__ == "BatchNormalization"}
+
+    def _statistics_when_training(self, layer: Any, call: Any) -> Any:
+        def batch_norm(inputs: Any, training: Any = None, mask: Any = None) -> Any:
+            return call(inputs, training=bool(training) and self.updates.get(layer.name, True), mask=mask)
+
+        return batch_norm
 
     native_file = "model.keras"
     """What tunewise.export writes beside the safetensors export: the file a Keras user loads."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.permute(0, 2, 3, 1) * self.scale, training=self.training)
+
+    def norm_parameters(self) -> list[nn.Parameter]:
+        """The trainable weights (scale and offset) of the Keras normalization layers, for norm_only."""
+        return [w.value for layer in self.net.layers if type(layer).__name__.endswith("Normalization")
+                for w in layer.trainable_weights]
 
     def add_lora(self, r: int, alpha: float, targets: tuple[str, ...] | None) -> None:
         """Keras's own LoRA (`layer.enable_lora`) on the Dense, EinsumDense and ungrouped convolution
@@ -112,14 +132,6 @@ class KerasImages(nn.Module):
             dense.bias.value.copy_(head.bias.detach())
         model.save(f"{path}.keras")  # Keras insists on the suffix
         os.replace(f"{path}.keras", path)
-
-
-def _statistics_when_training(layer: Any, call: Any) -> Any:
-    def batch_norm(inputs: Any, training: Any = None, mask: Any = None) -> Any:
-        trains = any(w.value.requires_grad for w in layer.trainable_weights) if layer.trainable_weights else True
-        return call(inputs, training=bool(training) and trains, mask=mask)
-
-    return batch_norm
 
 
 def split_name(model_name: str) -> tuple[Path, str | None, float]:

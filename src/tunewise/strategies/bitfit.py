@@ -28,9 +28,15 @@ class BitFit(Strategy):
     def prepare(self, model: TaskModel) -> None:
         freeze(model.backbone)
         for name, p in model.backbone.named_parameters():
-            if name.rsplit(".", 1)[-1] == "bias":
+            if is_bias(name):
                 p.requires_grad_(True)
         if is_frozen(model.backbone):  # it would be linear_probe under another name
             raise ConfigError("bitfit found no bias to train in this backbone (Llama-style generators have none; "
                               "detection and segmentation freeze a pretrained CNN's BatchNorm, and its convolutions "
                               "have no bias). Use linear_probe, partial or lora.")
+
+
+def is_bias(name: str) -> bool:
+    """A bias term by its parameter name: torch's `.bias`; Keras's `layer/bias`, and `layer/beta` (its
+    normalization layers' bias, which torch also names bias)."""
+    return name.rsplit(".", 1)[-1] == "bias" or name.endswith(("/bias", "/beta"))

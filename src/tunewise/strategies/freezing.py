@@ -111,6 +111,10 @@ def set_train_mode(model: nn.Module, masked: Iterable[int] = (), keep_statistics
 
     model.train()
     for name, module in modules.items():
+        own = getattr(module, "set_norm_statistics", None)  # a backbone of another framework's layers (keras:)
+        if own is not None:
+            own(lambda params: not keep_statistics and not all(not p.requires_grad or id(p) in masked
+                                                                for p in params))
         if isinstance(module, _BatchNorm):
             owner = module if module.affine else modules[name.rpartition(".")[0]]
             if keep_statistics or frozen(owner):

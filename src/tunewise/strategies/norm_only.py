@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
-from tunewise.strategies.freezing import freeze, is_frozen, is_norm, unfreeze
+from tunewise.strategies.freezing import freeze, is_frozen, is_norm
 
 if TYPE_CHECKING:
     from tunewise.tasks import TaskModel
@@ -27,9 +27,10 @@ class NormOnly(Strategy):
 
     def prepare(self, model: TaskModel) -> None:
         freeze(model.backbone)
-        for module in model.backbone.modules():
-            if is_norm(module):
-                unfreeze(module)
+        own = getattr(model.backbone, "norm_parameters", None)  # a backbone of another framework's layers
+        for p in own() if own is not None else (p for m in model.backbone.modules() if is_norm(m)
+                                                  for p in m.parameters()):
+            p.requires_grad_(True)
         if is_frozen(model.backbone):  # it would be linear_probe under another name
             raise ConfigError("norm_only found no normalization parameter to train in this backbone (detection "
                               "and segmentation freeze a pretrained CNN's BatchNorm). Use linear_probe, partial or "

@@ -1,0 +1,75 @@
+"""Every strategy x a tiny Keras CNN (conv, BatchNormalization, conv, pooling, Dense), on Keras's torch
+backend: after real optimizer steps exactly the intended Keras weights changed, frozen ones are
+bit-identical, and a BatchNormalization layer's moving statistics move only when its own weights train."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from conftest import write_keras_cnn
+
+from tunewise.backbones import load_backbone
+from tunewise.errors import ConfigError
+from tunewise.strategies import STRATEGIES, get_strategy
+from tunewise.tasks import get_task
+
+if importlib.util.find_spec("keras") is None:
+    pytest.skip("keras: backbones need: pip install 'tunewise[keras]'", allow_module_level=True)
+
+from test_strategies import take_steps  # noqa: E402
+
+REFUSED = {"dora": "no weight decomposition", "ia3": "IA3 puts peft adapters on torch layers",
+           "vera": "VeRA puts peft adapters on torch layers"}
+TRAINABLE = {"conv1/kernel", "conv1/bias", "bn1/gamma", "bn1/beta", "conv2/kernel", "conv2/bias"}
+EXPECTED = {
+    "linear_probe": set(), "gradual_unfreeze": set(),  # epoch 0: the head alone
+    "full": TRAINABLE, "scratch": TRAINABLE, "llrd": TRAINABLE, "l2sp": TRAINABLE, "lp_ft": TRAINABLE,
+    "partial": {"bn1/gamma", "bn1/beta", "conv2/kernel", "conv2/bias"},  # the last 2 layer groups
+    "bitfit": {"conv1/bias", "bn1/beta", "conv2/bias"},
+    "norm_only": {"bn1/gamma", "bn1/beta"},
+    "lora": {f"{layer}/lora_kernel_{ab}" for layer in ("conv1", "conv2") for ab in "ab"},
+}
+
+
+@pytest.fixture(scope="module")
+def keras_cnn(tmp_path_factory):
+    return write_keras_cnn(tmp_path_factory.mktemp("keras") / "cnn.keras")
+
+
+def build(keras_cnn, strategy):
+    torch.manual_seed(0)
+    backbone = load_backbone(f"keras:{keras_cnn}", pretrained=strategy.name != "scratch")
+    net = get_task("image_classification").build_model(backbone, ["a", "b", "c"])
+    net.model_name = "keras_cnn"  # take_steps draws 32 px images for it
+    strategy.prepare(net)
+    return net
+
+
+def weight(name: str) -> str:
+    """backbone.net._torch_params.conv1/kernel -> conv1/kernel; head parameters keep their names."""
+    return name.rsplit(".", 1)[-1] if name.startswith("backbone.") else name
+
+
+def test_every_strategy_is_covered():
+    assert set(STRATEGIES.names()) == set(EXPECTED) | set(REFUSED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_exactly_the_intended_keras_weights_change(keras_cnn, name):
+    strategy = get_strategy(name)
+    net = build(keras_cnn, strategy)
+    before = {weight(n): p.detach().clone() for n, p in net.named_parameters()}
+    take_steps(net, strategy)
+    after = {weight(n): p.detach() for n, p in net.named_parameters()}
+    changed = {n for n in after if not torch.equal(before[n], after[n])}
+    head = {n for n in after if n.startswith("head.")}
+    statistics = {"bn1/moving_mean", "bn1/moving_variance"} if {"bn1/gamma", "bn1/beta"} & EXPECTED[name] else set()
+    assert changed == head | EXPECTED[name] | statistics
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_adapters_keras_layers_cannot_take_are_refused(keras_cnn, name):
+    with pytest.raises(ConfigError, match=REFUSED[name]):
+        build(keras_cnn, get_strategy(name))
