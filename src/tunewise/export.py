@@ -74,18 +74,24 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | 
         "arch": backbone.arch, "source": backbone.name, "head_key": backbone.head_key,
         "task": task.name, "classes": classes, "preprocess": asdict(preprocess),
     })
-    write_readme(folder, backbone.arch, preprocess, classes)
     save = getattr(model.backbone, "save_with_head", None)
     if save is not None:  # a backbone from another framework (Keras) also writes that framework's own file
         write_atomic(folder / str(model.backbone.native_file), lambda tmp: save(model.head, tmp))
+    write_readme(folder, backbone.arch, preprocess, classes, getattr(model.backbone, "usage", None))
 
 
-def write_readme(folder: Path, arch: str, preprocess: Preprocess, classes: list[str]) -> None:
-    """README.md beside an image classifier's export: how timm or torchvision load it, and the
-    input it was tuned at (which may differ from the architecture's default size)."""
+def write_readme(folder: Path, arch: str, preprocess: Preprocess, classes: list[str], usage: str | None = None) -> None:
+    """README.md beside an image classifier's export: how timm or torchvision load it (or `usage`: how
+    a backbone from another framework loads its own file), and the input it was tuned at (which may
+    differ from the architecture's default size)."""
     library, _, name = arch.partition(":")
     build = (f'timm.create_model("{name}", num_classes={len(classes)})' if library == "timm" else
              f'torchvision.models.get_model("{name}", num_classes={len(classes)})')
+    usage = usage or f"""import {library}
+from safetensors.torch import load_file
+model = {build}
+model.load_state_dict(load_file("model.safetensors"))
+model.eval()"""
     p = preprocess
     text = f"""# {name}, fine-tuned by tunewise: {len(classes)} classes
 
@@ -95,11 +101,7 @@ Tuned at **{p.input_size} x {p.input_size} px**: resize the shorter side to {p.r
 this one.
 
 ```python
-import {library}
-from safetensors.torch import load_file
-model = {build}
-model.load_state_dict(load_file("model.safetensors"))
-model.eval()
+{usage}
 ```
 
 Classes, in the order of the outputs: {", ".join(classes)}.

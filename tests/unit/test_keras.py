@@ -4,6 +4,7 @@ that Keras reloads with the same outputs."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -55,6 +56,16 @@ def test_fit_trains_the_keras_weights_and_exports_a_keras_file(keras_cnn, image_
         assert (model(x) - exported(x.permute(0, 2, 3, 1), training=False)).abs().max() < 1e-5
     image = next(Path(image_folder).rglob("*.png"))
     assert predict(tmp_path / "run", [image])[0]["label"] in info["classes"]
+    assert 'keras.saving.load_model("model.keras")' in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_a_keras_run_exports_to_onnx_through_the_parity_gate(keras_cnn, image_folder, tmp_path):
+    from tunewise.cli import main
+
+    fit(f"keras:{keras_cnn}", DataConfig(data=str(image_folder)), "linear_probe", out=tmp_path / "run", test=False,
+        train=TrainConfig(epochs=1, batch_size=8, patience=None))
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx"]) == 0
+    assert json.loads((tmp_path / "run" / "onnx" / "onnx.json").read_text())["parity"]["max_abs_diff"] < 1e-4
 
 
 def test_a_frozen_batchnorm_keeps_its_moving_statistics(keras_cnn, image_folder, tmp_path):

@@ -86,6 +86,14 @@ class KerasImages(nn.Module):
     native_file = "model.keras"
     """What tunewise.export writes beside the safetensors export: the file a Keras user loads."""
 
+    @property
+    def usage(self) -> str:
+        """How the export's README says to load model.keras."""
+        scale = "in [0, 1]" if self.scale == 1 else f"in [0, {self.scale:g}]"
+        return ('import keras  # any backend: KERAS_BACKEND=tensorflow, torch or jax\n'
+                'model = keras.saving.load_model("model.keras")\n'
+                f'logits = model(images)  # (batch, height, width, 3): RGB, channels last, {scale}')
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.permute(0, 2, 3, 1) * self.scale, training=self.training)
 
