@@ -13,6 +13,11 @@ from typing import Any
 from tunewise.config import BASELINE_STRATEGY
 from tunewise.io import write_json
 
+GENERATIONS = "generations.json"
+"""A generator run's scored greedy generations, beside its model (written by fit)."""
+BASE_GENERATIONS = "base_generations.json"
+"""The base model's, on the same prompts, in a generator search's folder (written by the causal_lm task)."""
+
 
 @dataclass
 class RunRecord:

@@ -44,7 +44,7 @@ from tunewise.errors import ConfigError, RunFolderError, TunewiseError, stop_if_
 from tunewise.export import export_model
 from tunewise.features import cache_key, cached_features, feature_loader, to_cpu, to_device, weights_digest
 from tunewise.io import claim_folder, default_run_dir, read_jsonl, write_atomic, write_json
-from tunewise.records import RunRecord
+from tunewise.records import GENERATIONS, RunRecord
 from tunewise.registry import did_you_mean
 from tunewise.safe_load import load_tensors
 from tunewise.strategies import Strategy, get_strategy
@@ -305,7 +305,7 @@ def _finish(run: _Run, stopped: str | None, test: bool) -> RunRecord:
     if main:  # what only the whole model shows (a generator's generations), then the export
         finished = task.finished(run.net, run.splits.val, run.backbone.preprocess)
         if "examples" in finished:
-            write_json(run_dir / "generations.json", finished.pop("examples"))
+            write_json(run_dir / GENERATIONS, finished.pop("examples"))
         val |= finished
         export_model(run.net, run.backbone, run.backbone.preprocess, task, run.splits.classes, run_dir,
                      facts=task.export_facts(run.splits))

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunewise.config import BASELINE_STRATEGY
-from tunewise.records import Arm, Leaderboard, RunRecord
+from tunewise.records import BASE_GENERATIONS, GENERATIONS, Arm, Leaderboard, RunRecord
 
 console = Console()
 
@@ -148,12 +148,9 @@ def answer(board: Leaderboard, folder: Path | str | None = None) -> list[str]:
     return [winner_sentence(board), versus, unmeasured_sentence(board)]
 
 
-BASE_GENERATIONS = "base_generations.json"  # written by the causal_lm task after a search
-
-
 def generations_of(folder: Path) -> tuple[dict, list] | None:
     """A generator search's base-model generations (scored) and the winner's, when both are there."""
-    base, tuned = folder / BASE_GENERATIONS, folder / "model" / "generations.json"
+    base, tuned = folder / BASE_GENERATIONS, folder / "model" / GENERATIONS
     if not (base.is_file() and tuned.is_file()):
         return None
     return json.loads(base.read_text()), json.loads(tuned.read_text())

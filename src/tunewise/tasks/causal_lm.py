@@ -30,6 +30,7 @@ from tunewise.data.text import PromptSet
 from tunewise.errors import BackboneError, ConfigError, DataError
 from tunewise.features import IGNORE
 from tunewise.io import write_json
+from tunewise.records import BASE_GENERATIONS
 from tunewise.tasks import TASKS, TaskModel
 from tunewise.tasks._text_batches import Encoded, TextTask, encoded_once, text_loader
 
@@ -37,7 +38,6 @@ log = logging.getLogger("tunewise")
 
 GENERATE_TOKENS = 64
 """New tokens `predict` generates at most per prompt."""
-BASE_GENERATIONS = "base_generations.json"
 """A generator search's file of the base model's scored generations (before fine-tuning)."""
 SCORED_GENERATIONS = 16
 """Validation examples whose greedy generations a finished fit scores (exact match, token F1)."""
