@@ -53,7 +53,7 @@ def fit_models(which: list[str], folder: Path) -> dict[str, Path]:
         record = fit("pkg:minilm", DataConfig(data="rotten_tomatoes", max_train_per_class=100, val_fraction=0.05,
                                                  max_length=64),
                      "linear_probe", task="text_classification",
-                     train=TrainConfig(epochs=2, num_workers=0), out=folder / "text")
+                     train=TrainConfig(epochs=10, num_workers=0), out=folder / "text")
         runs["text"] = Path(record.run_dir)
     for run in runs.values():
         export_onnx(run, int8=True)
