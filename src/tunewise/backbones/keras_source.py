@@ -73,9 +73,9 @@ class KerasImages(nn.Module):
 
     def set_norm_statistics(self, updates: Any) -> None:
         """`updates(params)`: whether a BatchNormalization layer with these trainable weights
-        re-estimates its moving statistics in training."""
-        self.updates = {layer.name: updates([w.value for w in layer.trainable_weights]) for layer in self.net.layers
-                        if type(layer).__name__ == "BatchNormalization"}
+        re-estimates its moving statistics in training; one without scale and offset follows the model."""
+        self.updates = {layer.name: updates([w.value for w in layer.trainable_weights] or list(self.parameters()))
+                        for layer in self.net.layers if type(layer).__name__ == "BatchNormalization"}
 
     def _statistics_when_training(self, layer: Any, call: Any) -> Any:
         def batch_norm(inputs: Any, training: Any = None, mask: Any = None) -> Any:
