@@ -17,7 +17,8 @@ def read_splits(root: Path, config: DataConfig) -> DataSplits:
     A single folder is split stratified with `config.seed` into train, val and test.
     """
     if not root.is_dir():
-        raise DataError(f"data {str(root)!r} is a file, not a folder. Pass a folder of class folders.")
+        raise DataError(f"data {str(root)!r} is a file, not a folder. Pass a folder of class folders, or TFRecord "
+                        "files (.tfrecord, .tfrecords, .tfrec).")
     if (root / "train").is_dir():
         train = read_classes(root / "train", config.strict)
         test = _optional(root / "test", train, config)
