@@ -32,10 +32,11 @@ class DataConfig:
     """Where the data is and how it is split."""
 
     data: str = "textile"
-    """An image folder, a text file or folder (CSV, JSONL, parquet, CoNLL, SQuAD JSON, a saved Hugging
-    Face dataset), detection data (COCO JSON, a Pascal VOC folder), segmentation data (images/ and masks/,
-    VOC), or a named set: textile, cifar10, cifar100, mnist, fashion_mnist, rotten_tomatoes, ner_demo,
-    qa_demo, detection_demo, segmentation_demo."""
+    """An image folder, TFRecord files of tf.train.Example images (a .tfrecord file or a folder of them),
+    a text file or folder (CSV, JSONL, parquet, CoNLL, SQuAD JSON, a saved Hugging Face dataset),
+    detection data (COCO JSON, a Pascal VOC folder), segmentation data (images/ and masks/, VOC), or a
+    named set: textile, cifar10, cifar100, mnist, fashion_mnist, rotten_tomatoes, ner_demo, qa_demo,
+    detection_demo, segmentation_demo."""
     root: str | None = None
     """Folder of a named set's files (cifar10: cifar-10-batches-py inside); downloads go here."""
     val_fraction: float = 0.15
@@ -55,6 +56,13 @@ class DataConfig:
     clip_boxes: bool = False
     """Detection: clip boxes that leave their image to it and drop those left without area, with one
     warning counting them, instead of stopping at the first such box."""
+    image_key: str = "image/encoded"
+    """TFRecord data: the feature of each record's encoded image (JPEG, PNG, ...)."""
+    label_key: str = "image/class/label"
+    """TFRecord data: the feature of each record's class id (one int64)."""
+    class_name_key: str = "image/class/text"
+    """TFRecord data: the feature of each record's class name; classes without one (all of them, with '')
+    are named by their ids."""
     text_column: str = "text"
     """Text data (CSV, JSONL, parquet, a saved Hugging Face dataset): the column of the text."""
     text_pair_column: str | None = None

@@ -8,6 +8,7 @@ the first test to ask for its result starts every selected case.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -53,6 +54,9 @@ CASES = {
     "corrupt-image-strict": Case(
         ("--model", VALID_MODEL, "--data", "{corrupt}", "--strict"),
         ("x.jpg", "not a readable image", "--strict")),
+    "corrupt-tfrecord": Case(
+        ("--model", VALID_MODEL, "--data", "{corrupt_tfrecord}"),
+        ("data.tfrecord", "record 1", "checksum", "re-copy or re-write")),
     "unknown-model": Case(
         ("--model", "timm:resnet5", "--data", "{good}"),
         ("unknown timm model", "resnet5", "did you mean 'resnet50'")),
@@ -86,6 +90,20 @@ def _write_classes(root: Path, names=("ant", "bee", "cat"), per_class: int = 6, 
     return root
 
 
+def _write_tfrecord(path: Path, names=("ant", "bee", "cat"), per_class: int = 6) -> Path:
+    """A TFRecord file of tf.train.Example images (32x32 random PNGs), written without TensorFlow."""
+    from tfrecord.writer import TFRecordWriter
+
+    rng = np.random.default_rng(0)
+    writer = TFRecordWriter(str(path))
+    for i in range(per_class * len(names)):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
+        writer.write({"image/encoded": (buffer.getvalue(), "byte"), "image/class/label": (i % len(names), "int")})
+    writer.close()
+    return path
+
+
 def _make_folders(base: Path) -> dict[str, Path]:
     good = _write_classes(base / "good")
 
@@ -100,8 +118,13 @@ def _make_folders(base: Path) -> dict[str, Path]:
     corrupt = _write_classes(base / "corrupt")
     (corrupt / "bee" / "x.jpg").write_bytes(np.random.default_rng(1).bytes(600))
 
+    corrupt_tfrecord = _write_tfrecord(base / "data.tfrecord")
+    data = bytearray(corrupt_tfrecord.read_bytes())
+    data[16 + int.from_bytes(data[:8], "little") + 20] ^= 1  # in the second record's data
+    corrupt_tfrecord.write_bytes(bytes(data))
+
     return {"good": good, "empty": empty, "empty_class": empty_class, "single": single,
-            "corrupt": corrupt, "missing": base / "does_not_exist"}
+            "corrupt": corrupt, "corrupt_tfrecord": corrupt_tfrecord, "missing": base / "does_not_exist"}
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Image sets as plain lists (a file path or an in-memory array per item) and their splits."""
+"""Image sets as plain lists (a file path, an in-memory array or an encoded image's bytes per item) and
+their splits."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from tunewise.data.images import open_image
 
 @dataclass
 class ImageSet(Dataset):
-    """Labelled images; items are file paths or uint8 arrays (H, W) or (H, W, 3).
+    """Labelled images; items are file paths, uint8 arrays (H, W) or (H, W, 3), or the bytes of an
+    encoded image (JPEG, PNG: what a TFRecord holds).
 
     `self[i]` is `(transform(PIL image), label)`; with no transform, the PIL image.
     """
 
-    items: Sequence[Path | np.ndarray]
+    items: Sequence[Path | np.ndarray | bytes]
     labels: list[int]
     classes: list[str]
     source: str
@@ -51,6 +53,9 @@ class ImageSet(Dataset):
             if isinstance(item, Path):
                 stat = item.stat()
                 digest.update(f"{item}:{stat.st_size}:{stat.st_mtime_ns}:{label};".encode())
+            elif isinstance(item, bytes):
+                digest.update(item)
+                digest.update(f":{len(item)}:{label};".encode())
             else:
                 digest.update(np.ascontiguousarray(item).tobytes())
                 digest.update(f":{label};".encode())

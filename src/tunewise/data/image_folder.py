@@ -17,16 +17,26 @@ def read_splits(root: Path, config: DataConfig) -> DataSplits:
     A single folder is split stratified with `config.seed` into train, val and test.
     """
     if not root.is_dir():
-        raise DataError(f"data {str(root)!r} is a file, not a folder. Pass a folder of class folders.")
+        raise DataError(f"data {str(root)!r} is a file, not a folder. Pass a folder of class folders, or TFRecord "
+                        "files (.tfrecord, .tfrecords, .tfrec).")
     if (root / "train").is_dir():
         train = read_classes(root / "train", config.strict)
         test = _optional(root / "test", train, config)
         if (root / "val").is_dir():
             return DataSplits(train, read_classes(root / "val", config.strict, train.classes), test, train.classes)
-        fractions: tuple[float, ...] = (1 - config.val_fraction, config.val_fraction)
-        train_idx, val_idx = split_stratified(train.labels, fractions, config.seed)
-        return DataSplits(train.subset(train_idx), train.subset(val_idx), test, train.classes)
-    images = read_classes(root, config.strict)
+        return hold_out_val(train, test, config)
+    return split_three_ways(read_classes(root, config.strict), config)
+
+
+def hold_out_val(train: ImageSet, test: ImageSet | None, config: DataConfig) -> DataSplits:
+    """The splits of a training set given without validation: --val-fraction of it, stratified, validates."""
+    fractions = (1 - config.val_fraction, config.val_fraction)
+    train_idx, val_idx = split_stratified(train.labels, fractions, config.seed)
+    return DataSplits(train.subset(train_idx), train.subset(val_idx), test, train.classes)
+
+
+def split_three_ways(images: ImageSet, config: DataConfig) -> DataSplits:
+    """The splits of one set of images: train, val and test, stratified (--val-fraction, --test-fraction)."""
     fractions = (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction)
     train_idx, val_idx, test_idx = split_stratified(images.labels, fractions, config.seed)
     test = images.subset(test_idx) if test_idx else None

@@ -39,16 +39,23 @@ _WARNINGS = threading.Lock()
 """Warning filters are process-wide: threads that open images at once (a server) take turns."""
 
 
-def open_image(item: Path | np.ndarray) -> Image.Image:
+def open_image(item: Path | np.ndarray | bytes) -> Image.Image:
     """An image as the models see it: decoded in full, then made 8-bit RGB by `to_rgb`.
 
-    Items are file paths or arrays ((H, W) or (H, W, 3) uint8, as the torchvision sets hold).
+    Items are file paths, arrays ((H, W) or (H, W, 3) uint8, as the torchvision sets hold) or an
+    encoded file's bytes (a TFRecord's images).
 
     Raises:
         DataError: the file cannot be decoded, is above the pixel limit, or holds values `to_rgb` refuses.
     """
     if isinstance(item, np.ndarray):
         return to_rgb(Image.fromarray(item))
+    if isinstance(item, bytes):
+        try:
+            return read_image_bytes(item)
+        except DataError as err:
+            raise DataError(f"cannot read an image of {len(item)} bytes held in memory: {err}. Replace its "
+                            "record in the data.") from None
     try:
         return _decode(item, full=True, convert=True)
     except DataError as err:
@@ -86,6 +93,16 @@ def _problem(path: Path, size: int, mtime_ns: int, convert: bool, limit: str | N
     once per trial, and decoding every file each time would cost more than the check is worth."""
     try:
         _decode(path, full=False, convert=convert)
+    except DataError as err:
+        return str(err)
+    return None
+
+
+def bytes_problem(data: bytes) -> str | None:
+    """Why the encoded image `data` cannot be used, in a few words, or None: `image_problem` for an
+    image held in memory (decoded as a file is, converted as `open_image` does)."""
+    try:
+        _decode(io.BytesIO(data), full=False, convert=True)
     except DataError as err:
         return str(err)
     return None
@@ -187,7 +204,8 @@ class Unreadable:
     them and names a few; under `strict` the first is refused instead, by name."""
 
     strict: bool
-    found: dict[Path, str] = field(default_factory=dict)
+    found: dict[Path | str, str] = field(default_factory=dict)
+    """What was skipped (a file, or an image inside one: "train.tfrecord, record 7") and why."""
 
     def usable(self, path: Path, convert: bool = True) -> bool:
         """Whether `path` decodes (see image_problem); if not, it is noted, or refused under strict."""
@@ -196,7 +214,7 @@ class Unreadable:
             self.skip(path, reason)
         return reason is None
 
-    def skip(self, path: Path, reason: str) -> None:
+    def skip(self, path: Path | str, reason: str) -> None:
         if self.strict:
             raise DataError(f"{str(path)!r} is not a readable image: {reason} (--strict). Remove or replace it, "
                             "or drop --strict to skip such files with a warning.")
@@ -213,5 +231,7 @@ class Unreadable:
                     len(self.found), where, "; ".join(named))
 
 
-def _under(path: Path, where: Path) -> str:
+def _under(path: Path | str, where: Path) -> str:
+    if isinstance(path, str):
+        return path
     return str(path.relative_to(where)) if path.is_relative_to(where) else str(path)

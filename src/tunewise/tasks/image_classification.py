@@ -112,12 +112,15 @@ class ImageClassification(Classification):
     """Training batches are augmented (crops, flips) unless --no-augment; the search checks both."""
     data_kind = ImageSet
     reads = "images with one class each"
-    path_help = "an image folder (one subfolder per class, or train/ val/ [test/] of those)"
+    path_help = ("an image folder (one subfolder per class, or train/ val/ [test/] of those), or TFRecord files of "
+                 "tf.train.Example images (a .tfrecord file, or a folder of them)")
 
     def read_path(self, path: Path, config: DataConfig) -> DataSplits:
-        from tunewise.data.image_folder import read_splits
+        from tunewise.data import image_folder, tfrecord_files
 
-        return read_splits(path, config)
+        if tfrecord_files.holds_tfrecords(path):
+            return tfrecord_files.read_splits(path, config)
+        return image_folder.read_splits(path, config)
 
     def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         transform = preprocess.train_transform() if training and train.augment else preprocess.eval_transform()
