@@ -1,7 +1,10 @@
 """TFRecord files of tf.train.Example images: layouts, keys, checksums, and a fit on them.
 
-The files are written by the `tfrecord` package's writer (another implementation than tunewise's
-reader, and no TensorFlow); the one test that needs TensorFlow writes its file in a subprocess.
+The files are written by `Writer` below: TensorFlow's framing, written here, around Examples made with
+tunewise's own message class (the `tfrecord` package's writer would put `tensorflow.Example` in
+protobuf's default pool, and TensorFlow, which Keras imports to save a model when it is installed,
+then fails to import in the same process). The slow tests have TensorFlow itself write the files, in
+a subprocess: the check against an independent writer.
 """
 
 from __future__ import annotations
@@ -11,24 +14,51 @@ import importlib.util
 import io
 import logging
 import os
+import struct
 import subprocess
 import sys
 import zlib
 from collections import Counter
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 from PIL import Image
-from tfrecord.writer import TFRecordWriter
 
 import tunewise
 from tunewise import DataConfig, TrainConfig
 from tunewise.data import load_data
+from tunewise.data.tfrecord_files import _example_class
 from tunewise.errors import DataError
 
 COLOURS = ("red", "green", "blue")
 IDS = (0, 1, 2)
+
+
+class TFRecordWriter:
+    """`write({key: (value, "byte" | "int")})` appends one tf.train.Example record, framed as TensorFlow
+    frames it: length (8 bytes, little-endian), its masked CRC-32C, the data, the data's masked CRC-32C."""
+
+    def __init__(self, path: str) -> None:
+        self.file = open(path, "wb")  # noqa: SIM115  (closed by close(), as tf.io.TFRecordWriter is)
+
+    def write(self, features: dict) -> None:
+        example = _example_class()()
+        for key, (value, kind) in features.items():
+            feature = example.features.feature[key]
+            (feature.bytes_list if kind == "byte" else feature.int64_list).value.append(value)
+        data = example.SerializeToString()
+        length = struct.pack("<Q", len(data))
+        self.file.write(length + struct.pack("<I", masked_crc(length)) + data + struct.pack("<I", masked_crc(data)))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def encoded(channel: int, fmt: str = "PNG", seed: int = 0) -> bytes:
@@ -323,13 +353,13 @@ print(len(splits.train) + len(splits.val), splits.classes)
 @pytest.mark.slow
 @pytest.mark.parametrize("compression", ["", "GZIP"])
 def test_files_that_tensorflow_writes_are_read(tmp_path, compression):
-    """TensorFlow writes in a subprocess: its example_pb2 cannot be imported beside the `tfrecord` package's,
-    which this module's writer has loaded (so no pytest.importorskip, which would import it here)."""
+    """TensorFlow writes in a subprocess: imported here (pytest.importorskip would), it would bring Keras
+    in on its own backend, and tunewise's keras: tests need Keras on torch."""
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("TensorFlow is not installed")
     result = subprocess.run([sys.executable, "-c", TENSORFLOW_WRITES, str(tmp_path), compression],
                             capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "12 ['r', 'g', 'b']"
 

@@ -43,11 +43,14 @@ def keras_on_torch() -> Any:
         raise BackboneError(f"KERAS_BACKEND is {backend!r}; tunewise trains Keras models on the torch backend. "
                             "Unset it, or set KERAS_BACKEND=torch, for tunewise (the exported .keras file loads "
                             "on any backend).")
-    os.environ["KERAS_BACKEND"] = "torch"
+    os.environ["KERAS_BACKEND"] = "torch"  # read once, when Keras is imported; not left for child processes
     try:
         import keras
     except ImportError:
         raise BackboneError("keras: models need Keras 3: pip install 'tunewise[keras]'.") from None
+    finally:
+        if backend is None:
+            del os.environ["KERAS_BACKEND"]
     if keras.backend.backend() != "torch":
         raise BackboneError(f"Keras was imported with the {keras.backend.backend()} backend before tunewise; "
                             "start Python with KERAS_BACKEND=torch.")
