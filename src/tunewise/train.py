@@ -127,7 +127,7 @@ def fit(
     run_dir = Path(out) if out is not None else default_run_dir(model, the_strategy.name)
     with _discarded_if_unstarted(run_dir, fresh=not resume):
         run = _assemble(model, data, the_strategy, the_task, replace(train or TrainConfig(), **train_overrides),
-                        run_dir, weights, resume)
+                        run_dir, weights, resume, test)
         stopped = _train(run, should_stop, label)
     return _finish(run, stopped, test)
 
@@ -178,13 +178,16 @@ class _Run:
 
 
 def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, the_task: Task, train: TrainConfig,
-              out: Path, weights: str | Path | None, resume: bool) -> _Run:
+              out: Path, weights: str | Path | None, resume: bool, test: bool = True) -> _Run:
     """Check the settings, read the data, load the backbone, build the task model and the strategy's
-    optimizer, open (or reopen) the run folder: everything before the first epoch."""
+    optimizer, open (or reopen) the run folder: everything before the first epoch. Without `test`, the
+    test split is left out (a cached backbone would extract its features for nothing)."""
     started = time.perf_counter()
     data_config = data if isinstance(data, DataConfig) else DataConfig(data=data)
     raise_if_problems(validate_train(train) + validate_data(data_config))
     splits = load_data(data_config, the_task)
+    if not test:
+        splits = replace(splits, test=None)
     metric, metric_reason = selection_metric(the_task, splits, train.metric)
     torch.manual_seed(train.seed)  # before any random draw: a scratch backbone is initialised as it loads
     backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
