@@ -54,6 +54,7 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | 
                  classes: list[str], folder: Path, facts: dict | None = None) -> None:
     """Write model.safetensors and model.json into `folder`, each atomically."""
     if isinstance(preprocess, Tokenize):
+        write_native(model, folder)
         try:
             export_transformers(model, preprocess, task, classes, folder)
         except TunewiseError as err:  # the run itself is fine: say so, keep best.pt
@@ -74,10 +75,15 @@ def export_model(model: TaskModel, backbone: Backbone, preprocess: Preprocess | 
         "arch": backbone.arch, "source": backbone.name, "head_key": backbone.head_key,
         "task": task.name, "classes": classes, "preprocess": asdict(preprocess),
     })
-    save = getattr(model.backbone, "save_with_head", None)
-    if save is not None:  # a backbone from another framework (Keras) also writes that framework's own file
-        write_atomic(folder / str(model.backbone.native_file), lambda tmp: save(model.head, tmp))
+    write_native(model, folder)
     write_readme(folder, backbone.arch, preprocess, classes, getattr(model.backbone, "usage", None))
+
+
+def write_native(model: TaskModel, folder: Path) -> None:
+    """A backbone from another framework (Keras) also writes that framework's own file, with the head."""
+    save = getattr(model.backbone, "save_with_head", None)
+    if save is not None:
+        write_atomic(folder / str(model.backbone.native_file), lambda tmp: save(model.head, tmp))
 
 
 def write_readme(folder: Path, arch: str, preprocess: Preprocess, classes: list[str], usage: str | None = None) -> None:
@@ -136,7 +142,8 @@ def export_transformers(model: TaskModel, preprocess: Tokenize, task: Task, clas
         raise TunewiseError(f"{task.name} has no transformers task class to export to. The run's best.pt holds "
                             "the weights.")
     auto_name, head_name = task.transformers_head
-    encoder = cast(TextEncoder, model.backbone).model  # a text task's backbone
+    own = getattr(model.backbone, "transformers_model", None)  # a backbone of another framework's layers (keras:)
+    encoder = own() if own is not None else cast(TextEncoder, model.backbone).model  # a text task's backbone
     config = copy.deepcopy(encoder.config)
     if task.labelled:
         config.num_labels = len(classes)

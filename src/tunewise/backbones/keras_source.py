@@ -11,7 +11,8 @@ models take them: channels last, scaled to [0, 1] (`#LAYER@255` or `keras:model.
 `lora` uses Keras's own LoRA (`enable_lora`), merged into the kernels before export; dora, ia3 and
 vera (peft adapters on torch layers) are refused.
 
-Not built yet (issue 16): KerasHub presets and converted Hugging Face folders, text models.
+`keras:FOLDER` (a Hugging Face BERT-type folder, which KerasHub converts offline) and `keras:PRESET` (a
+KerasHub BERT preset) are text encoders: keras_text.py.
 """
 
 from __future__ import annotations
@@ -211,7 +212,12 @@ def layer_groups(module: KerasImages) -> list[list[str]]:
 
 @SOURCES.register("keras")
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
-    """A saved Keras model's features, head and input pipeline (`keras:PATH.keras[#LAYER][@SCALE]`)."""
+    """A saved Keras model's features, head and input pipeline (`keras:PATH.keras[#LAYER][@SCALE]`), or a
+    text encoder from a folder or KerasHub preset (`keras:FOLDER`, `keras:PRESET`: keras_text.py)."""
+    if Path(model_name).is_dir() or split_name(model_name)[0].suffix != ".keras":  # text: keras_text.py
+        from tunewise.backbones.keras_text import load_text
+
+        return load_text(model_name, pretrained, weights)
     keras = keras_on_torch()
     path, layer_name, scale = split_name(model_name)
     if weights is not None:
