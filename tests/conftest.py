@@ -100,6 +100,7 @@ def write_keras_cnn(path: Path, classes: int = 5) -> Path:
     x = layers.BatchNormalization(name="bn1")(x)
     x = layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(0.1, name="drop")(x)  # its seed generator's state is an integer variable
     keras.Model(inputs, layers.Dense(classes, name="classifier")(x)).save(path)
     return path
 

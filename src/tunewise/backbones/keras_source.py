@@ -68,6 +68,7 @@ class KerasImages(nn.Module):
     def __init__(self, features: Any, scale: float) -> None:
         super().__init__()
         self.net = features
+        track_weights(features)
         self.scale = scale
         self.updates: dict[str, bool] = {}
         """BatchNormalization layer name -> whether training re-estimates its statistics."""
@@ -116,7 +117,7 @@ class KerasImages(nn.Module):
         layers = lora_layers(self.net, targets)
         for layer in layers:
             layer.enable_lora(r, lora_alpha=alpha)
-        self.net._track_variables()  # the adapters become torch Parameters of the model
+        track_weights(self.net)  # the adapters become torch Parameters of the model
         for name, param in self.named_parameters():
             param.requires_grad_("/lora_kernel_" in name)
 
@@ -130,7 +131,7 @@ class KerasImages(nn.Module):
                 del layer.lora_kernel_a, layer.lora_kernel_b
                 layer._kernel.assign(merged)
                 layer._kernel.trainable = True
-        self.net._track_variables()
+        track_weights(self.net)
 
     def save_with_head(self, head: nn.Module, path: str | Path) -> None:
         """The fine-tuned feature model with `head` (a Linear) as its new last Dense layer, saved as one
@@ -144,6 +145,12 @@ class KerasImages(nn.Module):
             dense.bias.value.copy_(head.bias.detach())
         model.save(f"{path}.keras")  # Keras insists on the suffix
         os.replace(f"{path}.keras", path)
+
+
+def track_weights(net: Any) -> None:
+    """`net`'s floating-point Keras variables as its torch Parameters (Keras's own tracking also lists the
+    integer states of dropout's seed generators, which no strategy could train)."""
+    net._torch_params = nn.ParameterDict({v.path: v.value for v in net.variables if v.value.is_floating_point()})
 
 
 def split_name(model_name: str) -> tuple[Path, str | None, float]:

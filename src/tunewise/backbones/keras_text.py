@@ -34,7 +34,7 @@ from torch import nn
 
 from tunewise.backbones.base import Backbone
 from tunewise.backbones.hf import DEFAULT_MAX_LENGTH, Tokenize
-from tunewise.backbones.keras_source import keras_on_torch
+from tunewise.backbones.keras_source import keras_on_torch, track_weights
 from tunewise.errors import BackboneError, ConfigError, one_line
 from tunewise.registry import did_you_mean
 
@@ -163,12 +163,6 @@ class KerasText(nn.Module):
         model = BertModel(self.hf_config, add_pooling_layer=not self.tokens)
         model.load_state_dict(bert_state_dict(self.net))
         return model  # on the CPU: the export moves it where it compares
-
-
-def track_weights(net: Any) -> None:
-    """`net`'s floating-point Keras variables as its torch Parameters (Keras's own tracking also lists the
-    integer states of dropout's seed generators, which no strategy could train)."""
-    net._torch_params = nn.ParameterDict({v.path: v.value for v in net.variables if v.value.is_floating_point()})
 
 
 def bert_state_dict(net: Any) -> dict[str, torch.Tensor]:
