@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import struct
 import zlib
 from pathlib import Path
@@ -113,7 +114,10 @@ def write_tiny_bert(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, ".", ",", "?", *(f"##{c}" for c in "sdeg")]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    # transformers 5 takes the vocabulary itself and ignores vocab_file (every word was [UNK]); 4 takes the file
+    takes_vocab = "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters
+    given = {"vocab": {w: i for i, w in enumerate(vocab)}} if takes_vocab else {"vocab_file": str(folder / "vocab.txt")}
+    BertTokenizerFast(**given).save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=37, max_position_embeddings=128)
