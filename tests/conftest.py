@@ -89,6 +89,35 @@ WORDS = (
 )
 
 
+class TFRecordWriter:
+    """`write({key: (value, "byte" | "int")})` appends one tf.train.Example record, framed as TensorFlow
+    frames it: length (8 bytes, little-endian), its masked CRC-32C, the data, the data's masked CRC-32C."""
+
+    def __init__(self, path: str) -> None:
+        self.file = open(path, "wb")  # noqa: SIM115  (closed by close(), as tf.io.TFRecordWriter is)
+
+    def write(self, features: dict) -> None:
+        from tunewise.data.tfrecord_files import _example_class  # a message class of a private pool
+
+        example = _example_class()()
+        for key, (value, kind) in features.items():
+            feature = example.features.feature[key]
+            (feature.bytes_list if kind == "byte" else feature.int64_list).value.append(value)
+        data = example.SerializeToString()
+        length = struct.pack("<Q", len(data))
+        self.file.write(length + struct.pack("<I", masked_crc(length)) + data + struct.pack("<I", masked_crc(data)))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def masked_crc(data: bytes) -> int:
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
 def write_keras_cnn(path: Path, classes: int = 5) -> Path:
     """Conv, BatchNorm, conv, pooling and a Dense classifier on 32 px RGB images, saved as .keras."""
     from tunewise.backbones.keras_source import keras_on_torch

@@ -92,7 +92,7 @@ def _write_classes(root: Path, names=("ant", "bee", "cat"), per_class: int = 6, 
 
 def _write_tfrecord(path: Path, names=("ant", "bee", "cat"), per_class: int = 6) -> Path:
     """A TFRecord file of tf.train.Example images (32x32 random PNGs), written without TensorFlow."""
-    from tfrecord.writer import TFRecordWriter
+    from conftest import TFRecordWriter
 
     rng = np.random.default_rng(0)
     writer = TFRecordWriter(str(path))

@@ -1,6 +1,6 @@
 """TFRecord files of tf.train.Example images: layouts, keys, checksums, and a fit on them.
 
-The files are written by `Writer` below: TensorFlow's framing, written here, around Examples made with
+The files are written by conftest.TFRecordWriter: TensorFlow's framing, written here, around Examples made with
 tunewise's own message class (the `tfrecord` package's writer would put `tensorflow.Example` in
 protobuf's default pool, and TensorFlow, which Keras imports to save a model when it is installed,
 then fails to import in the same process). The slow tests have TensorFlow itself write the files, in
@@ -14,51 +14,24 @@ import importlib.util
 import io
 import logging
 import os
-import struct
 import subprocess
 import sys
 import zlib
 from collections import Counter
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import pytest
+from conftest import TFRecordWriter
 from PIL import Image
 
 import tunewise
 from tunewise import DataConfig, TrainConfig
 from tunewise.data import load_data
-from tunewise.data.tfrecord_files import _example_class
 from tunewise.errors import DataError
 
 COLOURS = ("red", "green", "blue")
 IDS = (0, 1, 2)
-
-
-class TFRecordWriter:
-    """`write({key: (value, "byte" | "int")})` appends one tf.train.Example record, framed as TensorFlow
-    frames it: length (8 bytes, little-endian), its masked CRC-32C, the data, the data's masked CRC-32C."""
-
-    def __init__(self, path: str) -> None:
-        self.file = open(path, "wb")  # noqa: SIM115  (closed by close(), as tf.io.TFRecordWriter is)
-
-    def write(self, features: dict) -> None:
-        example = _example_class()()
-        for key, (value, kind) in features.items():
-            feature = example.features.feature[key]
-            (feature.bytes_list if kind == "byte" else feature.int64_list).value.append(value)
-        data = example.SerializeToString()
-        length = struct.pack("<Q", len(data))
-        self.file.write(length + struct.pack("<I", masked_crc(length)) + data + struct.pack("<I", masked_crc(data)))
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def encoded(channel: int, fmt: str = "PNG", seed: int = 0) -> bytes:
