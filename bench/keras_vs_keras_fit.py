@@ -71,10 +71,9 @@ Timed:
 
 Known differences that remain: tunewise decodes each image from its file in every epoch of a full
 fine-tune (no augmentation, but no cache of decoded pixels either), in --workers processes that
-share the CPUs with training (2, its default; Keras has no such work); linear_probe's feature pass
-also runs over the test split (fit() extracts features for every split, even with test=False: 300
-of the default data's 2,000 images); the two sides draw their shuffles and head weights from different
-generators. Validation is in inference mode on both sides (BatchNorm on its moving statistics).
+share the CPUs with training (2, its default; Keras has no such work); the two sides draw their
+shuffles and head weights from different generators.
+Validation is in inference mode on both sides (BatchNorm on its moving statistics).
 
 Each method runs --repeats times, the order reversed on every other repeat (ABBA: the first run in
 the process pays one-off costs, other processes' load drifts), and its fastest run is compared.

@@ -496,13 +496,17 @@ def _name_keras_feature_layer(args: argparse.Namespace) -> None:
     if layer is None:
         return
     names = [n for n in ("model", "models") if isinstance(getattr(args, n, None), str)]
-    if not any(m.strip().startswith("keras:") for n in names for m in getattr(args, n).split(",")):
+    if not any(_is_keras(m) for n in names for m in getattr(args, n).split(",")):
         raise ConfigError(f"--keras-feature-layer {layer} names a layer of a keras: model, but none of the models "
                           "given is one. Pass --model keras:MODEL.keras, or drop the flag.")
     for n in names:
-        setattr(args, n, ",".join(m if not m.strip().startswith("keras:") or "#" in m else
+        setattr(args, n, ",".join(m if not _is_keras(m) or "#" in m else
                                   _with_layer(m.strip(), layer) for m in getattr(args, n).split(",")))
     args.keras_feature_layer = None
+
+
+def _is_keras(model: str) -> bool:
+    return model.strip().removeprefix("random:").startswith("keras:")
 
 
 def _with_layer(model: str, layer: str) -> str:
@@ -544,13 +548,13 @@ def interrupts_as_errors() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
-    before = signal.signal(signal.SIGTERM, stop)
-    sys.unraisablehook = quiet_when_swallowed
+    before, hook = signal.signal(signal.SIGTERM, stop), sys.unraisablehook
+    sys.unraisablehook = quiet_when_swallowed(hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
-        sys.unraisablehook = sys.__unraisablehook__
+        sys.unraisablehook = hook
         forget_signals()
 
 

@@ -8,6 +8,7 @@ import importlib
 import re
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 
@@ -65,15 +66,18 @@ def forget_signals() -> None:
     _SIGNALLED.clear()
 
 
-def quiet_when_swallowed(unraisable: Any) -> None:
+def quiet_when_swallowed(previous: Callable[[Any], None]) -> Callable[[Any], None]:
     """A `sys.unraisablehook`: a Ctrl-C or SIGTERM that Python swallowed in a destructor (a DataLoader's
     `__del__` waiting for its workers, say) is not printed as a traceback: it is remembered, and
-    `stop_if_signalled` raises it again. Anything else is printed as Python always does."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        if not _SIGNALLED:
-            _SIGNALLED.append(getattr(unraisable.exc_value, "exit_code", 128 + signal.SIGINT) - 128)
-        return
-    sys.__unraisablehook__(unraisable)
+    `stop_if_signalled` raises it again. Anything else goes to `previous`, the hook that was there."""
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            if not _SIGNALLED:
+                _SIGNALLED.append(getattr(unraisable.exc_value, "exit_code", 128 + signal.SIGINT) - 128)
+            return
+        previous(unraisable)
+
+    return hook
 
 
 def interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
@@ -94,7 +98,7 @@ def stopped_quietly(module: str, function: str, *args: object) -> None:
     Ctrl-C ignored until then (study.workers.drain)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    sys.unraisablehook = quiet_when_swallowed
+    sys.unraisablehook = quiet_when_swallowed(sys.unraisablehook)
     with contextlib.suppress(KeyboardInterrupt):
         getattr(importlib.import_module(module), function)(*args)
 

@@ -189,7 +189,8 @@ def _assemble(model: str, data: str | DataConfig, the_strategy: Strategy, the_ta
     if not test:
         splits = replace(splits, test=None)
     metric, metric_reason = selection_metric(the_task, splits, train.metric)
-    torch.manual_seed(train.seed)  # before any random draw: a scratch backbone is initialised as it loads
+    seed_all(train.seed)  # before any random draw: a scratch backbone is initialised as it loads (Keras's
+    # initializers, LoRA's included, draw their seeds from Python's generator)
     backbone = load_backbone(model, pretrained=the_strategy.pretrained, weights=weights)
     check_backbone_fits(backbone, the_task, model)
     preprocess = configured_preprocess(backbone.preprocess, data_config, the_task)

@@ -70,7 +70,7 @@ def take_steps(net, strategy, epoch: int = 0, steps: int = 3, batch_loss=classif
     strategy.on_epoch_start(net, optimizer, epoch)
     torch.manual_seed(1)
     for _ in range(steps):
-        set_train_mode(net, masked=zero_rate_parameters(optimizer))
+        set_train_mode(net, masked=zero_rate_parameters(optimizer), keep_statistics=strategy.keep_norm_statistics)
         loss = batch_loss(net)
         penalty = strategy.penalty(net)
         loss = loss if penalty is None else loss + penalty

@@ -142,3 +142,11 @@ def test_the_feature_layer_flag_names_the_layer_in_the_run(keras_cnn, image_fold
     assert load_model(run)[1]["source"] == f"keras:{keras_cnn}#pool"
     assert main(["fit", "--model", "timm:test_resnet", "--keras-feature-layer", "pool"]) == 2
     assert "none of the models given is one" in capsys.readouterr().err
+
+
+def test_older_keras_formats_are_named_with_how_to_resave(tmp_path):
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "saved_model.pb").write_bytes(b"")
+    for name in (tmp_path / "saved", tmp_path / "model.h5"):
+        with pytest.raises(BackboneError, match=r"is not a .keras file. Save the model with model.save"):
+            load_backbone(f"keras:{name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_a_swallowed_interrupt_prints_no_traceback_and_other_errors_still_print(
         def __del__(self):
             raise self.error
 
-    monkeypatch.setattr("sys.unraisablehook", quiet_when_swallowed)
+    monkeypatch.setattr("sys.unraisablehook", quiet_when_swallowed(sys.__unraisablehook__))
     try:
         Landing(KeyboardInterrupt())  # Ctrl-C, from Python's own handler
         gc.collect()

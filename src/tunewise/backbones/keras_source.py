@@ -221,7 +221,9 @@ def layer_groups(module: KerasImages) -> list[list[str]]:
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
     """A saved Keras model's features, head and input pipeline (`keras:PATH.keras[#LAYER][@SCALE]`), or a
     text encoder from a folder or KerasHub preset (`keras:FOLDER`, `keras:PRESET`: keras_text.py)."""
-    if Path(model_name).is_dir() or split_name(model_name)[0].suffix != ".keras":  # text: keras_text.py
+    given = Path(model_name)
+    older = given.suffix.lower() in (".h5", ".hdf5") or (given / "saved_model.pb").is_file()  # Keras 2, TF formats
+    if not older and (given.is_dir() or split_name(model_name)[0].suffix != ".keras"):  # text: keras_text.py
         from tunewise.backbones.keras_text import load_text
 
         return load_text(model_name, pretrained, weights)

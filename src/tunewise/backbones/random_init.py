@@ -16,10 +16,17 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
 
     if weights is not None:
         raise BackboneError("random: models take no --weights; drop the random: prefix to load weights.")
+    import random
+
     import torch
 
+    state = random.getstate()  # Keras draws its initializers' seeds from Python's generator
     with torch.random.fork_rng():  # the same random weights every time: rankings and caches repeat
         torch.manual_seed(0)
-        backbone = load_backbone(model_name, pretrained=False)
+        random.seed(0)
+        try:
+            backbone = load_backbone(model_name, pretrained=False)
+        finally:
+            random.setstate(state)
     backbone.name, backbone.source_head = f"random:{model_name}", None
     return backbone
