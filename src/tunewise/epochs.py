@@ -12,6 +12,7 @@ workers quiet when a run is stopped).
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sys
@@ -103,8 +104,15 @@ def quiet_on_stop(worker_id: int) -> None:
     would let it die by the signal and the main process report a failed worker. And a batch being
     handed over as the main process stops leaves multiprocessing's sharing thread here without its
     peer, which it prints as a traceback (pytorch#28950): only that loss is kept quiet; the worker's
-    own errors reach the main process through its queue, not through this hook."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    own errors reach the main process through its queue, not through this hook. A worker that was
+    told to stop says nothing more: the KeyboardInterrupt of a signal landing outside torch's worker
+    loop (its shutdown, seen in CI) would be printed as a traceback by multiprocessing."""
+    def stop(number: int, frame: object) -> None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (the process is ending)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     shown = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
