@@ -124,27 +124,38 @@ class KerasImages(nn.Module):
     def merge_lora(self) -> None:
         """Fold every adapter into its kernel and drop it: the model is plain Keras layers again, with
         the weights a fresh load of it expects."""
-        for layer in self.net.layers:
-            if getattr(layer, "lora_enabled", False):
-                merged = layer.kernel.detach().clone()  # the kernel plus alpha / r * A @ B
-                layer.lora_enabled, layer.lora_rank, layer.lora_alpha = False, None, None
-                del layer.lora_kernel_a, layer.lora_kernel_b
-                layer._kernel.assign(merged)
-                layer._kernel.trainable = True
-        track_weights(self.net)
+        merge_lora(self.net, self.net.layers)
 
     def save_with_head(self, head: nn.Module, path: str | Path) -> None:
         """The fine-tuned feature model with `head` (a Linear) as its new last Dense layer, saved as one
         Keras file at `path` (any name: Keras writes it as `path`.keras, moved to `path`)."""
-        keras = keras_on_torch()
-        assert isinstance(head, nn.Linear), "a keras: backbone's head is a Linear"
-        dense = keras.layers.Dense(head.out_features, name="tunewise_head")
-        model = keras.Model(self.net.inputs, dense(self.net.outputs[0]))
-        with torch.no_grad():
-            dense.kernel.value.copy_(head.weight.detach().T)
-            dense.bias.value.copy_(head.bias.detach())
-        model.save(f"{path}.keras")  # Keras insists on the suffix
-        os.replace(f"{path}.keras", path)
+        save_with_head(self.net.inputs, self.net.outputs[0], head, path)
+
+
+def merge_lora(net: Any, layers: Any) -> None:
+    """Fold the adapter of every one of `layers` (of `net`) that has one into its kernel and drop it."""
+    for layer in layers:
+        if getattr(layer, "lora_enabled", False):
+            merged = layer.kernel.detach().clone()  # the kernel plus alpha / r * A @ B
+            layer.lora_enabled, layer.lora_rank, layer.lora_alpha = False, None, None
+            del layer.lora_kernel_a, layer.lora_kernel_b
+            layer._kernel.assign(merged)
+            layer._kernel.trainable = True
+    track_weights(net)
+
+
+def save_with_head(inputs: Any, features: Any, head: nn.Module, path: str | Path) -> None:
+    """The Keras graph from `inputs` to `features` with `head` (a Linear) on them as a Dense layer, saved as
+    one Keras file at `path` (any name: Keras writes it as `path`.keras, moved to `path`)."""
+    keras = keras_on_torch()
+    assert isinstance(head, nn.Linear), "a keras: backbone's head is a Linear"
+    dense = keras.layers.Dense(head.out_features, name="tunewise_head")
+    model = keras.Model(inputs, dense(features))
+    with torch.no_grad():
+        dense.kernel.value.copy_(head.weight.detach().T)
+        dense.bias.value.copy_(head.bias.detach())
+    model.save(f"{path}.keras")  # Keras insists on the suffix
+    os.replace(f"{path}.keras", path)
 
 
 def track_weights(net: Any) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 
 from tunewise.backbones.base import Backbone
 from tunewise.backbones.hf import DEFAULT_MAX_LENGTH, Tokenize
-from tunewise.backbones.keras_source import keras_on_torch, track_weights
+from tunewise.backbones.keras_source import keras_on_torch, merge_lora, save_with_head, track_weights
 from tunewise.errors import BackboneError, ConfigError, one_line
 from tunewise.registry import did_you_mean
 
@@ -133,27 +133,12 @@ class KerasText(nn.Module):
     def merge_lora(self) -> None:
         """Fold every adapter into its kernel and drop it: plain Keras layers again, whose weights the
         exports take as they are."""
-        for layer in self.sublayers():
-            if getattr(layer, "lora_enabled", False):
-                merged = layer.kernel.detach().clone()  # the kernel plus alpha / r * A @ B
-                layer.lora_enabled, layer.lora_rank, layer.lora_alpha = False, None, None
-                del layer.lora_kernel_a, layer.lora_kernel_b
-                layer._kernel.assign(merged)
-                layer._kernel.trainable = True
-        track_weights(self.net)
+        merge_lora(self.net, self.sublayers())
 
     def save_with_head(self, head: nn.Module, path: str | Path) -> None:
         """The fine-tuned Keras model with `head` (a Linear) on its features as a Dense layer, saved as one
         Keras file at `path`: inputs {token_ids, segment_ids, padding_mask} -> logits."""
-        keras = keras_on_torch()
-        assert isinstance(head, nn.Linear), "a keras: backbone's head is a Linear"
-        dense = keras.layers.Dense(head.out_features, name="tunewise_head")
-        model = keras.Model(self.net.input, dense(self.net.output))
-        with torch.no_grad():
-            dense.kernel.value.copy_(head.weight.detach().T)
-            dense.bias.value.copy_(head.bias.detach())
-        model.save(f"{path}.keras")  # Keras insists on the suffix
-        os.replace(f"{path}.keras", path)
+        save_with_head(self.net.input, self.net.output, head, path)
 
     def transformers_model(self) -> PreTrainedModel:
         """The same encoder as transformers' BertModel: KerasHub's conversion run backwards (tunewise.export
