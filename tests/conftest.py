@@ -118,6 +118,19 @@ def masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+POSITIVE = ["the film was great fun", "great acting , moving plot", "a good movie", "the plot was fun and moving"]
+NEGATIVE = ["the film was dull", "awful acting , boring plot", "a bad movie", "the plot was boring and dull"]
+
+
+def write_reviews(folder: Path):
+    """reviews.csv in `folder`: 48 short reviews, half pos and half neg, in the tiny BERT's words; its DataConfig."""
+    from tunewise import DataConfig
+
+    rows = [(t, "pos") for t in POSITIVE] * 6 + [(t, "neg") for t in NEGATIVE] * 6
+    (folder / "reviews.csv").write_text("review,sentiment\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+    return DataConfig(data=str(folder / "reviews.csv"), text_column="review", label_column="sentiment", max_length=16)
+
+
 def write_keras_cnn(path: Path, classes: int = 5) -> Path:
     """Conv, BatchNorm, conv, pooling and a Dense classifier on 32 px RGB images, saved as .keras."""
     from tunewise.backbones.keras_source import keras_on_torch

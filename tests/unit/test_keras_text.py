@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import write_reviews
 
 from tunewise import DataConfig, evaluate, fit, predict
 from tunewise.backbones import load_backbone
@@ -23,16 +24,11 @@ if importlib.util.find_spec("keras") is None or importlib.util.find_spec("keras_
 
 SENTENCES = ["the film was great fun", "a bad movie", "who founded acme corp in oslo ?"]
 PAIRS = ["the plot was dull", "great acting", "maria lopez"]
-POSITIVE = ["the film was great fun", "great acting , moving plot", "a good movie", "the plot was fun and moving"]
-NEGATIVE = ["the film was dull", "awful acting , boring plot", "a bad movie", "the plot was boring and dull"]
 
 
 @pytest.fixture(scope="module")
 def reviews(tmp_path_factory):
-    path = tmp_path_factory.mktemp("text") / "reviews.csv"
-    rows = [(t, "pos") for t in POSITIVE] * 6 + [(t, "neg") for t in NEGATIVE] * 6
-    path.write_text("review,sentiment\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
-    return DataConfig(data=str(path), text_column="review", label_column="sentiment", max_length=16)
+    return write_reviews(tmp_path_factory.mktemp("text"))
 
 
 def features_of_both(folder, backbone, inputs=None):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_reviews
 from PIL import Image
 
 from tunewise import DataConfig, TrainConfig, fit, predict
@@ -29,8 +30,6 @@ from tunewise.ship.onnx_model import OnnxModel, best_span, preprocess_image
 from tunewise.tasks import Task, all_tasks, get_task
 
 FAST = TrainConfig(epochs=3, batch_size=8, num_workers=0)
-POSITIVE = ["the film was great fun", "great acting , moving plot", "a good movie", "the plot was fun and moving"]
-NEGATIVE = ["the film was dull", "awful acting , boring plot", "a bad movie", "the plot was boring and dull"]
 TEXTS = ["a good movie", "the film was dull", "great acting , moving plot but awful", "zzz words it never saw ?",
          "maria lopez was in oslo", "john smith founded acme corp in paris ."]
 
@@ -49,9 +48,7 @@ def image_run(image_folder, tiny_weights, tmp_path_factory):
 def text_run(tiny_bert, tmp_path_factory):
     """LoRA on a tiny BERT: the adapters are merged before export."""
     folder = tmp_path_factory.mktemp("onnx_text")
-    rows = [(t, "pos") for t in POSITIVE] * 6 + [(t, "neg") for t in NEGATIVE] * 6
-    (folder / "reviews.csv").write_text("review,sentiment\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
-    data = DataConfig(data=str(folder / "reviews.csv"), text_column="review", label_column="sentiment", max_length=16)
+    data = write_reviews(folder)
     fit(f"hf:{tiny_bert}", data, "lora", task="text_classification", out=folder / "run", train=FAST, lr=1e-2)
     return folder / "run", export_onnx(folder / "run")
 
