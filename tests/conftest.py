@@ -131,8 +131,10 @@ def write_reviews(folder: Path):
     return DataConfig(data=str(folder / "reviews.csv"), text_column="review", label_column="sentiment", max_length=16)
 
 
-def write_keras_cnn(path: Path, classes: int = 5) -> Path:
-    """Conv, BatchNorm, conv, pooling and a Dense classifier on 32 px RGB images, saved as .keras."""
+def write_keras_cnn(path: Path, classes: int = 5, nested: bool = False) -> Path:
+    """Conv, BatchNorm, conv, pooling and a Dense classifier on 32 px RGB images, saved as .keras. With
+    `nested`, Keras's transfer-learning shape: the layers up to the pooling are a model of their own,
+    frozen (trainable=False), called as one layer of the saved model."""
     from tunewise.backbones.keras_source import keras_on_torch
 
     keras = keras_on_torch()
@@ -143,6 +145,11 @@ def write_keras_cnn(path: Path, classes: int = 5) -> Path:
     x = layers.BatchNormalization(name="bn1")(x)
     x = layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if nested:
+        base = keras.Model(inputs, x, name="base")
+        base.trainable = False
+        inputs = keras.Input((32, 32, 3))
+        x = base(inputs)
     x = layers.Dropout(0.1, name="drop")(x)  # its seed generator's state is an integer variable
     keras.Model(inputs, layers.Dense(classes, name="classifier")(x)).save(path)
     return path

@@ -1,5 +1,5 @@
-"""Every strategy x a tiny Keras CNN (conv, BatchNormalization, conv, pooling, Dense), on Keras's torch
-backend: after real optimizer steps exactly the intended Keras weights changed, frozen ones are
+"""Every strategy x a tiny Keras CNN (conv, BatchNormalization, conv, pooling, Dense; flat, and nested as
+Keras's transfer-learning tutorial builds it), on Keras's torch backend: after real optimizer steps exactly the intended Keras weights changed, frozen ones are
 bit-identical, and a BatchNormalization layer's moving statistics move only when its own weights train."""
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def keras_cnn(tmp_path_factory):
-    return write_keras_cnn(tmp_path_factory.mktemp("keras") / "cnn.keras")
+@pytest.fixture(scope="module", params=["flat", "nested"])
+def keras_cnn(tmp_path_factory, request):
+    """The CNN as one model, and as a frozen feature model nested in the saved one (Keras's tutorial shape)."""
+    return write_keras_cnn(tmp_path_factory.mktemp("keras") / "cnn.keras", nested=request.param == "nested")
 
 
 def build(keras_cnn, strategy):

@@ -59,6 +59,26 @@ def test_fit_trains_the_keras_weights_and_exports_a_keras_file(keras_cnn, image_
     assert 'keras.saving.load_model("model.keras")' in (tmp_path / "run" / "README.md").read_text()
 
 
+def test_a_nested_frozen_feature_model_is_fine_tuned_layer_by_layer(image_folder, tmp_path):
+    """Keras's transfer-learning shape, Model(inputs, Dense(base(inputs))) with base frozen when saved: its
+    inner layers are the layer groups, `full` trains them, and model.keras matches tunewise's model."""
+    nested = write_keras_cnn(tmp_path / "nested.keras", nested=True)
+    backbone = load_backbone(f"keras:{nested}")
+    assert [g[0].rsplit(".", 1)[-1].split("/")[0] for g in backbone.layer_groups] == ["conv1", "bn1", "conv2"]
+    with pytest.raises(BackboneError, match="'conv2' is inside the nested model 'base'.*#base"):
+        load_backbone(f"keras:{nested}#conv2")
+    fit(f"keras:{nested}", DataConfig(data=str(image_folder)), "full", out=tmp_path / "run", test=False,
+        train=TrainConfig(epochs=1, batch_size=8, lr=1e-2, patience=None))
+    exported = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    before = keras.saving.load_model(nested).get_layer("base")
+    conv1 = [layer for layer in exported._flatten_layers() if layer.name == "conv1"][0]
+    assert not np.allclose(conv1.kernel.numpy(), before.get_layer("conv1").kernel.numpy())
+    model, _ = load_model(tmp_path / "run")
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x) - exported(x.permute(0, 2, 3, 1), training=False)).abs().max() < 1e-5
+
+
 def test_a_keras_run_exports_to_onnx_through_the_parity_gate(keras_cnn, image_folder, tmp_path):
     from tunewise.cli import main
 
@@ -79,7 +99,7 @@ def test_a_frozen_batchnorm_keeps_its_moving_statistics(keras_cnn, image_folder,
 
 
 @pytest.mark.parametrize(("name", "says"), [
-    ("{cnn}#nothing", "has no layer 'nothing'; its layers: input_layer.*, conv1"),
+    ("{cnn}#nothing", "has no layer 'nothing' of its own; its layers: input_layer.*, conv1"),
     ("{cnn}#conv2", "have shape .*Name a pooled layer"),
     ("{cnn}@x", "the scale after @ must be a number"),
     ("{folder}/model.h5", "is not a .keras file"),

@@ -72,7 +72,7 @@ class KerasImages(nn.Module):
         self.scale = scale
         self.updates: dict[str, bool] = {}
         """BatchNormalization layer name -> whether training re-estimates its statistics."""
-        for layer in features.layers:
+        for layer in leaf_layers(features):
             if type(layer).__name__ == "BatchNormalization":
                 layer.call = self._statistics_when_training(layer, layer.call)
 
@@ -80,7 +80,7 @@ class KerasImages(nn.Module):
         """`updates(params)`: whether a BatchNormalization layer with these trainable weights
         re-estimates its moving statistics in training; one without scale and offset follows the model."""
         self.updates = {layer.name: updates([w.value for w in layer.trainable_weights] or list(self.parameters()))
-                        for layer in self.net.layers if type(layer).__name__ == "BatchNormalization"}
+                        for layer in leaf_layers(self.net) if type(layer).__name__ == "BatchNormalization"}
 
     def _statistics_when_training(self, layer: Any, call: Any) -> Any:
         def batch_norm(inputs: Any, training: Any = None, mask: Any = None) -> Any:
@@ -100,11 +100,13 @@ class KerasImages(nn.Module):
                 f'logits = model(images)  # (batch, height, width, 3): RGB, channels last, {scale}')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.permute(0, 2, 3, 1) * self.scale, training=self.training)
+        # channels last, contiguous: Keras's convolutions ran 1.8x slower in inference on a permuted view
+        x = x.permute(0, 2, 3, 1).contiguous()
+        return self.net(x * self.scale if self.scale != 1 else x, training=self.training)
 
     def norm_parameters(self) -> list[nn.Parameter]:
         """The trainable weights (scale and offset) of the Keras normalization layers, for norm_only."""
-        return [w.value for layer in self.net.layers if type(layer).__name__.endswith("Normalization")
+        return [w.value for layer in leaf_layers(self.net) if type(layer).__name__.endswith("Normalization")
                 for w in layer.trainable_weights]
 
     def add_lora(self, r: int, alpha: float, targets: tuple[str, ...] | None) -> None:
@@ -124,7 +126,7 @@ class KerasImages(nn.Module):
     def merge_lora(self) -> None:
         """Fold every adapter into its kernel and drop it: the model is plain Keras layers again, with
         the weights a fresh load of it expects."""
-        merge_lora(self.net, self.net.layers)
+        merge_lora(self.net, leaf_layers(self.net))
 
     def save_with_head(self, head: nn.Module, path: str | Path) -> None:
         """The fine-tuned feature model with `head` (a Linear) as its new last Dense layer, saved as one
@@ -158,6 +160,13 @@ def save_with_head(inputs: Any, features: Any, head: nn.Module, path: str | Path
     os.replace(f"{path}.keras", path)
 
 
+def leaf_layers(layer: Any) -> list[Any]:
+    """The Keras layers inside `layer` that hold no other layer, input to output, walking into nested
+    models (`Model(inputs, Dense(base(inputs)))`, the usual shape of a Keras transfer-learning model)."""
+    inner = layer._layers  # Keras's own list of sub-layers, in order (its _flatten_layers reverses nested ones)
+    return [leaf for sub in inner for leaf in leaf_layers(sub)] if inner else [layer]
+
+
 def track_weights(net: Any) -> None:
     """`net`'s floating-point Keras variables as its torch Parameters (Keras's own tracking also lists the
     integer states of dropout's seed generators, which no strategy could train)."""
@@ -184,7 +193,11 @@ def feature_layer(model: Any, name: str | None) -> tuple[Any, Any]:
             features = model.get_layer(name).output
         except ValueError:
             names = ", ".join(layer.name for layer in model.layers)
-            raise BackboneError(f"the Keras model has no layer {name!r}; its layers: {names}.") from None
+            inside = [outer.name for outer in model.layers if outer._layers and name in
+                      {layer.name for layer in leaf_layers(outer)}]
+            where = (f" {name!r} is inside the nested model {inside[0]!r}, whose output is keras:PATH.keras#"
+                     f"{inside[0]}." if inside else "")
+            raise BackboneError(f"the Keras model has no layer {name!r} of its own; its layers: {names}.{where}") from None
         return features, head if head is not None and head.input is features else None  # a head on these only
     if head is None:
         raise BackboneError("the Keras model has no Dense layer whose input could be the features. Name the "
@@ -207,7 +220,7 @@ def as_linear(dense: Any) -> nn.Linear:
 def lora_layers(model: Any, targets: tuple[str, ...] | None) -> list[Any]:
     """The layers Keras's LoRA adapts: Dense, EinsumDense and convolutions with groups == 1, or those
     of them that `targets` names."""
-    candidates = [layer for layer in model.layers if hasattr(layer, "enable_lora") and
+    candidates = [layer for layer in leaf_layers(model) if hasattr(layer, "enable_lora") and
                   getattr(layer, "groups", 1) == 1 and getattr(layer, "kernel_constraint", None) is None]
     if not candidates:
         raise ConfigError("this Keras model has no Dense, EinsumDense or convolution layer that LoRA can adapt.")
@@ -224,7 +237,7 @@ def lora_layers(model: Any, targets: tuple[str, ...] | None) -> list[Any]:
 def layer_groups(module: KerasImages) -> list[list[str]]:
     """Parameter names by Keras layer, input to output."""
     names = {id(p): n for n, p in module.named_parameters()}
-    groups = [[names[id(w.value)] for w in layer.weights if id(w.value) in names] for layer in module.net.layers]
+    groups = [[names[id(w.value)] for w in layer.weights if id(w.value) in names] for layer in leaf_layers(module.net)]
     return [g for g in groups if g]
 
 
@@ -251,6 +264,11 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
         raise BackboneError(f"Keras cannot load {str(path)!r}: {one_line(err)}") from None
     if not pretrained:
         model = keras.models.clone_model(model)  # the same layers, newly initialised
+    frozen = [layer.name for layer in leaf_layers(model) if layer.weights and not layer.trainable]
+    if frozen:  # which weights train is the strategy's choice, not the flags the model was saved with
+        log.info("keras: %d layers saved with trainable=False (%s) are trainable again; the strategy decides",
+                 len(frozen), ", ".join(frozen[:5]) + (", ..." if len(frozen) > 5 else ""))
+        model.trainable = True
     features, head = feature_layer(model, layer_name)
     if len(features.shape) != 2:
         raise BackboneError(f"the features of {str(path)!r} have shape {tuple(features.shape)}; tunewise needs "
