@@ -79,6 +79,20 @@ def test_a_nested_frozen_feature_model_is_fine_tuned_layer_by_layer(image_folder
         assert (model(x) - exported(x.permute(0, 2, 3, 1), training=False)).abs().max() < 1e-5
 
 
+def test_a_search_on_a_keras_model_leaves_out_peft_adapters_and_hands_back_a_keras_file(keras_cnn, image_folder,
+                                                                                       tmp_path):
+    from tunewise.study import SearchConfig, search
+
+    config = SearchConfig(strategies=("linear_probe", "lora", "dora"), epochs=2, rates=1, seeds=1, finalists=1,
+                          budget="8epochs", scratch=False)
+    board = search(f"keras:{keras_cnn}", DataConfig(data=str(image_folder)), config, out=tmp_path / "search",
+                   train=TrainConfig(batch_size=8, num_workers=0))
+    assert {t.strategy for t in board.trials} == {"linear_probe", "lora"}
+    assert "no weight decomposition (DoRA)" in board.unmeasured["dora"]
+    winner = keras.saving.load_model(tmp_path / "search" / "model" / "model.keras")  # the winner, in model/
+    assert winner.output.shape[-1] == 3
+
+
 def test_a_keras_run_exports_to_onnx_through_the_parity_gate(keras_cnn, image_folder, tmp_path):
     from tunewise.cli import main
 

@@ -44,7 +44,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def board(data, weights, tmp_path_factory) -> Leaderboard:
     """linear_probe can learn the colours; `full` at a rate of 1e-9 cannot move: linear_probe is best by
-    construction. `bitfit` at 1e30 diverges: its trials must fail with the reason and the search go on."""
+    construction. `bitfit` at 1e30 diverges: its trials must fail with the reason and the search go on.
+    `vera` cannot adapt a CNN: it is left out before any trial, with the reason."""
     home = tmp_path_factory.mktemp("home")
     patch = pytest.MonkeyPatch()
     patch.setenv("HOME", str(home))
@@ -52,7 +53,7 @@ def board(data, weights, tmp_path_factory) -> Leaderboard:
     patch.setattr(STRATEGIES.get("bitfit"), "rate_range", (1e30, 1e30))
     patch.setattr(STRATEGIES.get("linear_probe"), "rate_range", (0.05, 0.05))
     try:
-        config = SearchConfig(strategies=("linear_probe", "full", "bitfit"), epochs=3, rates=1, seeds=2,
+        config = SearchConfig(strategies=("linear_probe", "full", "bitfit", "vera"), epochs=3, rates=1, seeds=2,
                               budget="40epochs", scratch=False)
         return search("timm:test_resnet", data, config, train=TRAIN, out=home / "search", weights=weights)
     finally:
@@ -74,6 +75,11 @@ def test_a_diverging_arm_is_recorded_as_failed_and_the_search_goes_on(board):
     assert bitfit and all(t.state == "fail" and "loss became" in t.reason for t in bitfit)
 
 
+def test_a_strategy_the_model_cannot_take_is_left_out_with_the_reason(board):
+    assert not [t for t in board.trials if t.strategy == "vera"]
+    assert "adapts Linear layers only" in board.unmeasured["vera"]
+
+
 def test_test_split_is_evaluated_once_for_the_chosen_model_only(board):
     assert board.arms[0].test is not None and "accuracy" in board.arms[0].test
     for trial in board.trials:
@@ -93,14 +99,16 @@ def test_outputs_and_best_yaml_reproduce_the_winner(board, tmp_path):
     assert again.val_score == pytest.approx(board.arms[0].scores[0])  # seed 0, same settings: same result
 
 
-def test_bad_search_settings_are_refused_before_anything_is_written(data, tmp_path):
+def test_bad_search_settings_are_refused_before_anything_is_written(data, weights, tmp_path):
     with pytest.raises(TunewiseError, match="unknown 'linear_prob'.*Did you mean 'linear_probe'"):
         search("timm:test_resnet", data, strategies="linear_prob,full", out=tmp_path / "a")
     with pytest.raises(TunewiseError, match="cannot pay even the cheap tier"):
         search("timm:test_resnet", data, budget="0.5epochs", out=tmp_path / "b")
     with pytest.raises(TunewiseError, match="is not a budget"):
         search("timm:test_resnet", data, budget="lots", out=tmp_path / "c")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    with pytest.raises(TunewiseError, match="no strategy asked for can fine-tune this model: vera: .*Linear layers"):
+        search("timm:test_resnet", data, strategies="vera", out=tmp_path / "d", weights=weights)
+    assert not any((tmp_path / name).exists() for name in "abcd")
 
 
 def test_unreachable_storage_is_a_clear_error(data, weights, tmp_path):

@@ -75,6 +75,10 @@ class Strategy:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
                 for f in fields(self) if f.init}
 
+    def check_model(self, model: TaskModel) -> None:
+        """Raise ConfigError where `model` cannot take this strategy (as `prepare` would), changing
+        nothing: a search leaves such arms out rather than spend a trial on each."""
+
     def prepare(self, model: TaskModel) -> None:
         """Freeze parts or inject adapters, before the optimizer is built."""
 
@@ -127,6 +131,17 @@ def default_strategies() -> tuple[str, ...]:
     """What a search compares when `--strategies` is not given, cheapest first."""
     ranked = [cls for cls in map(STRATEGIES.get, STRATEGIES.names()) if cls.search_order is not None and cls.pretrained]
     return tuple(cls.name for cls in sorted(ranked, key=lambda cls: (cls.search_order, cls.name)))
+
+
+def refusals(names, model: TaskModel) -> dict[str, str]:
+    """The strategies among `names` (default knobs) that cannot fine-tune `model`, and why."""
+    found = {}
+    for name in names:
+        try:
+            get_strategy(name).check_model(model)
+        except ConfigError as err:
+            found[name] = str(err)
+    return found
 
 
 def in_search_order(names) -> list[str]:

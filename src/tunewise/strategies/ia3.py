@@ -33,6 +33,9 @@ class IA3(Strategy):
     rate_range: ClassVar[tuple[float, float]] = (1e-3, 3e-2)
     search_order: ClassVar[int | None] = 10
 
+    def check_model(self, model: TaskModel) -> None:
+        adapter_targets(model.backbone, self.target_modules, "IA3", "IA3")
+
     def prepare(self, model: TaskModel) -> None:
         from peft import IA3Config, inject_adapter_in_model
 

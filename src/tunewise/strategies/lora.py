@@ -50,11 +50,18 @@ class LoRA(Strategy):
             raise ConfigError(f"LoRA dropout must be in [0, 1) and alpha positive, got dropout={self.dropout!r}, "
                               f"alpha={self.alpha!r}.")
 
+    def check_model(self, model: TaskModel) -> None:
+        if hasattr(model.backbone, "add_lora"):
+            self._refuse_on_own_lora()
+        else:
+            adapter_targets(model.backbone, self.target_modules, "LoRA", "LORA")
+
     def prepare(self, model: TaskModel) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
         if hasattr(model.backbone, "add_lora"):  # a backbone that adapts itself (keras: uses Keras's LoRA)
-            self._own_lora(model.backbone)
+            self._refuse_on_own_lora()
+            model.backbone.add_lora(self.r, self.alpha, self.target_modules)
             return
         targets = adapter_targets(model.backbone, self.target_modules, "LoRA", "LORA")
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
@@ -65,12 +72,11 @@ class LoRA(Strategy):
         merge = getattr(model.backbone, "merge_lora", None)
         merge() if merge is not None else merge_adapters(model.backbone)
 
-    def _own_lora(self, backbone: nn.Module) -> None:
+    def _refuse_on_own_lora(self) -> None:
         if self.use_dora or self.dropout:
             raise ConfigError(f"this backbone adapts itself with plain LoRA (Keras's enable_lora), which has no "
                               f"{'weight decomposition (DoRA)' if self.use_dora else 'adapter dropout'}. Use "
                               f"{'lora' if self.use_dora else 'lora with dropout=0'}.")
-        backbone.add_lora(self.r, self.alpha, self.target_modules)  # type: ignore[operator]
 
 
 def merge_adapters(backbone: nn.Module) -> None:

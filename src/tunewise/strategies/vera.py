@@ -44,6 +44,9 @@ class VeRA(Strategy):
         if not self.d_initial > 0:
             raise ConfigError(f"VeRA d_initial must be positive, got {self.d_initial!r}.")
 
+    def check_model(self, model: TaskModel) -> None:
+        adapter_targets(model.backbone, self.target_modules, "VeRA", "VERA", linear_only=True)
+
     def prepare(self, model: TaskModel) -> None:
         from peft import VeraConfig
         from peft.tuners.vera import VeraModel

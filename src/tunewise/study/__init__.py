@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.backbones import load_backbone
+from tunewise.backbones.base import Backbone
 from tunewise.config import (
     DEFAULT_TASK,
     DataConfig,
@@ -44,6 +45,7 @@ from tunewise.errors import ConfigError, RunFolderError, TunewiseError
 from tunewise.io import claim_folder, default_run_dir, write_atomic, write_json
 from tunewise.records import Leaderboard
 from tunewise.report.search_report import write_report
+from tunewise.strategies import refusals
 from tunewise.study.budget import default_budget, reserved_cost, unmeasurable, validate_search
 from tunewise.study.config import SearchConfig, strategy_list
 from tunewise.study.decision import decide
@@ -133,8 +135,9 @@ def search(
     metric, metric_reason = search_metric(the_task, splits, train.metric)
     train = replace(train, metric=metric)  # every trial selects on the same metric
     _warn_before(config, searched, the_task.cacheable, metric_reason)
+    refused: dict[str, str] = {}
     if len(models) == 1:  # several are loaded by the ranking, which reports the ones that fail
-        load_backbone(model, weights=weights)
+        refused = _refused(config, the_task, load_backbone(model, weights=weights), splits.classes)
     elif weights:
         raise ConfigError("--weights belongs to one model; with several models, pass each as a file path instead.")
     if storage:
@@ -146,19 +149,20 @@ def search(
         if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
             return follow()
     settings = {"model": model, "models": models, "weights": weights, "task": task, "task_knobs": the_task.knobs(),
-                "data": to_dict(data_config),
+                "data": to_dict(data_config), "refused": refused,
                 "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir, storage)
     if resume:  # the search goes on as it was started
         saved = _saved_settings(run_dir)
         config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
+        refused = saved.get("refused", {})
         requeue_dead(study)
     started = time.perf_counter()
     kept = _kept_models(run_dir, models, data_config, task, config, train)
 
     if not trials_of(study, "explore"):
-        enqueue_explore(study, config, kept, task)
+        enqueue_explore(study, config, kept, task, leave_out=refused)
     drain(run_dir, study, config.workers, storage)
     if the_task.augments and not any("augment" in t.user_attrs for t in trials_of(study, "explore")):
         enqueue_no_augment(study, config, _saved_settings(run_dir))
@@ -175,7 +179,7 @@ def search(
         drain(run_dir, study, config.workers, storage)
 
     board = decide(study, run_dir, kept[0], data_config, config, time.perf_counter() - started, has_test,
-                   the_task, metric, metric_reason)
+                   the_task, metric, metric_reason, refused)
     board.save(run_dir / "leaderboard.json")
     write_atomic(run_dir / "leaderboard.csv", lambda tmp: Path(tmp).write_text(board.csv()))
     winner = next((a for a in board.arms if a.name == board.winner), None)
@@ -245,6 +249,19 @@ def search_metric(task: Task, splits: DataSplits, asked: str | None) -> tuple[st
         raise ConfigError(f"--metric {metric} is better lower, and a search compares arms on fractions where higher "
                           f"wins. Pass --metric {' or '.join(usable) or 'another metric'}, or fit each strategy.")
     return usable[0], f"{usable[0]} ({metric}, {task.name}'s metric, is better lower; a search compares fractions)"
+
+
+def _refused(config: SearchConfig, task: Task, backbone: Backbone, classes: list[str]) -> dict[str, str]:
+    """The asked-for strategies that cannot fine-tune this backbone (peft's VeRA on a CNN, peft adapters on
+    Keras layers), and why: left out of the search, named in its report. The budget stays sized on every
+    strategy asked for. None left is an error."""
+    refused = refusals(config.strategies, task.build_model(backbone, classes))
+    if refused and set(refused) == set(config.strategies):
+        raise ConfigError("no strategy asked for can fine-tune this model: " +
+                          "; ".join(f"{name}: {why}" for name, why in refused.items()))
+    for name, why in refused.items():
+        log.warning("search: %s is left out: %s", name, why)
+    return refused
 
 
 def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reason: str) -> None:

@@ -89,7 +89,7 @@ class Judge:
 
 
 def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchConfig, seconds: float,
-           has_test: bool, task, metric: str, metric_reason: str) -> Leaderboard:
+           has_test: bool, task, metric: str, metric_reason: str, refused: dict[str, str] | None = None) -> Leaderboard:
     """Arms from seeded runs, intervals, a tie-aware pick, one test evaluation each."""
     trials = [_trial_record(t) for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tier") != "none"]
     judge = Judge(task, metric)
@@ -130,7 +130,7 @@ def decide(study, run_dir: Path, model: str, data: DataConfig, config: SearchCon
         linear_probe_test=probe_arm.test if probe_arm else None,
         compute=round(sum(t.compute for t in trials), 3), seconds=round(seconds, 1),
         metric_reason=metric_reason, pick=pick, interval_method=judge.method,
-        detectable=judge.detectable(winner), unmeasured=unmeasured(trials, config),
+        detectable=judge.detectable(winner), unmeasured=unmeasured(trials, config, refused or {}),
         baseline=run_record(winner.run_dirs[0]).baseline, classes=run_record(winner.run_dirs[0]).classes,
         seeds=config.seeds,
     )
@@ -175,13 +175,13 @@ def _within_one_standard_error(difference: dict[str, Any]) -> bool:
     return math.isfinite(se) and difference["mean"] <= se + 1e-12
 
 
-def unmeasured(trials: list[TrialRecord], config: SearchConfig) -> dict[str, str]:
-    """Strategies asked for with no explore epoch run at all, and why (skipped, failed)."""
+def unmeasured(trials: list[TrialRecord], config: SearchConfig, refused: dict[str, str]) -> dict[str, str]:
+    """Strategies asked for with no explore epoch run at all, and why (refused by the model, skipped, failed)."""
     missing = {}
     for strategy in config.strategies:
         mine = [t for t in trials if t.tier == "explore" and t.strategy == strategy]
         if not any(t.epochs_run > 0 for t in mine):
-            missing[strategy] = next((t.reason for t in mine if t.reason), "never queued")
+            missing[strategy] = refused.get(strategy) or next((t.reason for t in mine if t.reason), "never queued")
     return missing
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from typing import cast
 
 import optuna
@@ -75,8 +76,9 @@ def rates(strategy: str, count: int, task: str = DEFAULT_TASK) -> list[float]:
     return STRATEGIES.get(strategy).rates(count, deep_head=get_task(task).dense)
 
 
-def enqueue_explore(study: optuna.Study, config: SearchConfig, models: list[str], task: str) -> None:
-    ordered = in_search_order(config.strategies)
+def enqueue_explore(study: optuna.Study, config: SearchConfig, models: list[str], task: str,
+                    leave_out: Collection[str] = ()) -> None:
+    ordered = [s for s in in_search_order(config.strategies) if s not in leave_out]
     grid = {s: rates(s, config.rates, task) for s in ordered}
     variants = {s: list(STRATEGIES.get(s).knob_grid or [{}]) if config.knobs else [{}] for s in ordered}
     for index in range(config.rates):  # every strategy at its first rate before any second rate
