@@ -1,6 +1,7 @@
 """Every strategy x a tiny Keras CNN (conv, BatchNormalization, conv, pooling, Dense; flat, and nested as
-Keras's transfer-learning tutorial builds it), on Keras's torch backend: after real optimizer steps exactly the intended Keras weights changed, frozen ones are
-bit-identical, and a BatchNormalization layer's moving statistics move only when its own weights train."""
+Keras's transfer-learning tutorial builds it), on Keras's torch backend: after real optimizer steps
+exactly the intended Keras weights changed, frozen ones are bit-identical, and a BatchNormalization
+layer's moving statistics move only when its own weights train."""
 
 from __future__ import annotations
 

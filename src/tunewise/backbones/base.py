@@ -48,7 +48,8 @@ class Preprocess:
 
     def _to_normalized_tensor(self) -> list[v2.Transform]:
         identity = tuple(self.mean) == (0, 0, 0) and tuple(self.std) == (1, 1, 1)  # Keras models: [0, 1] as is
-        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), *([] if identity else [v2.Normalize(self.mean, self.std)])]
+        normalize = [] if identity else [v2.Normalize(self.mean, self.std)]
+        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), *normalize]
 
     def eval_transform(self) -> v2.Compose:
         """Resize, centre crop, scale, normalize: PIL image -> (3, H, W) float tensor."""

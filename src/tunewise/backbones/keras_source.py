@@ -197,7 +197,8 @@ def feature_layer(model: Any, name: str | None) -> tuple[Any, Any]:
                       {layer.name for layer in leaf_layers(outer)}]
             where = (f" {name!r} is inside the nested model {inside[0]!r}, whose output is keras:PATH.keras#"
                      f"{inside[0]}." if inside else "")
-            raise BackboneError(f"the Keras model has no layer {name!r} of its own; its layers: {names}.{where}") from None
+            raise BackboneError(f"the Keras model has no layer {name!r} of its own; its layers: {names}."
+                                f"{where}") from None
         return features, head if head is not None and head.input is features else None  # a head on these only
     if head is None:
         raise BackboneError("the Keras model has no Dense layer whose input could be the features. Name the "
