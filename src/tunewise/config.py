@@ -111,8 +111,10 @@ class TrainConfig:
     """Seed of initialisation, shuffling and augmentation."""
     augment: bool = True
     """Random resized crops and flips when the backbone trains (never on cached features)."""
-    num_workers: int = 2
-    """Data-loading worker processes."""
+    num_workers: int | None = None
+    """Data-loading worker processes; by default 2 beside a GPU, and on a CPU as many as the cores training's
+    threads leave free (at most 2): on 2 cores, 2 workers were never faster and made fits up to 1.45x
+    slower (bench/loader_workers.py), decoding on the cores training computes on."""
     cache_dir: str | None = None
     """Where extracted features are cached; None: ~/.cache/tunewise/features."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -158,7 +160,7 @@ FRACTION = Number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 TRAIN_NUMBERS = {
     "epochs": POSITIVE, "batch_size": POSITIVE, "lr": Number(float, lambda v: v > 0, "positive", optional=True),
     "weight_decay": Number(float, lambda v: v >= 0, ">= 0"), "warmup_epochs": Number(float, lambda v: v >= 0, ">= 0"),
-    "patience": replace(POSITIVE, optional=True), "seed": SEED, "num_workers": Number(int, lambda v: v >= 0, ">= 0"),
+    "patience": replace(POSITIVE, optional=True), "seed": SEED, "num_workers": Number(int, lambda v: v >= 0, ">= 0", optional=True),
 }
 """The rule of every numeric TrainConfig field (a test checks that none is missing)."""
 DATA_NUMBERS = {

@@ -93,9 +93,20 @@ def image_loader(data: Dataset, train: TrainConfig, training: bool, **options: A
     # a generator of its own: starting an iterator draws its workers' base seed from it, where it drew
     # from the global one that the training loop's model draws from (detection's box sampling,
     # dropout), once per run with persistent workers, so a resumed run drew one more
-    return DataLoader(**keys, batch_size=train.batch_size, num_workers=train.num_workers,
-                      persistent_workers=train.num_workers > 0, worker_init_fn=quiet_on_stop,
+    workers = loader_workers(train)
+    return DataLoader(**keys, batch_size=train.batch_size, num_workers=workers,
+                      persistent_workers=workers > 0, worker_init_fn=quiet_on_stop,
                       generator=torch.Generator().manual_seed(train.seed), **options)
+
+
+def loader_workers(train: TrainConfig) -> int:
+    """`train.num_workers`, or by default 2 beside a GPU and, on a CPU, the cores training's threads leave
+    free (at most 2): there, each worker decodes on a core the training would compute on."""
+    if train.num_workers is not None:
+        return train.num_workers
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        return 2
+    return max(0, min(2, (os.cpu_count() or 1) - torch.get_num_threads()))
 
 
 def quiet_on_stop(worker_id: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import timm
@@ -157,3 +158,19 @@ def test_lora_run_exports_merged_weights_that_timm_loads(image_folder, tmp_path)
     assert 0 < record.trainable_params < record.total_params  # adapters and head, counted before the merge
     model = timm.create_model("test_vit", num_classes=3)
     model.load_state_dict(load_file(str(tmp_path / "run" / "model.safetensors")))  # plain names, strict
+
+
+def test_loader_workers_default_to_the_cores_training_leaves_free(monkeypatch):
+    """On a CPU, a loader worker decodes on a core training computes on: none by default where
+    training's threads take every core; a number given is kept."""
+    from tunewise.epochs import loader_workers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    for cores, workers in ((2, 0), (3, 1), (16, 2)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert loader_workers(TrainConfig()) == workers
+    assert loader_workers(TrainConfig(num_workers=3)) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert loader_workers(TrainConfig()) == 2
