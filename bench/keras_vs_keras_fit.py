@@ -58,7 +58,7 @@ Timed:
   validation, on arrays already decoded in memory; loading the model and decoding the images are
   outside, the decoding timed once and printed on its own line); tunewise, the whole ``fit()`` call
   (reading the split, loading the .keras model, decoding every image from its file in every epoch
-  through --workers loader processes, or once into the feature cache for linear_probe, training,
+  (--workers), or once into the feature cache for linear_probe, training,
   per-epoch validation, checkpoints, the final validation of the kept epoch and the export of
   model.keras; no test evaluation). tunewise's time thus holds work Keras's does not: the ratio is
   conservative for tunewise. A second ratio adds the Keras arrays' decoding time to Keras's time.
@@ -70,9 +70,10 @@ Timed:
 - samples/s: training images x epochs / "s".
 
 Known differences that remain: tunewise decodes each image from its file in every epoch of a full
-fine-tune (no augmentation, but no cache of decoded pixels either), in --workers processes that
-share the CPUs with training (2, its default; Keras has no such work); the two sides draw their
-shuffles and head weights from different generators.
+fine-tune (no augmentation, but no cache of decoded pixels either), in the training process or in
+--workers processes (by default tunewise's choice: as many as the cores training leaves free, none
+on 2 cores); Keras has no such work. The two sides draw their shuffles and head weights from
+different generators.
 Validation is in inference mode on both sides (BatchNorm on its moving statistics).
 
 Each method runs --repeats times, the order reversed on every other repeat (ABBA: the first run in
@@ -87,7 +88,7 @@ Run (offline; numbers only mean something on an idle machine):
     python bench/keras_vs_keras_fit.py --threads 1       # a busy machine: CPU seconds stay honest
     python bench/keras_vs_keras_fit.py --quick           # smoke run: 32 px, 20 images per class, 1 epoch
     python bench/keras_vs_keras_fit.py --save-pretrained /tmp/cnn.keras --json results.json
-    python bench/keras_vs_keras_fit.py --keras-model /tmp/cnn.keras --workers 0   # reuse it, decode in-process
+    python bench/keras_vs_keras_fit.py --keras-model /tmp/cnn.keras --workers 2   # reuse it, 2 loader processes
     python bench/keras_vs_keras_fit.py --data textile --size 128   # textile's images instead (see above)
 """
 
@@ -337,7 +338,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak rate of both full fine-tunes")
     parser.add_argument("--probe-lr", type=float, default=None,
                         help="peak rate of both head-only runs (default: linear_probe's default rate)")
-    parser.add_argument("--workers", type=int, default=2, help="tunewise's data-loading processes (its default 2)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="tunewise's data-loading processes (default: tunewise's, none on a 2-core CPU)")
     parser.add_argument("--keras-model", type=Path, default=None,
                         help="fine-tune this saved .keras model instead of pre-training the small CNN")
     parser.add_argument("--save-pretrained", type=Path, default=None, help="keep the pre-trained CNN here")

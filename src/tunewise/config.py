@@ -160,7 +160,8 @@ FRACTION = Number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 TRAIN_NUMBERS = {
     "epochs": POSITIVE, "batch_size": POSITIVE, "lr": Number(float, lambda v: v > 0, "positive", optional=True),
     "weight_decay": Number(float, lambda v: v >= 0, ">= 0"), "warmup_epochs": Number(float, lambda v: v >= 0, ">= 0"),
-    "patience": replace(POSITIVE, optional=True), "seed": SEED, "num_workers": Number(int, lambda v: v >= 0, ">= 0", optional=True),
+    "patience": replace(POSITIVE, optional=True), "seed": SEED,
+    "num_workers": Number(int, lambda v: v >= 0, ">= 0", optional=True),
 }
 """The rule of every numeric TrainConfig field (a test checks that none is missing)."""
 DATA_NUMBERS = {

@@ -184,3 +184,21 @@ def test_older_keras_formats_are_named_with_how_to_resave(tmp_path):
     for name in (tmp_path / "saved", tmp_path / "model.h5"):
         with pytest.raises(BackboneError, match=r"is not a .keras file. Save the model with model.save"):
             load_backbone(f"keras:{name}")
+
+
+def test_a_seeded_keras_dropout_draws_from_torchs_generator(tmp_path):
+    """A Dropout made with seed= draws its masks from its own Keras seed state, which checkpoints do
+    not hold; tunewise re-seeds it from torch's generator (seeded per epoch), so a resumed run repeats
+    the masks: the same torch seed, the same masks; another, others."""
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    dropped = keras.layers.Dropout(0.5, seed=3, name="drop")(keras.layers.Dense(16)(pooled))
+    keras.Model(inputs, keras.layers.Dense(2)(dropped)).save(tmp_path / "seeded.keras")
+    module = load_backbone(f"keras:{tmp_path / 'seeded.keras'}#drop").model.train()
+    x = torch.rand(4, 3, 8, 8)
+
+    def draw(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return module(x).detach() != 0
+
+    assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))

@@ -75,6 +75,10 @@ class KerasImages(nn.Module):
         for layer in leaf_layers(features):
             if type(layer).__name__ == "BatchNormalization":
                 layer.call = self._statistics_when_training(layer, layer.call)
+        self.seeded = [gen.state for layer in leaf_layers(features)
+                       if getattr(gen := getattr(layer, "seed_generator", None), "_initial_seed", None) is not None]
+        """The states of the seed generators of layers made with `seed=` (Dropout(0.1, seed=3)): Keras draws
+        their masks from these, not from torch's generator as it does for unseeded layers."""
 
     def set_norm_statistics(self, updates: Any) -> None:
         """`updates(params)`: whether a BatchNormalization layer with these trainable weights
@@ -100,6 +104,9 @@ class KerasImages(nn.Module):
                 f'logits = model(images)  # (batch, height, width, 3): RGB, channels last, {scale}')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:  # seeded layers draw from torch's generator too: tunewise seeds it per epoch (resume)
+            for state in self.seeded:
+                state.assign(torch.randint(2**31 - 1, tuple(state.shape), dtype=torch.int32))
         # channels last, contiguous: Keras's convolutions ran 1.8x slower in inference on a permuted view
         x = x.permute(0, 2, 3, 1).contiguous()
         return self.net(x * self.scale if self.scale != 1 else x, training=self.training)

@@ -61,7 +61,7 @@ class LoRA(Strategy):
 
         if hasattr(model.backbone, "add_lora"):  # a backbone that adapts itself (keras: uses Keras's LoRA)
             self._refuse_on_own_lora()
-            model.backbone.add_lora(self.r, self.alpha, self.target_modules)
+            model.backbone.add_lora(self.r, self.alpha, self.target_modules)  # type: ignore[operator]
             return
         targets = adapter_targets(model.backbone, self.target_modules, "LoRA", "LORA")
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
