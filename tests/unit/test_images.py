@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_png_declaring
 from PIL import Image
 
@@ -336,3 +337,26 @@ def test_a_file_is_decoded_once_while_it_stays_the_same(tmp_path, monkeypatch):
     assert decoded == [path]
     Image.new("RGB", (9, 9)).save(path)  # changed: checked again
     assert image_problem(path) is None and decoded == [path, path]
+
+
+def test_kept_pixels_are_the_evaluation_pipelines_and_decoded_once(tmp_path, monkeypatch):
+    """A split read every epoch without augmentation is decoded once: KeptPixels gives, bit for bit,
+    what the evaluation transform gives, and a second pass opens no file."""
+    from conftest import write_image_folder
+
+    from tunewise import DataConfig
+    from tunewise.backbones.base import Preprocess
+    from tunewise.data import base, load_data
+    from tunewise.data.base import KeptPixels
+
+    val = load_data(DataConfig(data=str(write_image_folder(tmp_path)))).val
+    preprocess = Preprocess(input_size=32, resize_size=36)
+    plain = val.with_transform(preprocess.eval_transform())
+    kept = KeptPixels(val, preprocess.pixel_steps(), preprocess.scale_steps())
+    opened = []
+    monkeypatch.setattr(base, "open_image", lambda item, real=base.open_image: opened.append(item) or real(item))
+    for _ in range(2):
+        for i in range(len(val)):
+            (ours, label), (theirs, true) = kept[i], plain[i]
+            assert torch.equal(ours, theirs) and label == true
+    assert len(opened) == 2 * len(val) + len(val)  # the plain set's two passes, KeptPixels's one

@@ -47,20 +47,21 @@ class Preprocess:
         return v2.InterpolationMode(self.interpolation)
 
     def _to_normalized_tensor(self) -> list[v2.Transform]:
+        return [v2.ToImage(), *self.scale_steps()]
+
+    def scale_steps(self) -> list[v2.Transform]:
+        """uint8 (3, H, W) -> float, scaled to [0, 1] and normalized."""
         identity = tuple(self.mean) == (0, 0, 0) and tuple(self.std) == (1, 1, 1)  # Keras models: [0, 1] as is
-        normalize = [] if identity else [v2.Normalize(self.mean, self.std)]
-        return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), *normalize]
+        return [v2.ToDtype(torch.float32, scale=True), *([] if identity else [v2.Normalize(self.mean, self.std)])]
+
+    def pixel_steps(self) -> list[v2.Transform]:
+        """PIL image -> resized, centre-cropped uint8 (3, H, W): the evaluation pipeline before scaling."""
+        return [v2.RGB(), v2.Resize(self.resize_size, interpolation=self._mode(), antialias=True),
+                v2.CenterCrop(self.input_size), v2.ToImage()]
 
     def eval_transform(self) -> v2.Compose:
         """Resize, centre crop, scale, normalize: PIL image -> (3, H, W) float tensor."""
-        return v2.Compose(
-            [
-                v2.RGB(),
-                v2.Resize(self.resize_size, interpolation=self._mode(), antialias=True),
-                v2.CenterCrop(self.input_size),
-                *self._to_normalized_tensor(),
-            ]
-        )
+        return v2.Compose([*self.pixel_steps(), *self.scale_steps()])
 
     def train_transform(self) -> v2.Compose:
         """Light augmentation for runs that train the backbone: random resized crop and flip."""

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -60,6 +60,38 @@ class ImageSet(Dataset):
                 digest.update(np.ascontiguousarray(item).tobytes())
                 digest.update(f":{label};".encode())
         return digest.hexdigest()[:16]
+
+
+KEPT_PIXELS_BYTES = 1 << 30
+"""The most memory one split's kept pixels may take (KeptPixels): 1 GiB, 7,000 images at 224 px."""
+
+
+class KeptPixels(Dataset):
+    """An ImageSet whose images are decoded, resized and cropped on first use and then kept in memory
+    as uint8: a split read every epoch through a transform that draws nothing (validation, and training
+    without augmentation) is decoded once per run rather than once per epoch. Item i is, bit for bit,
+    what `data.with_transform(Compose([*pixels, *scale]))[i]` is. Kept in the process that reads it,
+    so for loaders without worker processes (tasks/image_classification.py)."""
+
+    def __init__(self, data: ImageSet, pixels: list[Callable], scale: list[Callable]) -> None:
+        from torchvision.transforms import v2
+
+        self.data = data.with_transform(v2.Compose(pixels))
+        self.scale = v2.Compose(scale)
+        self.kept: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        if index not in self.kept:
+            self.kept[index] = self.data[index][0]
+        return self.scale(self.kept[index]), self.data.labels[index]
+
+    @staticmethod
+    def fit(data: ImageSet, size: int) -> bool:
+        """Whether `data`'s images at `size` x `size` fit in KEPT_PIXELS_BYTES."""
+        return len(data) * 3 * size * size <= KEPT_PIXELS_BYTES
 
 
 class Examples(Protocol):
