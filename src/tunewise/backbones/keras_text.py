@@ -26,6 +26,9 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +60,29 @@ def keras_hub_on_torch() -> Any:
     """
     keras_on_torch()
     try:
-        import keras_hub
+        with _without_tensorflow():
+            import keras_hub
     except ImportError as err:
         raise BackboneError(f"keras: text models need KerasHub ({one_line(err)}): {INSTALL} (without its "
                             "dependencies, which would pull TensorFlow; tunewise needs none of it).") from None
     return keras_hub
+
+
+@contextmanager
+def _without_tensorflow() -> Iterator[None]:
+    """TensorFlow and TensorFlow Text read as absent while KerasHub is imported: KerasHub imports them
+    whenever they are installed, for preprocessing tunewise does not use (Hugging Face tokenizers, torchvision
+    transforms), which cost 2.6 s, 400 MB and TensorFlow's log lines on every keras: load. One the user
+    imported already is kept."""
+    absent = [name for name in ("tensorflow", "tensorflow_text") if name not in sys.modules]
+    for name in absent:
+        sys.modules[name] = None  # type: ignore[assignment]  # Python's marker: `import name` raises ImportError
+    try:
+        yield
+    finally:
+        for name in absent:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
 
 
 class KerasText(nn.Module):
