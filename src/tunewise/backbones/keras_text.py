@@ -60,7 +60,7 @@ def keras_hub_on_torch() -> Any:
     """
     keras_on_torch()
     try:
-        with _without_tensorflow():
+        with without_tensorflow():
             import keras_hub
     except ImportError as err:
         raise BackboneError(f"keras: text models need KerasHub ({one_line(err)}): {INSTALL} (without its "
@@ -69,11 +69,12 @@ def keras_hub_on_torch() -> Any:
 
 
 @contextmanager
-def _without_tensorflow() -> Iterator[None]:
-    """TensorFlow and TensorFlow Text read as absent while KerasHub is imported: KerasHub imports them
-    whenever they are installed, for preprocessing tunewise does not use (Hugging Face tokenizers, torchvision
-    transforms), which cost 2.6 s, 400 MB and TensorFlow's log lines on every keras: load. One the user
-    imported already is kept."""
+def without_tensorflow() -> Iterator[None]:
+    """TensorFlow and TensorFlow Text read as absent while KerasHub is imported, and while it reads a preset:
+    KerasHub imports them whenever they are installed (for preprocessing tunewise does not use: it has Hugging
+    Face tokenizers and torchvision transforms; and to ask TensorFlow whether a local folder's path is a
+    TensorFlow file system's), which cost 2.6 s, 400 MB and TensorFlow's log lines on every keras: load. One
+    the user imported already is kept."""
     absent = [name for name in ("tensorflow", "tensorflow_text") if name not in sys.modules]
     for name in absent:
         sys.modules[name] = None  # type: ignore[assignment]  # Python's marker: `import name` raises ImportError
@@ -267,6 +268,10 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
             cannot read, or a preset to download without a network.
     """
     keras_hub = keras_hub_on_torch()
+    from tunewise.backbones.keras_hub_images import image_presets, is_image_model, load_images
+
+    if is_image_model(keras_hub, model_name):  # a timm folder, an image preset: keras_hub_images.py
+        return load_images(keras_hub, model_name, pretrained, weights)
     if weights is not None:
         raise BackboneError("--weights does not apply to keras: text models; the folder or preset holds the weights.")
     path = Path(model_name)
@@ -284,11 +289,14 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
         return _from_preset(keras_hub, str(path), config, path, model_name, pretrained)
     presets = _text_presets(keras_hub)
     if model_name not in presets:
-        other = " It is a KerasHub preset of another kind; tunewise reads its BERT text encoders." \
-            if model_name in keras_hub.models.Backbone.presets else did_you_mean(model_name, sorted(presets))
+        other = " It is a KerasHub preset of another kind; tunewise reads its BERT text encoders and image " \
+            "classifiers." if model_name in keras_hub.models.Backbone.presets else \
+            did_you_mean(model_name, sorted([*presets, *image_presets(keras_hub)]))
         raise BackboneError(f"keras:{model_name}: {model_name!r} is not a .keras file, a model folder, or a KerasHub "
-                            f"BERT preset.{other} Pass a saved Keras image model (keras:model.keras), a Hugging Face "
-                            f"BERT folder, a KerasHub preset folder, or one of: {', '.join(sorted(presets))}.")
+                            f"BERT or image classifier preset.{other} Pass a saved Keras image model "
+                            "(keras:model.keras), a Hugging Face BERT folder, a timm image folder, a KerasHub preset "
+                            "folder, an image classifier preset (keras_hub.models.ImageClassifier.presets), or one "
+                            f"of: {', '.join(sorted(presets))}.")
     folder = _download(model_name, presets[model_name])
     return _from_preset(keras_hub, model_name, _read_json(folder / "config.json"), folder, model_name, pretrained)
 
@@ -319,7 +327,8 @@ def _from_hf_folder(keras_hub: Any, path: Path, config: dict, model_name: str, p
     try:
         hf_config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        backbone = keras_hub.models.Backbone.from_preset(str(path), load_weights=pretrained)
+        with without_tensorflow():
+            backbone = keras_hub.models.Backbone.from_preset(str(path), load_weights=pretrained)
     except Exception as err:  # any reader or converter failure: a folder KerasHub cannot convert
         raise BackboneError(f"KerasHub cannot convert {str(path)!r}: {one_line(err)}") from None
     faithful_to(backbone, hf_config)
@@ -333,7 +342,8 @@ def _from_preset(keras_hub: Any, preset: str, config: dict, folder: Path, model_
                             "BertBackbone presets.")
     tokenizer = _preset_tokenizer(folder, model_name)
     try:
-        backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=pretrained)
+        with without_tensorflow():
+            backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=pretrained)
     except Exception as err:  # any reader failure
         raise BackboneError(f"KerasHub cannot load the preset {model_name!r}: {one_line(err)}") from None
     from transformers import BertConfig
@@ -371,17 +381,18 @@ def _text_presets(keras_hub: Any) -> dict[str, str]:
     return {name: spec["kaggle_handle"] for name, spec in keras_hub.models.BertBackbone.presets.items()}
 
 
-def _download(name: str, handle: str) -> Path:
+def _download(name: str, handle: str, offline: str = "a Hugging Face BERT folder (keras:FOLDER, e.g. the MiniLM "
+              "folder of pkg:minilm)") -> Path:
     """The preset's folder, downloaded from Kaggle once (kagglehub keeps it), or a BackboneError at once
-    without a network."""
+    without a network (saying to pass `offline` or a preset folder instead)."""
     from tunewise.backbones import network
 
     handle = handle.removeprefix("kaggle://")
     cache = Path(os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub")).expanduser()
     if not (cache / "models" / handle).is_dir() and not network.reachable(KAGGLE):
         raise BackboneError(f"cannot download the KerasHub preset {name!r}: {KAGGLE} is not reachable (no "
-                            "network?). Offline, pass a Hugging Face BERT folder (keras:FOLDER, e.g. the MiniLM "
-                            "folder of pkg:minilm) or a KerasHub preset folder written by save_to_preset.")
+                            f"network?). Offline, pass {offline} or a KerasHub preset folder written by "
+                            "save_to_preset.")
     try:
         import kagglehub
     except ImportError:
