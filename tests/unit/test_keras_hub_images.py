@@ -78,6 +78,18 @@ def test_a_timm_efficientnet_folder_gives_timms_features(lite0, tmp_path, archit
 
 
 @needs_lite0
+def test_a_conversion_that_does_not_compute_timms_features_is_refused(lite0, monkeypatch):
+    """The TensorFlow port converted as its PyTorch twin alone, without TensorFlow's padding and epsilon, is
+    another function (2.9 max abs difference at 224 px): the check against timm refuses it."""
+    from tunewise.backbones import keras_hub_images
+
+    monkeypatch.setattr(keras_hub_images, "_pad_as_tensorflow", lambda backbone, arch: 32)
+    with pytest.raises(BackboneError, match=r"conversion of .* \(tf_efficientnet_lite0\) does not compute timm's "
+                                            r"features: they differ by up to .*timm:tf_efficientnet_lite0 --weights"):
+        load_backbone(f"keras:{lite0}")
+
+
+@needs_lite0
 def test_a_tensorflow_port_refuses_sides_it_would_pad_wrongly(lite0):
     backbone = load_backbone(f"keras:{lite0}")
     with pytest.raises(BackboneError, match="multiples of 32 px .* given 100 x 100 px. Pass --image-size 96"):

@@ -5,8 +5,10 @@ into a Keras model by KerasHub and fine-tuned on Keras's torch backend as a save
 A timm folder (config.json with `architecture`, the weights in model.safetensors: what timm's
 `push_to_hf_hub` writes, or `timm.models.save_for_hf(model, folder, safe_serialization=True)`) is converted
 offline by KerasHub's timm converter (`ImageClassifier.from_preset(FOLDER)`), which knows EfficientNet,
-ResNet, MobileNet, DenseNet, VGG, CSPNet and HGNetV2. The converted EfficientNet computes timm's features
-(EfficientNet-Lite0: 3e-6 max abs difference).
+ResNet, MobileNet, DenseNet, VGG, CSPNet and HGNetV2. Not all of its conversions are faithful, so timm builds
+the same folder and a conversion whose features differ from timm's is refused: EfficientNet-Lite0 and B0
+and ResNet-18 pass (4e-6, 6e-8 and 9e-6 max abs difference), DenseNet-121 does not (0.6 on features
+reaching 42), and KerasHub fails to convert MobileNetV3-Small.
 
 timm's `tf_` models (weights ported from TensorFlow, such as tf_efficientnet_lite0, the weights of
 pkg:efficientnet_lite0) differ from their PyTorch twins in two details KerasHub does not know (it refuses
@@ -29,6 +31,7 @@ them) and top.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -42,6 +45,8 @@ from tunewise.backbones.keras_source import KerasImages, as_linear, keras_on_tor
 from tunewise.backbones.keras_text import _download, _read_json, without_tensorflow
 from tunewise.backbones.timm_source import preprocess_of
 from tunewise.errors import BackboneError, one_line
+
+log = logging.getLogger("tunewise")
 
 TIMM_CONVERTERS = ("efficientnet", "resnet", "mobilenet", "densenet", "vgg", "csp", "dark", "hgnetv2")
 """How the timm architectures that KerasHub 0.32 converts begin (keras_hub/src/utils/timm/preset_loader.py)."""
@@ -117,7 +122,10 @@ def _from_timm_folder(keras_hub: Any, path: Path, config: dict, model_name: str,
     from timm.data import resolve_data_config
 
     preprocess = preprocess_of(resolve_data_config({}, pretrained_cfg=config.get("pretrained_cfg") or {}))
-    return _backbone(classifier, model_name, preprocess, pretrained, has_head, multiple)
+    backbone = _backbone(classifier, model_name, preprocess, pretrained, has_head, multiple)
+    if pretrained:
+        _check_against_timm(backbone.model, path, arch, multiple)
+    return backbone
 
 
 @contextmanager
@@ -179,6 +187,38 @@ def _pad_as_tensorflow(backbone: Any, arch: str) -> int:
         source.padding = tuple(_same(k, s) for k, s in zip(layer.kernel_size, strides, strict=True))
         multiple *= max(strides)
     return multiple
+
+
+def _check_against_timm(module: Any, path: Path, arch: str, multiple: int) -> None:
+    """Refuse a conversion that does not compute timm's features: KerasHub's converters are not all faithful
+    (its DenseNet-121 differs from timm's by 0.63 on features reaching 42), so timm builds the same folder and
+    both run on two random images (64 px, or the next multiple the model needs).
+
+    Raises:
+        BackboneError: the features differ by more than 1e-4 of their scale (EfficientNet-Lite0 and
+            ResNet-18 differ by 4e-6 and 9e-6, on features reaching 6 and 25).
+    """
+    import timm
+    import torch
+
+    from tunewise.safe_load import weights_only_loads
+
+    with weights_only_loads():  # timm reads model.safetensors; a pickle beside it would run nothing
+        reference = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
+    side = multiple * -(-64 // multiple)
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    was_training = module.training
+    with torch.no_grad():
+        theirs = reference.forward_head(reference.forward_features(x), pre_logits=True)
+        ours = module.eval()(x)
+    module.train(was_training)
+    scale = float(theirs.abs().max())
+    diff = float((ours - theirs).abs().max()) if ours.shape == theirs.shape else float("inf")
+    if not diff <= 1e-4 * max(1.0, scale):
+        raise BackboneError(f"KerasHub's conversion of {str(path)!r} ({arch}) does not compute timm's features: they "
+                            f"differ by up to {diff:.3g} (timm's reach {scale:.3g}). Load it with timm:{arch} "
+                            f"--weights {path / 'model.safetensors'}.")
+    log.info("keras: %s converted by KerasHub; its features are within %.1g of timm's", arch, diff)
 
 
 def _same(kernel: int, stride: int) -> tuple[int, int]:
