@@ -12,7 +12,8 @@ models take them: channels last, scaled to [0, 1] (`#LAYER@255` or `keras:model.
 vera (peft adapters on torch layers) are refused.
 
 `keras:FOLDER` (a Hugging Face BERT-type folder, which KerasHub converts offline) and `keras:PRESET` (a
-KerasHub BERT preset) are text encoders: keras_text.py.
+KerasHub BERT preset) are text encoders: keras_text.py. A timm image folder and a KerasHub image classifier
+preset are converted by KerasHub into a model this file's KerasImages trains: keras_hub_images.py.
 """
 
 from __future__ import annotations
@@ -269,7 +270,8 @@ def layer_groups(module: KerasImages, key: Callable[[str], str] | None = None) -
 @SOURCES.register("keras")
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
     """A saved Keras model's features, head and input pipeline (`keras:PATH.keras[#LAYER][@SCALE]`), or a
-    text encoder from a folder or KerasHub preset (`keras:FOLDER`, `keras:PRESET`: keras_text.py)."""
+    folder or KerasHub preset (`keras:FOLDER`, `keras:PRESET`: keras_text.py, which hands images on to
+    keras_hub_images.py)."""
     given = Path(model_name)
     older = given.suffix.lower() in (".h5", ".hdf5") or (given / "saved_model.pb").is_file()  # Keras 2, TF formats
     if not older and (given.is_dir() or split_name(model_name)[0].suffix != ".keras"):  # text: keras_text.py

@@ -1,5 +1,5 @@
 """`keras:FOLDER` and `keras:PRESET`: BERT-type text encoders as KerasHub backbones, fine-tuned on Keras's
-torch backend.
+torch backend. A timm image folder or a KerasHub image preset goes on to keras_hub_images.py.
 
 A Hugging Face folder of a BERT-type encoder (config.json's model_type "bert": BERT, MiniLM, BGE, E5, ...;
 its weights in model.safetensors) is converted offline by KerasHub: `keras_hub.models.Backbone.from_preset`
