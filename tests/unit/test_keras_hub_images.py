@@ -178,6 +178,16 @@ def test_weights_and_an_offline_preset_are_refused_with_what_to_do(tiny_preset, 
         load_backbone("keras:efficientnet_lite0_ra_imagenet")
 
 
+def test_a_preset_folder_without_its_image_converter_says_what_is_missing(tiny_preset, tmp_path):
+    import shutil
+
+    bare = Path(shutil.copytree(tiny_preset, tmp_path / "bare"))
+    (bare / "image_converter.json").unlink()
+    with pytest.raises(BackboneError, match="is a EfficientNetBackbone; tunewise reads BertBackbone presets, and "
+                                            r"image classifier presets saved with their image converter \("):
+        load_backbone(f"keras:{bare}")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="only TensorFlow's presence can show it")
 def test_keras_hub_is_read_without_importing_tensorflow(tiny_preset):
     """KerasHub imports TensorFlow whenever it is installed (2.6 s, 400 MB), and again to read a local preset."""

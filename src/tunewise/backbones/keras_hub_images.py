@@ -57,12 +57,12 @@ TF_EPSILON = 1e-3
 
 
 def is_image_model(keras_hub: Any, model_name: str) -> bool:
-    """Whether `keras:model_name` is a timm folder, a KerasHub preset folder of a non-text model, or the name
-    of a KerasHub image classifier preset (the rest is keras_text's)."""
+    """Whether `keras:model_name` is a timm folder, a KerasHub preset folder with an image converter, or the
+    name of a KerasHub image classifier preset (the rest is keras_text's)."""
     path = Path(model_name)
     if path.is_dir():
         config = _peek(path / "config.json")
-        return "architecture" in config or ("registered_name" in config and config.get("class_name") != "BertBackbone")
+        return "architecture" in config or ("registered_name" in config and (path / "image_converter.json").is_file())
     return model_name in image_presets(keras_hub)
 
 
@@ -203,8 +203,12 @@ def _check_against_timm(module: Any, path: Path, arch: str, multiple: int) -> No
 
     from tunewise.safe_load import weights_only_loads
 
-    with weights_only_loads():  # timm reads model.safetensors; a pickle beside it would run nothing
-        reference = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
+    try:
+        with weights_only_loads():  # timm reads model.safetensors; a pickle beside it would run nothing
+            reference: Any = timm.create_model(f"local-dir:{path}", pretrained=True).eval()  # timm's own methods
+    except Exception as err:  # any timm failure: then nothing shows the conversion right
+        raise BackboneError(f"timm cannot build {str(path)!r}, against which tunewise checks KerasHub's conversion: "
+                            f"{one_line(err)}") from None
     side = multiple * -(-64 // multiple)
     x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
     was_training = module.training

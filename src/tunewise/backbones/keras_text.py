@@ -339,7 +339,8 @@ def _from_preset(keras_hub: Any, preset: str, config: dict, folder: Path, model_
                  pretrained: bool) -> Backbone:
     if config.get("class_name") != "BertBackbone":
         raise BackboneError(f"the KerasHub preset {model_name!r} is a {config.get('class_name')}; tunewise reads "
-                            "BertBackbone presets.")
+                            "BertBackbone presets, and image classifier presets saved with their image converter "
+                            "(image_converter.json).")
     tokenizer = _preset_tokenizer(folder, model_name)
     try:
         with without_tensorflow():
