@@ -101,6 +101,8 @@ def _peek(path: Path) -> dict:
 
 
 def _from_timm_folder(keras_hub: Any, path: Path, config: dict, model_name: str, pretrained: bool) -> Backbone:
+    """Refuse early what KerasHub cannot convert (naming what it can), convert the rest (a tf_ port as its
+    twin, then made TensorFlow's), and check the pretrained result against timm."""
     arch = str(config["architecture"])
     twin = arch.removeprefix("tf_")
     if not twin.startswith(TIMM_CONVERTERS):
