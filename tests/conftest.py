@@ -155,6 +155,49 @@ def write_keras_cnn(path: Path, classes: int = 5, nested: bool = False) -> Path:
     return path
 
 
+def write_keras_hub_efficientnet(folder: Path, classes: int = 5) -> Path:
+    """A tiny KerasHub EfficientNet image classifier (a stride-1 stage of one block, a stride-2 stage of two,
+    ReLU6 and no squeeze-and-excite, as EfficientNet-Lite; 1280 features, which KerasHub 0.32 always reloads;
+    32 px images scaled to [-1, 1]), saved as a KerasHub preset folder by save_to_preset."""
+    from tunewise.backbones.keras_source import keras_on_torch
+    from tunewise.backbones.keras_text import keras_hub_on_torch
+
+    keras_hub = keras_hub_on_torch()
+    keras_on_torch().utils.set_random_seed(0)
+    backbone = keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[1.0, 1.0], stackwise_depth_coefficients=[1.0, 1.0],
+        stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 2], stackwise_input_filters=[8, 8],
+        stackwise_output_filters=[8, 16], stackwise_expansion_ratios=[1, 2], stackwise_strides=[1, 2],
+        stackwise_squeeze_and_excite_ratios=[0, 0], stackwise_block_types=["v1", "v1"], activation="relu6",
+        dropout=0, min_depth=None, use_depth_divisor_as_min_depth=True)  # num_features: its config omits it
+    converter = keras_hub.layers.EfficientNetImageConverter(image_size=(32, 32), scale=[1 / 127.5] * 3,
+                                                            offset=[-1.0] * 3, interpolation="bilinear")
+    preprocessor = keras_hub.models.EfficientNetImageClassifierPreprocessor(image_converter=converter)
+    classifier = keras_hub.models.EfficientNetImageClassifier(backbone=backbone, num_classes=classes,
+                                                              preprocessor=preprocessor)
+    classifier.save_to_preset(str(folder))
+    return folder
+
+
+def write_timm_lite0(folder: Path, architecture: str = "tf_efficientnet_lite0") -> Path:
+    """The real ImageNet EfficientNet-Lite0 weights (pkg:efficientnet_lite0, ported from TensorFlow) as a timm
+    folder, as timm's save_for_hf writes one (config.json, model.safetensors); `architecture` may name the
+    PyTorch twin instead, which KerasHub converts as it is."""
+    import json
+
+    import timm
+    from timm.models import save_for_hf
+
+    from tunewise.backbones import pkg
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    pkg.load_by_position(model, pkg._packaged_weights(*pkg.EFFICIENTNET_LITE["efficientnet_lite0"][:3]))
+    save_for_hf(model, str(folder), safe_serialization=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architecture": architecture}))
+    return folder
+
+
 def write_tiny_bert(folder: Path) -> Path:
     """A 2-layer BERT (hidden 32) with a word-level vocabulary, saved as a Hugging Face folder."""
     import torch

@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", default="pkg:efficientnet_lite0",
                      help="timm:NAME, torchvision:NAME, pkg:efficientnet_lite0|1|2 (images); hf:HUB_ID_OR_FOLDER, "
                           "pkg:minilm, pkg:mpnet (text), pkg:smollm2 (a generator); keras:MODEL.keras (a saved "
-                          "Keras image model); or an exported model file (default: %(default)s)")
+                          "Keras image model), keras:FOLDER or keras:PRESET (converted by KerasHub: a BERT or timm "
+                          "folder, a KerasHub preset); or an exported model file (default: %(default)s)")
     fit.add_argument("--weights", help="local weights (.safetensors or .pth) for --model's architecture")
     _keras_feature_layer_flag(fit)
     fit.add_argument("--strategy", default=DEFAULT_STRATEGY,

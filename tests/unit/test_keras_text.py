@@ -189,9 +189,9 @@ def test_a_keras_hub_preset_folder_loads_with_its_wordpiece_vocabulary_and_expor
 
 @pytest.mark.parametrize(("name", "says"), [
     ("bert_tiny_en_uncased", "www.kaggle.com is not reachable.*keras:FOLDER"),
-    ("bert_tiny_en_uncasd", "is not a .keras file, a model folder, or a KerasHub BERT preset. Did you mean "
-                            "'bert_tiny_en_uncased'"),
-    ("resnet_18_imagenet", "a KerasHub preset of another kind"),
+    ("bert_tiny_en_uncasd", "is not a .keras file, a model folder, or a KerasHub BERT or image classifier preset. "
+                            "Did you mean 'bert_tiny_en_uncased'"),
+    ("albert_base_en_uncased", "a KerasHub preset of another kind; tunewise reads its BERT text encoders and image"),
     ("{folder}/nothing", "is not a .keras file, a model folder"),
     ("bert_tiny_en_uncased#pool", "#LAYER and @SCALE .* name a layer and a scale of a .keras image model"),
 ])

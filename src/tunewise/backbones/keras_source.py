@@ -12,13 +12,15 @@ models take them: channels last, scaled to [0, 1] (`#LAYER@255` or `keras:model.
 vera (peft adapters on torch layers) are refused.
 
 `keras:FOLDER` (a Hugging Face BERT-type folder, which KerasHub converts offline) and `keras:PRESET` (a
-KerasHub BERT preset) are text encoders: keras_text.py.
+KerasHub BERT preset) are text encoders: keras_text.py. A timm image folder and a KerasHub image classifier
+preset are converted by KerasHub into a model this file's KerasImages trains: keras_hub_images.py.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +67,18 @@ class KerasImages(nn.Module):
     tunewise's `set_train_mode` calls): a layer whose scale and offset do not train keeps its moving
     statistics while the rest trains (Keras itself would re-estimate them)."""
 
-    def __init__(self, features: Any, scale: float) -> None:
+    def __init__(self, features: Any, scale: float, inputs: str | None = None, multiple: int = 1) -> None:
+        """`features`: a Keras model, images (B, H, W, 3) -> (B, features); `scale`: what tunewise's [0, 1]
+        images are multiplied by; `inputs`: what the model takes, for the export's README (by default RGB
+        scaled to [0, `scale`]); `multiple`: image sides must be multiples of it (a TensorFlow-padded port,
+        keras_hub_images.py, computes its own function at those sizes only)."""
         super().__init__()
         self.net = features
         track_weights(features)
         self.scale = scale
+        self.inputs = inputs or ("RGB, channels last, in [0, 1]" if scale == 1 else
+                                 f"RGB, channels last, in [0, {scale:g}]")
+        self.multiple = multiple
         self.updates: dict[str, bool] = {}
         """BatchNormalization layer name -> whether training re-estimates its statistics."""
         for layer in leaf_layers(features):
@@ -97,13 +106,20 @@ class KerasImages(nn.Module):
 
     @property
     def usage(self) -> str:
-        """How the export's README says to load model.keras."""
-        scale = "in [0, 1]" if self.scale == 1 else f"in [0, {self.scale:g}]"
+        """How the export's README says to load model.keras (after `import keras_hub` when it holds KerasHub's
+        own layers, which Keras finds only once KerasHub registered them)."""
+        hub = any(type(layer).__module__.startswith("keras_hub") for layer in leaf_layers(self.net))
         return ('import keras  # any backend: KERAS_BACKEND=tensorflow, torch or jax\n'
-                'model = keras.saving.load_model("model.keras")\n'
-                f'logits = model(images)  # (batch, height, width, 3): RGB, channels last, {scale}')
+                + ('import keras_hub  # registers the KerasHub layers model.keras holds\n' if hub else '')
+                + 'model = keras.saving.load_model("model.keras")\n'
+                f'logits = model(images)  # (batch, height, width, 3): {self.inputs}')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.multiple > 1 and (x.shape[-2] % self.multiple or x.shape[-1] % self.multiple):
+            raise BackboneError(f"this model takes images whose sides are multiples of {self.multiple} px (a "
+                                "TensorFlow-padded timm model: KerasHub's layers pad it as TensorFlow does at "
+                                f"those sizes only); it was given {x.shape[-2]} x {x.shape[-1]} px. Pass "
+                                f"--image-size {self.multiple * max(1, round(x.shape[-1] / self.multiple))}.")
         if self.training:  # seeded layers draw from torch's generator too: tunewise seeds it per epoch (resume)
             for state in self.seeded:
                 state.assign(torch.randint(2**31 - 1, tuple(state.shape), dtype=torch.int32))
@@ -242,17 +258,28 @@ def lora_layers(model: Any, targets: tuple[str, ...] | None) -> list[Any]:
     return [layer for layer in candidates if layer.name in names]
 
 
-def layer_groups(module: KerasImages) -> list[list[str]]:
-    """Parameter names by Keras layer, input to output."""
+def layer_groups(module: KerasImages, key: Callable[[str], str] | None = None) -> list[list[str]]:
+    """Parameter names by Keras layer, input to output; with `key` (layer name -> group name), by runs of
+    consecutive layers of the same group (a KerasHub EfficientNet's stages, as timm groups them)."""
     names = {id(p): n for n, p in module.named_parameters()}
-    groups = [[names[id(w.value)] for w in layer.weights if id(w.value) in names] for layer in leaf_layers(module.net)]
-    return [g for g in groups if g]
+    groups: list[list[str]] = []
+    last = None
+    for layer in leaf_layers(module.net):
+        own = [names[id(w.value)] for w in layer.weights if id(w.value) in names]
+        group = layer.name if key is None else key(layer.name)
+        if own and group == last:
+            groups[-1] += own
+        elif own:
+            groups.append(own)
+            last = group
+    return groups
 
 
 @SOURCES.register("keras")
 def load(model_name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
     """A saved Keras model's features, head and input pipeline (`keras:PATH.keras[#LAYER][@SCALE]`), or a
-    text encoder from a folder or KerasHub preset (`keras:FOLDER`, `keras:PRESET`: keras_text.py)."""
+    folder or KerasHub preset (`keras:FOLDER`, `keras:PRESET`: keras_text.py, which hands images on to
+    keras_hub_images.py)."""
     given = Path(model_name)
     older = given.suffix.lower() in (".h5", ".hdf5") or (given / "saved_model.pb").is_file()  # Keras 2, TF formats
     if not older and (given.is_dir() or split_name(model_name)[0].suffix != ".keras"):  # text: keras_text.py

@@ -1,5 +1,5 @@
 """`keras:FOLDER` and `keras:PRESET`: BERT-type text encoders as KerasHub backbones, fine-tuned on Keras's
-torch backend.
+torch backend. A timm image folder or a KerasHub image preset goes on to keras_hub_images.py.
 
 A Hugging Face folder of a BERT-type encoder (config.json's model_type "bert": BERT, MiniLM, BGE, E5, ...;
 its weights in model.safetensors) is converted offline by KerasHub: `keras_hub.models.Backbone.from_preset`
@@ -26,6 +26,9 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +60,30 @@ def keras_hub_on_torch() -> Any:
     """
     keras_on_torch()
     try:
-        import keras_hub
+        with without_tensorflow():
+            import keras_hub
     except ImportError as err:
         raise BackboneError(f"keras: text models need KerasHub ({one_line(err)}): {INSTALL} (without its "
                             "dependencies, which would pull TensorFlow; tunewise needs none of it).") from None
     return keras_hub
+
+
+@contextmanager
+def without_tensorflow() -> Iterator[None]:
+    """TensorFlow and TensorFlow Text read as absent while KerasHub is imported, and while it reads a preset:
+    KerasHub imports them whenever they are installed (for preprocessing tunewise does not use: it has Hugging
+    Face tokenizers and torchvision transforms; and to ask TensorFlow whether a local folder's path is a
+    TensorFlow file system's), which cost 2.6 s, 400 MB and TensorFlow's log lines on every keras: load. One
+    the user imported already is kept."""
+    absent = [name for name in ("tensorflow", "tensorflow_text") if name not in sys.modules]
+    for name in absent:
+        sys.modules[name] = None  # type: ignore[assignment]  # Python's marker: `import name` raises ImportError
+    try:
+        yield
+    finally:
+        for name in absent:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
 
 
 class KerasText(nn.Module):
@@ -246,6 +268,10 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
             cannot read, or a preset to download without a network.
     """
     keras_hub = keras_hub_on_torch()
+    from tunewise.backbones.keras_hub_images import image_presets, is_image_model, load_images
+
+    if is_image_model(keras_hub, model_name):  # a timm folder, an image preset: keras_hub_images.py
+        return load_images(keras_hub, model_name, pretrained, weights)
     if weights is not None:
         raise BackboneError("--weights does not apply to keras: text models; the folder or preset holds the weights.")
     path = Path(model_name)
@@ -263,11 +289,14 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
         return _from_preset(keras_hub, str(path), config, path, model_name, pretrained)
     presets = _text_presets(keras_hub)
     if model_name not in presets:
-        other = " It is a KerasHub preset of another kind; tunewise reads its BERT text encoders." \
-            if model_name in keras_hub.models.Backbone.presets else did_you_mean(model_name, sorted(presets))
+        other = " It is a KerasHub preset of another kind; tunewise reads its BERT text encoders and image " \
+            "classifiers." if model_name in keras_hub.models.Backbone.presets else \
+            did_you_mean(model_name, sorted([*presets, *image_presets(keras_hub)]))
         raise BackboneError(f"keras:{model_name}: {model_name!r} is not a .keras file, a model folder, or a KerasHub "
-                            f"BERT preset.{other} Pass a saved Keras image model (keras:model.keras), a Hugging Face "
-                            f"BERT folder, a KerasHub preset folder, or one of: {', '.join(sorted(presets))}.")
+                            f"BERT or image classifier preset.{other} Pass a saved Keras image model "
+                            "(keras:model.keras), a Hugging Face BERT folder, a timm image folder, a KerasHub preset "
+                            "folder, an image classifier preset (keras_hub.models.ImageClassifier.presets), or one "
+                            f"of: {', '.join(sorted(presets))}.")
     folder = _download(model_name, presets[model_name])
     return _from_preset(keras_hub, model_name, _read_json(folder / "config.json"), folder, model_name, pretrained)
 
@@ -298,7 +327,8 @@ def _from_hf_folder(keras_hub: Any, path: Path, config: dict, model_name: str, p
     try:
         hf_config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        backbone = keras_hub.models.Backbone.from_preset(str(path), load_weights=pretrained)
+        with without_tensorflow():
+            backbone = keras_hub.models.Backbone.from_preset(str(path), load_weights=pretrained)
     except Exception as err:  # any reader or converter failure: a folder KerasHub cannot convert
         raise BackboneError(f"KerasHub cannot convert {str(path)!r}: {one_line(err)}") from None
     faithful_to(backbone, hf_config)
@@ -309,10 +339,12 @@ def _from_preset(keras_hub: Any, preset: str, config: dict, folder: Path, model_
                  pretrained: bool) -> Backbone:
     if config.get("class_name") != "BertBackbone":
         raise BackboneError(f"the KerasHub preset {model_name!r} is a {config.get('class_name')}; tunewise reads "
-                            "BertBackbone presets.")
+                            "BertBackbone presets, and image classifier presets saved with their image converter "
+                            "(image_converter.json).")
     tokenizer = _preset_tokenizer(folder, model_name)
     try:
-        backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=pretrained)
+        with without_tensorflow():
+            backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=pretrained)
     except Exception as err:  # any reader failure
         raise BackboneError(f"KerasHub cannot load the preset {model_name!r}: {one_line(err)}") from None
     from transformers import BertConfig
@@ -350,17 +382,18 @@ def _text_presets(keras_hub: Any) -> dict[str, str]:
     return {name: spec["kaggle_handle"] for name, spec in keras_hub.models.BertBackbone.presets.items()}
 
 
-def _download(name: str, handle: str) -> Path:
+def _download(name: str, handle: str, offline: str = "a Hugging Face BERT folder (keras:FOLDER, e.g. the MiniLM "
+              "folder of pkg:minilm)") -> Path:
     """The preset's folder, downloaded from Kaggle once (kagglehub keeps it), or a BackboneError at once
-    without a network."""
+    without a network (saying to pass `offline` or a preset folder instead)."""
     from tunewise.backbones import network
 
     handle = handle.removeprefix("kaggle://")
     cache = Path(os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub")).expanduser()
     if not (cache / "models" / handle).is_dir() and not network.reachable(KAGGLE):
         raise BackboneError(f"cannot download the KerasHub preset {name!r}: {KAGGLE} is not reachable (no "
-                            "network?). Offline, pass a Hugging Face BERT folder (keras:FOLDER, e.g. the MiniLM "
-                            "folder of pkg:minilm) or a KerasHub preset folder written by save_to_preset.")
+                            f"network?). Offline, pass {offline} or a KerasHub preset folder written by "
+                            "save_to_preset.")
     try:
         import kagglehub
     except ImportError:

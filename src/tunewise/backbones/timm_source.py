@@ -55,16 +55,7 @@ def from_timm(model: nn.Module, name: str, pretrained: bool, has_head: bool) -> 
     source_head = copy.deepcopy(timm_model.get_classifier()) if has_head else None
     timm_model.reset_classifier(0)
     groups = group_parameters(model, timm_model.group_matcher(coarse=True))
-    data_cfg = resolve_data_config({}, model=model)
-    size = data_cfg["input_size"][-1]
-    interpolation = data_cfg["interpolation"]
-    preprocess = Preprocess(
-        input_size=size,
-        resize_size=round(size / data_cfg["crop_pct"]),
-        mean=tuple(data_cfg["mean"]),
-        std=tuple(data_cfg["std"]),
-        interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bilinear",
-    )
+    preprocess = preprocess_of(resolve_data_config({}, model=model))
     return Backbone(
         name=name,
         arch=f"timm:{timm_model.pretrained_cfg.get('architecture', name.split(':', 1)[1])}",
@@ -75,6 +66,20 @@ def from_timm(model: nn.Module, name: str, pretrained: bool, has_head: bool) -> 
         source_head=source_head,
         head_key=head_key,
         pretrained=pretrained,
+    )
+
+
+def preprocess_of(data_cfg: dict[str, Any]) -> Preprocess:
+    """timm's data config (resolve_data_config: from a model, or from the pretrained_cfg of a timm folder's
+    config.json) as tunewise's Preprocess: resize to size / crop_pct, centre-crop, mean and std."""
+    size = data_cfg["input_size"][-1]
+    interpolation = data_cfg["interpolation"]
+    return Preprocess(
+        input_size=size,
+        resize_size=round(size / data_cfg["crop_pct"]),
+        mean=tuple(data_cfg["mean"]),
+        std=tuple(data_cfg["std"]),
+        interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bilinear",
     )
 
 
