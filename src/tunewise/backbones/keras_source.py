@@ -84,8 +84,8 @@ class KerasImages(nn.Module):
         for layer in leaf_layers(features):
             if type(layer).__name__ == "BatchNormalization":
                 layer.call = self._statistics_when_training(layer, layer.call)
-        self.seeded = [gen.state for layer in leaf_layers(features)
-                       if getattr(gen := getattr(layer, "seed_generator", None), "_initial_seed", None) is not None]
+        generators: list[Any] = [getattr(layer, "seed_generator", None) for layer in leaf_layers(features)]
+        self.seeded = [gen.state for gen in generators if getattr(gen, "_initial_seed", None) is not None]
         """The states of the seed generators of layers made with `seed=` (Dropout(0.1, seed=3)): Keras draws
         their masks from these, not from torch's generator as it does for unseeded layers."""
 
