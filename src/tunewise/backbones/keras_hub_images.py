@@ -42,7 +42,7 @@ from typing import Any
 
 from tunewise.backbones.base import Backbone, Preprocess
 from tunewise.backbones.keras_source import KerasImages, as_linear, keras_on_torch, layer_groups, leaf_layers
-from tunewise.backbones.keras_text import _download, _read_json, without_tensorflow
+from tunewise.backbones.keras_text import download_preset, read_json, without_tensorflow
 from tunewise.backbones.timm_source import preprocess_of
 from tunewise.errors import BackboneError, one_line
 
@@ -83,9 +83,10 @@ def load_images(keras_hub: Any, model_name: str, pretrained: bool, weights: str 
         raise BackboneError("--weights does not apply to keras: folders and presets; they hold their weights.")
     path = Path(model_name)
     if not path.is_dir():
-        folder = _download(model_name, image_presets(keras_hub)[model_name], offline="a timm folder (keras:FOLDER)")
+        handle = image_presets(keras_hub)[model_name]
+        folder = download_preset(model_name, handle, offline="a timm folder (keras:FOLDER)")
         return _from_preset(keras_hub, model_name, folder, model_name, pretrained)
-    config = _read_json(path / "config.json")
+    config = read_json(path / "config.json")
     if "architecture" in config:
         return _from_timm_folder(keras_hub, path, config, model_name, pretrained)
     return _from_preset(keras_hub, str(path), path, model_name, pretrained)

@@ -280,7 +280,7 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
                             "scale of a .keras image model; a keras: text model's features are its pooler's output "
                             "(its tokens' states for token tasks).")
     if path.is_dir():
-        config = _read_json(path / "config.json")
+        config = read_json(path / "config.json")
         if "model_type" in config:
             return _from_hf_folder(keras_hub, path, config, model_name, pretrained)
         if "registered_name" not in config:
@@ -297,11 +297,11 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
                             "(keras:model.keras), a Hugging Face BERT folder, a timm image folder, a KerasHub preset "
                             "folder, an image classifier preset (keras_hub.models.ImageClassifier.presets), or one "
                             f"of: {', '.join(sorted(presets))}.")
-    folder = _download(model_name, presets[model_name])
-    return _from_preset(keras_hub, model_name, _read_json(folder / "config.json"), folder, model_name, pretrained)
+    folder = download_preset(model_name, presets[model_name])
+    return _from_preset(keras_hub, model_name, read_json(folder / "config.json"), folder, model_name, pretrained)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     if not path.is_file():
         raise BackboneError(f"{str(path.parent)!r} has no config.json: pass a Hugging Face model folder "
                             "(save_pretrained) or a KerasHub preset folder (save_to_preset).")
@@ -361,7 +361,7 @@ def _preset_tokenizer(folder: Path, model_name: str) -> PreTrainedTokenizerBase:
     """A KerasHub BertTokenizer's WordPiece vocabulary and settings as a Hugging Face BertTokenizerFast."""
     from transformers import BertTokenizerFast  # type: ignore[attr-defined]  # transformers 5: an alias, untyped
 
-    spec = _read_json(folder / "tokenizer.json") if (folder / "tokenizer.json").is_file() else {}
+    spec = read_json(folder / "tokenizer.json") if (folder / "tokenizer.json").is_file() else {}
     vocabulary = folder / "assets" / "tokenizer" / "vocabulary.txt"
     if spec.get("class_name") != "BertTokenizer" or not vocabulary.is_file():
         raise BackboneError(f"the KerasHub preset {model_name!r} has no BertTokenizer WordPiece vocabulary "
@@ -382,7 +382,7 @@ def _text_presets(keras_hub: Any) -> dict[str, str]:
     return {name: spec["kaggle_handle"] for name, spec in keras_hub.models.BertBackbone.presets.items()}
 
 
-def _download(name: str, handle: str, offline: str = "a Hugging Face BERT folder (keras:FOLDER, e.g. the MiniLM "
+def download_preset(name: str, handle: str, offline: str = "a Hugging Face BERT folder (keras:FOLDER, e.g. the MiniLM "
               "folder of pkg:minilm)") -> Path:
     """The preset's folder, downloaded from Kaggle once (kagglehub keeps it), or a BackboneError at once
     without a network (saying to pass `offline` or a preset folder instead)."""
