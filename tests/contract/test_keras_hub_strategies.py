@@ -15,12 +15,11 @@ from conftest import write_keras_hub_efficientnet
 from tunewise.backbones import load_backbone
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, get_strategy
-from tunewise.tasks import get_task
 
 if importlib.util.find_spec("keras_hub") is None:
     pytest.skip("keras: presets need KerasHub: pip install --no-deps keras-hub", allow_module_level=True)
 
-from test_keras_strategies import REFUSED, weight  # noqa: E402
+from test_keras_strategies import REFUSED, build, weight  # noqa: E402
 from test_strategies import take_steps  # noqa: E402
 
 NAMES = ("linear_probe", "gradual_unfreeze", "full", "scratch", "llrd", "l2sp", "lp_ft", "partial", "bitfit",
@@ -70,15 +69,6 @@ def test_every_strategy_is_covered():
 
 def test_the_expectations_know_every_kind_of_layer_with_weights(layers):
     assert {kind for kind, _ in layers.values()} == {"Conv2D", "DepthwiseConv2D", "BatchNormalization"}
-
-
-def build(preset, strategy):
-    torch.manual_seed(0)
-    backbone = load_backbone(f"keras:{preset}", pretrained=strategy.name != "scratch")
-    net = get_task("image_classification").build_model(backbone, ["a", "b", "c"])
-    net.model_name = "keras_cnn"  # take_steps draws 32 px images for it
-    strategy.prepare(net)
-    return net
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -40,9 +40,10 @@ def keras_cnn(tmp_path_factory, request):
     return write_keras_cnn(tmp_path_factory.mktemp("keras") / "cnn.keras", nested=request.param == "nested")
 
 
-def build(keras_cnn, strategy):
+def build(model, strategy):
+    """The keras: model at path `model` as an image classifier (3 classes), prepared for `strategy`."""
     torch.manual_seed(0)
-    backbone = load_backbone(f"keras:{keras_cnn}", pretrained=strategy.name != "scratch")
+    backbone = load_backbone(f"keras:{model}", pretrained=strategy.name != "scratch")
     net = get_task("image_classification").build_model(backbone, ["a", "b", "c"])
     net.model_name = "keras_cnn"  # take_steps draws 32 px images for it
     strategy.prepare(net)
