@@ -57,9 +57,9 @@ Timed:
 - "s", the compared time: Keras, the ``model.fit`` call alone (training passes plus its per-epoch
   validation, on arrays already decoded in memory; loading the model and decoding the images are
   outside, the decoding timed once and printed on its own line); tunewise, the whole ``fit()`` call
-  (reading the split, loading the .keras model, decoding every image from its file in every epoch
-  (--workers), or once into the feature cache for linear_probe, training,
-  per-epoch validation, checkpoints, the final validation of the kept epoch and the export of
+  (reading the split, loading the .keras model, decoding every image from its file (in the first two
+  epochs when it keeps them, KeptPixels, else in every epoch), or once into the feature cache for
+  linear_probe, training, per-epoch validation, checkpoints, the final validation of the kept epoch and the export of
   model.keras; no test evaluation). tunewise's time thus holds work Keras's does not: the ratio is
   conservative for tunewise. A second ratio adds the Keras arrays' decoding time to Keras's time.
 - "train s": the training passes alone. Keras: from each epoch's start to its validation's start (a
@@ -69,11 +69,10 @@ Timed:
   (tunewise's data-loader workers, reaped when fit() returns).
 - samples/s: training images x epochs / "s".
 
-Known differences that remain: tunewise decodes each image from its file in every epoch of a full
-fine-tune (no augmentation, but no cache of decoded pixels either), in the training process or in
---workers processes (by default tunewise's choice: as many as the cores training leaves free, none
-on 2 cores); Keras has no such work. The two sides draw their shuffles and head weights from
-different generators.
+Known differences that remain: tunewise decodes each image from its file, in the training process
+(tunewise's default on 2 cores) in the first two epochs and then keeps it decoded (KeptPixels: no
+augmentation here), or with --workers N in N processes in every epoch; Keras has no such work. The
+two sides draw their shuffles and head weights from different generators.
 Validation is in inference mode on both sides (BatchNorm on its moving statistics).
 
 Each method runs --repeats times, the order reversed on every other repeat (ABBA: the first run in

@@ -112,9 +112,9 @@ class TrainConfig:
     augment: bool = True
     """Random resized crops and flips when the backbone trains (never on cached features)."""
     num_workers: int | None = None
-    """Data-loading worker processes; by default 2 beside a GPU, and on a CPU as many as the cores training's
-    threads leave free (at most 2): on 2 cores, 2 workers were never faster and made fits up to 1.45x
-    slower (bench/loader_workers.py), decoding on the cores training computes on."""
+    """Data-loading worker processes; by default 2, and none on a machine without a GPU that gives tunewise
+    at most 2 cores: there 2 workers were never faster and made fits up to 1.45x slower, decoding on the
+    cores training computes on (bench/loader_workers.py)."""
     cache_dir: str | None = None
     """Where extracted features are cached; None: ~/.cache/tunewise/features."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

@@ -100,13 +100,15 @@ def image_loader(data: Dataset, train: TrainConfig, training: bool, **options: A
 
 
 def loader_workers(train: TrainConfig) -> int:
-    """`train.num_workers`, or by default 2 beside a GPU and, on a CPU, the cores training's threads leave
-    free (at most 2): there, each worker decodes on a core the training would compute on."""
+    """`train.num_workers`, or by default 2, except on a machine without a GPU that lets this process use
+    at most 2 cores: there a worker decodes on a core the training computes on, and none was faster
+    (bench/loader_workers.py). Larger CPU machines keep 2: not measured."""
     if train.num_workers is not None:
         return train.num_workers
     if torch.cuda.is_available() or torch.backends.mps.is_available():
         return 2
-    return max(0, min(2, (os.cpu_count() or 1) - torch.get_num_threads()))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores <= 2 else 2
 
 
 def quiet_on_stop(worker_id: int) -> None:

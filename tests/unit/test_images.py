@@ -339,9 +339,10 @@ def test_a_file_is_decoded_once_while_it_stays_the_same(tmp_path, monkeypatch):
     assert image_problem(path) is None and decoded == [path, path]
 
 
-def test_kept_pixels_are_the_evaluation_pipelines_and_decoded_once(tmp_path, monkeypatch):
-    """A split read every epoch without augmentation is decoded once: KeptPixels gives, bit for bit,
-    what the evaluation transform gives, and a second pass opens no file."""
+def test_kept_pixels_are_the_evaluation_pipelines_and_decoded_twice(tmp_path, monkeypatch):
+    """A split read every epoch without augmentation is decoded twice in all (a split read once holds no
+    memory): KeptPixels gives, bit for bit, what the evaluation transform gives, and a third pass opens
+    no file."""
     from conftest import write_image_folder
 
     from tunewise import DataConfig
@@ -355,8 +356,9 @@ def test_kept_pixels_are_the_evaluation_pipelines_and_decoded_once(tmp_path, mon
     kept = KeptPixels(val, preprocess.pixel_steps(), preprocess.scale_steps())
     opened = []
     monkeypatch.setattr(base, "open_image", lambda item, real=base.open_image: opened.append(item) or real(item))
-    for _ in range(2):
+    for _ in range(3):
         for i in range(len(val)):
             (ours, label), (theirs, true) = kept[i], plain[i]
             assert torch.equal(ours, theirs) and label == true
-    assert len(opened) == 2 * len(val) + len(val)  # the plain set's two passes, KeptPixels's one
+    assert len(opened) == 3 * len(val) + 2 * len(val)  # the plain set's three passes, KeptPixels's first two
+    assert len(kept.kept) == len(val)

@@ -186,19 +186,21 @@ def test_older_keras_formats_are_named_with_how_to_resave(tmp_path):
             load_backbone(f"keras:{name}")
 
 
-def test_a_seeded_keras_dropout_draws_from_torchs_generator(tmp_path):
-    """A Dropout made with seed= draws its masks from its own Keras seed state, which checkpoints do
-    not hold; tunewise re-seeds it from torch's generator (seeded per epoch), so a resumed run repeats
-    the masks: the same torch seed, the same masks; another, others."""
+@pytest.mark.parametrize("layer", ["dropout", "noise"])
+def test_keras_random_layers_draw_from_torchs_generator(tmp_path, layer):
+    """A Dropout made with seed=, and a GaussianNoise, draw from their own Keras seed states, which
+    checkpoints do not hold; tunewise re-seeds them from torch's generator (seeded per epoch), so a
+    resumed run repeats their draws: the same torch seed, the same draws; another, others."""
     inputs = keras.Input((8, 8, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    dropped = keras.layers.Dropout(0.5, seed=3, name="drop")(keras.layers.Dense(16)(pooled))
-    keras.Model(inputs, keras.layers.Dense(2)(dropped)).save(tmp_path / "seeded.keras")
-    module = load_backbone(f"keras:{tmp_path / 'seeded.keras'}#drop").model.train()
+    random = keras.layers.Dropout(0.5, seed=3) if layer == "dropout" else keras.layers.GaussianNoise(1.0)
+    drawn = keras.layers.Activation("linear", name="drawn")(random(keras.layers.Dense(16)(pooled)))
+    keras.Model(inputs, keras.layers.Dense(2)(drawn)).save(tmp_path / "random.keras")
+    module = load_backbone(f"keras:{tmp_path / 'random.keras'}#drawn").model.train()
     x = torch.rand(4, 3, 8, 8)
 
     def draw(seed: int) -> torch.Tensor:
         torch.manual_seed(seed)
-        return module(x).detach() != 0
+        return module(x).detach()
 
     assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))

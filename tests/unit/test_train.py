@@ -160,15 +160,15 @@ def test_lora_run_exports_merged_weights_that_timm_loads(image_folder, tmp_path)
     model.load_state_dict(load_file(str(tmp_path / "run" / "model.safetensors")))  # plain names, strict
 
 
-def test_loader_workers_default_to_the_cores_training_leaves_free(monkeypatch):
-    """On a CPU, a loader worker decodes on a core training computes on: none by default where
-    training's threads take every core; a number given is kept."""
+def test_loader_workers_default_to_none_on_two_cores_without_a_gpu(monkeypatch):
+    """On 2 cores without a GPU a loader worker decodes on a core training computes on: none by default
+    there, 2 elsewhere; a number given is kept."""
     from tunewise.epochs import loader_workers
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    for cores, workers in ((2, 0), (3, 1), (16, 2)):
+    for cores, workers in ((1, 0), (2, 0), (3, 2), (16, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: set(range(cores)), raising=False)
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
         assert loader_workers(TrainConfig()) == workers
     assert loader_workers(TrainConfig(num_workers=3)) == 3

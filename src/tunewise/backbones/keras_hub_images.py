@@ -15,7 +15,7 @@ pkg:efficientnet_lite0) differ from their PyTorch twins in two details KerasHub 
 the `tf_` names): TensorFlow's BatchNormalization epsilon (1e-3, not 1e-5) and its "same" padding, which
 pads a stride-2 convolution one pixel more at the bottom and right. tunewise converts such a folder as the
 twin and sets both on the layers, as keras_text.py puts BERT's exact GELU back: the features then equal
-timm's tf_ model (3e-6), at image sides that are multiples of 32 (elsewhere TensorFlow pads otherwise, so
+timm's tf_ model (4e-6), at image sides that are multiples of 32 (elsewhere TensorFlow pads otherwise, so
 other sizes are refused). EfficientNet only: the other tf_ ports are untried.
 
 A KerasHub preset (a built-in ImageClassifier preset name, downloaded from Kaggle, or a folder written by

@@ -73,6 +73,11 @@ class KerasImages(nn.Module):
         scaled to [0, `scale`]); `multiple`: image sides must be multiples of it (a TensorFlow-padded port,
         keras_hub_images.py, computes its own function at those sizes only)."""
         super().__init__()
+        frozen = [layer.name for layer in leaf_layers(features) if layer.weights and not layer.trainable]
+        if frozen:  # which weights train is the strategy's choice, not the flags the model was saved with
+            log.info("keras: %d layers saved with trainable=False (%s) are trainable again; the strategy decides",
+                     len(frozen), ", ".join(frozen[:5]) + (", ..." if len(frozen) > 5 else ""))
+            features.trainable = True
         self.net = features
         track_weights(features)
         self.scale = scale
@@ -84,10 +89,12 @@ class KerasImages(nn.Module):
         for layer in leaf_layers(features):
             if type(layer).__name__ == "BatchNormalization":
                 layer.call = self._statistics_when_training(layer, layer.call)
-        generators: list[Any] = [getattr(layer, "seed_generator", None) for layer in leaf_layers(features)]
-        self.seeded = [gen.state for gen in generators if getattr(gen, "_initial_seed", None) is not None]
-        """The states of the seed generators of layers made with `seed=` (Dropout(0.1, seed=3)): Keras draws
-        their masks from these, not from torch's generator as it does for unseeded layers."""
+        generator = keras_on_torch().random.SeedGenerator
+        self.seeded = [value.state for layer in leaf_layers(features) for value in vars(layer).values()
+                       if isinstance(value, generator)]
+        """The states of the layers' Keras seed generators (Dropout made with seed=, GaussianNoise,
+        SpatialDropout, RandomFlip, ...), which checkpoints do not hold; only an unseeded Dropout draws
+        from torch's generator instead."""
 
     def set_norm_statistics(self, updates: Any) -> None:
         """`updates(params)`: whether a BatchNormalization layer with these trainable weights
@@ -120,7 +127,7 @@ class KerasImages(nn.Module):
                                 "TensorFlow-padded timm model: KerasHub's layers pad it as TensorFlow does at "
                                 f"those sizes only); it was given {x.shape[-2]} x {x.shape[-1]} px. Pass "
                                 f"--image-size {self.multiple * max(1, round(x.shape[-1] / self.multiple))}.")
-        if self.training:  # seeded layers draw from torch's generator too: tunewise seeds it per epoch (resume)
+        if self.training:  # random layers draw from torch's generator too: tunewise seeds it per epoch (resume)
             for state in self.seeded:
                 state.assign(torch.randint(2**31 - 1, tuple(state.shape), dtype=torch.int32))
         # channels last, contiguous: Keras's convolutions ran 1.8x slower in inference on a permuted view
@@ -299,11 +306,6 @@ def load(model_name: str, pretrained: bool = True, weights: str | Path | None = 
         raise BackboneError(f"Keras cannot load {str(path)!r}: {one_line(err)}") from None
     if not pretrained:
         model = keras.models.clone_model(model)  # the same layers, newly initialised
-    frozen = [layer.name for layer in leaf_layers(model) if layer.weights and not layer.trainable]
-    if frozen:  # which weights train is the strategy's choice, not the flags the model was saved with
-        log.info("keras: %d layers saved with trainable=False (%s) are trainable again; the strategy decides",
-                 len(frozen), ", ".join(frozen[:5]) + (", ..." if len(frozen) > 5 else ""))
-        model.trainable = True
     features, head = feature_layer(model, layer_name)
     if len(features.shape) != 2:
         raise BackboneError(f"the features of {str(path)!r} have shape {tuple(features.shape)}; tunewise needs "

@@ -67,29 +67,35 @@ KEPT_PIXELS_BYTES = 1 << 30
 
 
 class KeptPixels(Dataset):
-    """An ImageSet whose images are decoded, resized and cropped on first use and then kept in memory
-    as uint8: a split read every epoch through a transform that draws nothing (validation, and training
-    without augmentation) is decoded once per run rather than once per epoch. Item i is, bit for bit,
-    what `data.with_transform(Compose([*pixels, *scale]))[i]` is. Kept in the process that reads it,
-    so for loaders without worker processes (tasks/image_classification.py)."""
+    """An ImageSet whose images, once read a second time, are kept in memory decoded, resized and cropped
+    (uint8): a split read every epoch through a transform that draws nothing (validation, and training
+    without augmentation) is decoded twice per run rather than once per epoch, and one read once (a test
+    split, a feature pass, a prediction) holds no memory. Item i is, bit for bit, what
+    `data.with_transform(Compose([*pixels, *scale]))[i]` is. Kept in the process that reads it, so for
+    loaders without worker processes (tasks/image_classification.py)."""
 
     def __init__(self, data: ImageSet, pixels: list[Callable], scale: list[Callable]) -> None:
         from torchvision.transforms import v2
 
         self.data = data.with_transform(v2.Compose(pixels))
         self.scale = v2.Compose(scale)
+        self.seen: set[int] = set()
         self.kept: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int):
-        if index not in self.kept:
-            self.kept[index] = self.data[index][0]
-        return self.scale(self.kept[index]), self.data.labels[index]
+        pixels = self.kept.get(index)
+        if pixels is None:
+            pixels = self.data[index][0]
+            if index in self.seen:
+                self.kept[index] = pixels
+            self.seen.add(index)
+        return self.scale(pixels), self.data.labels[index]
 
     @staticmethod
-    def fit(data: ImageSet, size: int) -> bool:
+    def fits_in_memory(data: ImageSet, size: int) -> bool:
         """Whether `data`'s images at `size` x `size` fit in KEPT_PIXELS_BYTES."""
         return len(data) * 3 * size * size <= KEPT_PIXELS_BYTES
 

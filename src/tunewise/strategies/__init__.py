@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, ClassVar
 
@@ -76,8 +76,9 @@ class Strategy:
                 for f in fields(self) if f.init}
 
     def check_model(self, model: TaskModel) -> None:
-        """Raise ConfigError where `model` cannot take this strategy (as `prepare` would), changing
-        nothing: a search leaves such arms out rather than spend a trial on each."""
+        """Raise ConfigError where the kind of `model` rules this strategy out (adapters its layers cannot
+        take), changing nothing: a search leaves such arms out rather than spend a trial on each.
+        `prepare` may still refuse what only building the strategy finds."""
 
     def prepare(self, model: TaskModel) -> None:
         """Freeze parts or inject adapters, before the optimizer is built."""
@@ -133,7 +134,7 @@ def default_strategies() -> tuple[str, ...]:
     return tuple(cls.name for cls in sorted(ranked, key=lambda cls: (cls.search_order, cls.name)))
 
 
-def refusals(names, model: TaskModel) -> dict[str, str]:
+def refusals(names: Iterable[str], model: TaskModel) -> dict[str, str]:
     """The strategies among `names` (default knobs) that cannot fine-tune `model`, and why."""
     found = {}
     for name in names:

@@ -27,6 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from tunewise.assemble import check_backbone_fits
 from tunewise.backbones import load_backbone
 from tunewise.backbones.base import Backbone
 from tunewise.config import (
@@ -135,9 +136,10 @@ def search(
     metric, metric_reason = search_metric(the_task, splits, train.metric)
     train = replace(train, metric=metric)  # every trial selects on the same metric
     _warn_before(config, searched, the_task.cacheable, metric_reason)
-    refused: dict[str, str] = {}
+    backbone = None
     if len(models) == 1:  # several are loaded by the ranking, which reports the ones that fail
-        refused = _refused(config, the_task, load_backbone(model, weights=weights), splits.classes)
+        backbone = load_backbone(model, weights=weights)
+        check_backbone_fits(backbone, the_task, model)
     elif weights:
         raise ConfigError("--weights belongs to one model; with several models, pass each as a file path instead.")
     if storage:
@@ -148,6 +150,7 @@ def search(
                               "is already data-parallel. Pass --workers 1.")
         if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
             return follow()
+    refused = _refused(config, the_task, backbone, splits.classes) if backbone and not resume else {}
     settings = {"model": model, "models": models, "weights": weights, "task": task, "task_knobs": the_task.knobs(),
                 "data": to_dict(data_config), "refused": refused,
                 "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
@@ -156,7 +159,8 @@ def search(
     if resume:  # the search goes on as it was started
         saved = _saved_settings(run_dir)
         config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
-        refused = saved.get("refused", {})
+        refused = saved["refused"] if "refused" in saved else (  # a search started before refusals were saved
+            _refused(config, the_task, backbone, splits.classes) if backbone else {})
         requeue_dead(study)
     started = time.perf_counter()
     kept = _kept_models(run_dir, models, data_config, task, config, train)
@@ -253,8 +257,9 @@ def search_metric(task: Task, splits: DataSplits, asked: str | None) -> tuple[st
 
 def _refused(config: SearchConfig, task: Task, backbone: Backbone, classes: list[str]) -> dict[str, str]:
     """The asked-for strategies that cannot fine-tune this backbone (peft's VeRA on a CNN, peft adapters on
-    Keras layers), and why: left out of the search, named in its report. The budget stays sized on every
-    strategy asked for. None left is an error."""
+    Keras layers), and why: left out of a one-model search, named in its report (a search over several
+    models runs them, and their trials fail with the reason). The budget stays sized on every strategy
+    asked for. None left is an error."""
     refused = refusals(config.strategies, task.build_model(backbone, classes))
     if refused and set(refused) == set(config.strategies):
         raise ConfigError("no strategy asked for can fine-tune this model: " +

@@ -123,12 +123,12 @@ class ImageClassification(Classification):
         return image_folder.read_splits(path, config)
 
     def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
-        """Augmented images when training with augmentation; otherwise, without loader processes, each
-        image decoded once and kept (KeptPixels: on bench/keras_vs_keras_fit.py, tunewise's full fine-tune went
-        from 0.79x to 0.97x the speed of Keras's model.fit)."""
+        """Augmented images when training with augmentation; otherwise, without loader processes, images
+        kept decoded once read twice (KeptPixels: on bench/keras_vs_keras_fit.py, tunewise's full fine-tune
+        went from 0.79x to 0.97x the speed of Keras's model.fit when every image was kept on first read)."""
         if training and train.augment:
             shown: Dataset = data.with_transform(preprocess.train_transform())
-        elif loader_workers(train) == 0 and KeptPixels.fit(data, preprocess.input_size):
+        elif loader_workers(train) == 0 and KeptPixels.fits_in_memory(data, preprocess.input_size):
             shown = KeptPixels(data, preprocess.pixel_steps(), preprocess.scale_steps())
         else:
             shown = data.with_transform(preprocess.eval_transform())
