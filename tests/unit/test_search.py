@@ -249,3 +249,15 @@ def test_several_models_are_ranked_first_and_the_best_searched(data, tmp_path):
     assert board.winner == board.arms[0].name and board.arms[0].model in kept
     assert f" on {board.arms[0].model}" in board.winner
     assert json.loads((tmp_path / "search" / "settings.json").read_text())["kept"] == kept
+
+
+def test_a_strategy_every_ranked_model_refuses_is_left_out(data, tmp_path):
+    """With several models, a strategy that none of the kept ones can take is left out after the
+    ranking, with the reason, and recorded for a resumed search."""
+    models = ["random:timm:test_resnet", "random:timm:test_efficientnet"]
+    config = SearchConfig(strategies=("linear_probe", "vera"), epochs=1, rates=1, seeds=1, scratch=False,
+                          keep_models=2, budget="20epochs")
+    board = search(models, data, config, train=TRAIN, out=tmp_path / "search")
+    assert {t.strategy for t in board.trials} == {"linear_probe"}
+    assert "adapts Linear layers only" in board.unmeasured["vera"]
+    assert "vera" in json.loads((tmp_path / "search" / "settings.json").read_text())["refused"]

@@ -150,20 +150,20 @@ def search(
                               "is already data-parallel. Pass --workers 1.")
         if os.environ.get("RANK", "0") != "0":  # rank 0 talks to Optuna; the others train what it sends
             return follow()
-    refused = _refused(config, the_task, backbone, splits.classes) if backbone and not resume else {}
     settings = {"model": model, "models": models, "weights": weights, "task": task, "task_knobs": the_task.knobs(),
-                "data": to_dict(data_config), "refused": refused,
+                "data": to_dict(data_config),
                 "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
+    if backbone and not resume:  # refused before the run folder exists
+        settings["refused"] = _refused(config, the_task, [backbone], splits.classes)
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir, storage)
     if resume:  # the search goes on as it was started
         saved = _saved_settings(run_dir)
         config = SearchConfig(**{**saved["search"], "strategies": tuple(saved["search"]["strategies"])})
-        refused = saved["refused"] if "refused" in saved else (  # a search started before refusals were saved
-            _refused(config, the_task, backbone, splits.classes) if backbone else {})
         requeue_dead(study)
     started = time.perf_counter()
     kept = _kept_models(run_dir, models, data_config, task, config, train)
+    refused = _refusals_of(run_dir, kept, config, the_task, splits.classes, backbone)
 
     if not trials_of(study, "explore"):
         enqueue_explore(study, config, kept, task, leave_out=refused)
@@ -255,12 +255,13 @@ def search_metric(task: Task, splits: DataSplits, asked: str | None) -> tuple[st
     return usable[0], f"{usable[0]} ({metric}, {task.name}'s metric, is better lower; a search compares fractions)"
 
 
-def _refused(config: SearchConfig, task: Task, backbone: Backbone, classes: list[str]) -> dict[str, str]:
-    """The asked-for strategies that cannot fine-tune this backbone (peft's VeRA on a CNN, peft adapters on
-    Keras layers), and why: left out of a one-model search, named in its report (a search over several
-    models runs them, and their trials fail with the reason). The budget stays sized on every strategy
+def _refused(config: SearchConfig, task: Task, backbones: list[Backbone], classes: list[str]) -> dict[str, str]:
+    """The asked-for strategies that cannot fine-tune any of these backbones (peft's VeRA on CNNs, peft
+    adapters on Keras layers), and why: left out of the search, named in its report (one that only some
+    models refuse runs, and fails on those with the reason). The budget stays sized on every strategy
     asked for. None left is an error."""
-    refused = refusals(config.strategies, task.build_model(backbone, classes))
+    each = [refusals(config.strategies, task.build_model(backbone, classes)) for backbone in backbones]
+    refused = {name: why for name, why in each[0].items() if all(name in other for other in each[1:])}
     if refused and set(refused) == set(config.strategies):
         raise ConfigError("no strategy asked for can fine-tune this model: " +
                           "; ".join(f"{name}: {why}" for name, why in refused.items()))
@@ -281,6 +282,25 @@ def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reas
         log.warning("--budget %s leaves no room to measure %s (even through the grace epochs at the middle rate); "
                     "they will be reported as not measured. Without --budget every strategy is measured.",
                     config.budget, ", ".join(dropped))
+
+
+def _refusals_of(run_dir: Path, kept: list[str], config: SearchConfig, task: Task, classes: list[str],
+                 loaded: Backbone | None) -> dict[str, str]:
+    """The strategies left out (`_refused`) for the models the search fine-tunes: found before the run
+    folder for one model, after the ranking for several; recorded in settings.json, so a resumed search
+    leaves out the same (one started before they were recorded finds them now)."""
+    settings = json.loads((run_dir / "settings.json").read_text())
+    if "refused" in settings:
+        refused: dict[str, str] = settings["refused"]
+        return refused
+    backbones = []
+    for name in kept:
+        backbone = loaded if loaded is not None and len(kept) == 1 else load_backbone(name)
+        check_backbone_fits(backbone, task, name)
+        backbones.append(backbone)
+    refused = _refused(config, task, backbones, classes)
+    write_json(run_dir / "settings.json", {**settings, "refused": refused})
+    return refused
 
 
 def _kept_models(run_dir: Path, models: list[str], data: DataConfig, task: str, config: SearchConfig,
