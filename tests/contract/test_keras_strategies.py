@@ -55,6 +55,15 @@ def weight(name: str) -> str:
     return name.rsplit(".", 1)[-1] if name.startswith("backbone.") else name
 
 
+def changed_weights(net, strategy, **steps) -> tuple[set[str], set[str]]:
+    """After take_steps (`steps`: its options), the weights that changed, and every weight's name, Keras
+    names for the backbone's (`weight`)."""
+    before = {weight(n): p.detach().clone() for n, p in net.named_parameters()}
+    take_steps(net, strategy, **steps)
+    after = {weight(n): p.detach() for n, p in net.named_parameters()}
+    return {n for n in after if not torch.equal(before[n], after[n])}, set(after)
+
+
 def test_every_strategy_is_covered():
     assert set(STRATEGIES.names()) == set(EXPECTED) | set(REFUSED)
 
@@ -62,12 +71,8 @@ def test_every_strategy_is_covered():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_exactly_the_intended_keras_weights_change(keras_cnn, name):
     strategy = get_strategy(name)
-    net = build(keras_cnn, strategy)
-    before = {weight(n): p.detach().clone() for n, p in net.named_parameters()}
-    take_steps(net, strategy)
-    after = {weight(n): p.detach() for n, p in net.named_parameters()}
-    changed = {n for n in after if not torch.equal(before[n], after[n])}
-    head = {n for n in after if n.startswith("head.")}
+    changed, names = changed_weights(build(keras_cnn, strategy), strategy)
+    head = {n for n in names if n.startswith("head.")}
     trains_bn = {"bn1/gamma", "bn1/beta"} & EXPECTED[name] and not strategy.keep_norm_statistics  # LP-FT keeps them
     statistics = {"bn1/moving_mean", "bn1/moving_variance"} if trains_bn else set()
     assert changed == head | EXPECTED[name] | statistics

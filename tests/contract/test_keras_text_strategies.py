@@ -19,7 +19,7 @@ if importlib.util.find_spec("keras") is None or importlib.util.find_spec("keras_
     pytest.skip("keras: text backbones need: pip install 'tunewise[keras]' && pip install --no-deps keras-hub",
                 allow_module_level=True)
 
-from test_strategies import take_steps  # noqa: E402
+from test_keras_strategies import changed_weights  # noqa: E402
 
 REFUSED = {"dora": "no weight decomposition", "ia3": "IA3 puts peft adapters on torch layers",
            "vera": "VeRA puts peft adapters on torch layers"}
@@ -49,11 +49,6 @@ def text_loss(net) -> torch.Tensor:
     return F.cross_entropy(net({"input_ids": ids, "attention_mask": torch.ones_like(ids)}), torch.randint(0, 3, (4,)))
 
 
-def weight(name: str) -> str:
-    """backbone.net._torch_params.token_embedding/embeddings -> token_embedding/embeddings; head names stay."""
-    return name.rsplit(".", 1)[-1] if name.startswith("backbone.") else name
-
-
 def expected(name: str, backbone: set[str]) -> set[str]:
     return {
         "linear_probe": set(), "gradual_unfreeze": set(),  # epoch 0: the head alone
@@ -73,13 +68,9 @@ def test_every_strategy_is_covered():
 @pytest.mark.parametrize("name", TRAINED)
 def test_exactly_the_intended_keras_weights_change(tiny_keras_bert, name):
     strategy = get_strategy(name)
-    net = build(tiny_keras_bert, strategy)
-    before = {weight(n): p.detach().clone() for n, p in net.named_parameters()}
-    take_steps(net, strategy, batch_loss=text_loss)
-    after = {weight(n): p.detach() for n, p in net.named_parameters()}
-    changed = {n for n in after if not torch.equal(before[n], after[n])}
-    head = {n for n in after if n.startswith("head.")}
-    backbone = {n for n in after if n not in head and "lora_kernel" not in n}
+    changed, names = changed_weights(build(tiny_keras_bert, strategy), strategy, batch_loss=text_loss)
+    head = {n for n in names if n.startswith("head.")}
+    backbone = {n for n in names if n not in head and "lora_kernel" not in n}
     assert changed == head | expected(name, backbone)
 
 

@@ -32,15 +32,18 @@ np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2]), training=False)))
 """
 
 
-def tensorflow_outputs(run: Path, x: torch.Tensor, folder: Path) -> np.ndarray:
-    """The outputs of `run`'s model.keras on images `x` (B, 3, H, W), loaded by Keras on TensorFlow in a
-    process of its own."""
+def both_outputs(run: Path, x: torch.Tensor, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """On images `x` (B, 3, H, W): the outputs of `run`'s model as tunewise loads it, and of its
+    model.keras loaded by Keras on TensorFlow in a process of its own."""
+    model, _ = load_model(run)
+    with torch.no_grad():
+        ours = model(x).numpy()
     np.save(folder / "x.npy", x.permute(0, 2, 3, 1).numpy())
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-c", TENSORFLOW_SIDE, str(run / "model.keras"), str(folder / "x.npy"),
                            str(folder / "y.npy")], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return np.load(folder / "y.npy")
+    return ours, np.load(folder / "y.npy")
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
@@ -49,11 +52,7 @@ def test_tensorflow_loads_the_keras_export_with_tunewises_outputs(image_folder, 
     run = tmp_path / "run"
     fit(f"keras:{cnn}", DataConfig(data=str(image_folder)), get_strategy(strategy), out=run, test=False,
         train=TrainConfig(epochs=1, batch_size=8, lr=1e-2, patience=None))
-    model, _ = load_model(run)
-    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ours = model(x).numpy()
-    theirs = tensorflow_outputs(run, x, tmp_path)
+    ours, theirs = both_outputs(run, torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), tmp_path)
     assert theirs.shape == ours.shape and np.abs(theirs - ours).max() < 1e-5
 
 
@@ -65,9 +64,5 @@ def test_tensorflow_computes_the_fine_tuned_lite0_port_as_tunewise_does(image_fo
     run = tmp_path / "run"
     fit(f"keras:{lite0}", DataConfig(data=str(image_folder), image_size=64), "full", out=run, test=False,
         train=TrainConfig(epochs=1, batch_size=8, lr=1e-3, patience=None))
-    model, _ = load_model(run)
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ours = model(x).numpy()
-    theirs = tensorflow_outputs(run, x, tmp_path)
+    ours, theirs = both_outputs(run, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), tmp_path)
     assert theirs.shape == ours.shape and np.abs(theirs - ours).max() < 1e-5 * max(1.0, np.abs(ours).max())
