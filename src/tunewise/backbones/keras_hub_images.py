@@ -42,7 +42,7 @@ from typing import Any
 
 from tunewise.backbones.base import Backbone, Preprocess
 from tunewise.backbones.keras_source import KerasImages, as_linear, keras_on_torch, layer_groups, leaf_layers
-from tunewise.backbones.keras_text import download_preset, read_json, without_tensorflow
+from tunewise.backbones.keras_text import download_preset, presets, read_json, without_tensorflow
 from tunewise.backbones.timm_source import preprocess_of
 from tunewise.errors import BackboneError, one_line
 
@@ -63,12 +63,7 @@ def is_image_model(keras_hub: Any, model_name: str) -> bool:
     if path.is_dir():
         config = _peek(path / "config.json")
         return "architecture" in config or ("registered_name" in config and (path / "image_converter.json").is_file())
-    return model_name in image_presets(keras_hub)
-
-
-def image_presets(keras_hub: Any) -> dict[str, str]:
-    """KerasHub's built-in image classifier presets: name -> Kaggle handle."""
-    return {name: spec["kaggle_handle"] for name, spec in keras_hub.models.ImageClassifier.presets.items()}
+    return model_name in presets(keras_hub.models.ImageClassifier)
 
 
 def load_images(keras_hub: Any, model_name: str, pretrained: bool, weights: str | Path | None) -> Backbone:
@@ -83,7 +78,7 @@ def load_images(keras_hub: Any, model_name: str, pretrained: bool, weights: str 
         raise BackboneError("--weights does not apply to keras: folders and presets; they hold their weights.")
     path = Path(model_name)
     if not path.is_dir():
-        handle = image_presets(keras_hub)[model_name]
+        handle = presets(keras_hub.models.ImageClassifier)[model_name]
         folder = download_preset(model_name, handle, offline="a timm folder (keras:FOLDER)")
         return _from_preset(keras_hub, model_name, folder, model_name, pretrained)
     config = read_json(path / "config.json")

@@ -268,7 +268,7 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
             cannot read, or a preset to download without a network.
     """
     keras_hub = keras_hub_on_torch()
-    from tunewise.backbones.keras_hub_images import image_presets, is_image_model, load_images
+    from tunewise.backbones.keras_hub_images import is_image_model, load_images
 
     if is_image_model(keras_hub, model_name):  # a timm folder, an image preset: keras_hub_images.py
         return load_images(keras_hub, model_name, pretrained, weights)
@@ -287,17 +287,17 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
             raise BackboneError(f"{str(path)!r}: its config.json is neither a Hugging Face model's (model_type) nor a "
                                 "KerasHub preset's (registered_name).")
         return _from_preset(keras_hub, str(path), config, path, model_name, pretrained)
-    presets = _text_presets(keras_hub)
-    if model_name not in presets:
+    bert = presets(keras_hub.models.BertBackbone)
+    if model_name not in bert:
         other = " It is a KerasHub preset of another kind; tunewise reads its BERT text encoders and image " \
             "classifiers." if model_name in keras_hub.models.Backbone.presets else \
-            did_you_mean(model_name, sorted([*presets, *image_presets(keras_hub)]))
+            did_you_mean(model_name, sorted([*bert, *presets(keras_hub.models.ImageClassifier)]))
         raise BackboneError(f"keras:{model_name}: {model_name!r} is not a .keras file, a model folder, or a KerasHub "
                             f"BERT or image classifier preset.{other} Pass a saved Keras image model "
                             "(keras:model.keras), a Hugging Face BERT folder, a timm image folder, a KerasHub preset "
                             "folder, an image classifier preset (keras_hub.models.ImageClassifier.presets), or one "
-                            f"of: {', '.join(sorted(presets))}.")
-    folder = download_preset(model_name, presets[model_name])
+                            f"of: {', '.join(sorted(bert))}.")
+    folder = download_preset(model_name, bert[model_name])
     return _from_preset(keras_hub, model_name, read_json(folder / "config.json"), folder, model_name, pretrained)
 
 
@@ -377,9 +377,9 @@ def _preset_tokenizer(folder: Path, model_name: str) -> PreTrainedTokenizerBase:
                              unk_token=settings.get("oov_token", "[UNK]"))
 
 
-def _text_presets(keras_hub: Any) -> dict[str, str]:
-    """KerasHub's built-in BertBackbone presets: name -> Kaggle handle."""
-    return {name: spec["kaggle_handle"] for name, spec in keras_hub.models.BertBackbone.presets.items()}
+def presets(model_class: Any) -> dict[str, str]:
+    """A KerasHub model class's built-in presets (BertBackbone's, ImageClassifier's): name -> Kaggle handle."""
+    return {name: spec["kaggle_handle"] for name, spec in model_class.presets.items()}
 
 
 def download_preset(name: str, handle: str, offline: str = "a Hugging Face BERT folder (keras:FOLDER, e.g. the MiniLM "
