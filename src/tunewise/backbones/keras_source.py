@@ -73,7 +73,8 @@ class KerasImages(nn.Module):
         scaled to [0, `scale`]); `multiple`: image sides must be multiples of it (a TensorFlow-padded port,
         keras_hub_images.py, computes its own function at those sizes only)."""
         super().__init__()
-        frozen = [layer.name for layer in leaf_layers(features) if layer.weights and not layer.trainable]
+        layers = leaf_layers(features)
+        frozen = [layer.name for layer in layers if layer.weights and not layer.trainable]
         if frozen:  # which weights train is the strategy's choice, not the flags the model was saved with
             log.info("keras: %d layers saved with trainable=False (%s) are trainable again; the strategy decides",
                      len(frozen), ", ".join(frozen[:5]) + (", ..." if len(frozen) > 5 else ""))
@@ -86,11 +87,11 @@ class KerasImages(nn.Module):
         self.multiple = multiple
         self.updates: dict[str, bool] = {}
         """BatchNormalization layer name -> whether training re-estimates its statistics."""
-        for layer in leaf_layers(features):
+        for layer in layers:
             if type(layer).__name__ == "BatchNormalization":
                 layer.call = self._statistics_when_training(layer, layer.call)
         generator = keras_on_torch().random.SeedGenerator
-        self.seeded = [value.state for layer in leaf_layers(features) for value in vars(layer).values()
+        self.seeded = [value.state for layer in layers for value in vars(layer).values()
                        if isinstance(value, generator)]
         """The states of the layers' Keras seed generators (Dropout made with seed=, GaussianNoise,
         SpatialDropout, RandomFlip, ...), which checkpoints do not hold; only an unseeded Dropout draws
