@@ -362,3 +362,8 @@ def test_kept_pixels_are_the_evaluation_pipelines_and_decoded_twice(tmp_path, mo
             assert torch.equal(ours, theirs) and label == true
     assert len(opened) == 3 * len(val) + 2 * len(val)  # the plain set's three passes, KeptPixels's first two
     assert len(kept.kept) == len(val)
+    opened.clear()
+    first = KeptPixels(val, preprocess.pixel_steps(), preprocess.scale_steps(), first_read=True)
+    for _ in range(2):  # a split known to be read again: kept from its first read
+        assert all(torch.equal(first[i][0], plain[i][0]) for i in range(len(val)))
+    assert len(opened) == 2 * len(val) + len(val)

@@ -70,16 +70,18 @@ class KeptPixels(Dataset):
     """An ImageSet whose images, once read a second time, are kept in memory decoded, resized and cropped
     (uint8): a split read every epoch through a transform that draws nothing (validation, and training
     without augmentation) is decoded twice per run rather than once per epoch, and one read once (a test
-    split, a feature pass, a prediction) holds no memory. Item i is, bit for bit, what
+    split, a feature pass, a prediction) holds no memory. `first_read=True` keeps them from the first read,
+    for a split known to be read again (the training split of a run of several epochs). Item i is, bit for
+    bit, what
     `data.with_transform(Compose([*pixels, *scale]))[i]` is. Kept in the process that reads it, so for
     loaders without worker processes (tasks/image_classification.py)."""
 
-    def __init__(self, data: ImageSet, pixels: list[Callable], scale: list[Callable]) -> None:
+    def __init__(self, data: ImageSet, pixels: list[Callable], scale: list[Callable], first_read: bool = False) -> None:
         from torchvision.transforms import v2
 
         self.data = data.with_transform(v2.Compose(pixels))
         self.scale = v2.Compose(scale)
-        self.seen: set[int] = set()
+        self.seen: set[int] | range = range(len(data)) if first_read else set()
         self.kept: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -91,7 +93,8 @@ class KeptPixels(Dataset):
             pixels = self.data[index][0]
             if index in self.seen:
                 self.kept[index] = pixels
-            self.seen.add(index)
+            elif isinstance(self.seen, set):
+                self.seen.add(index)
         return self.scale(pixels), self.data.labels[index]
 
     @staticmethod

@@ -124,12 +124,14 @@ class ImageClassification(Classification):
 
     def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         """Augmented images when training with augmentation; otherwise, without loader processes, images
-        kept decoded once read twice (KeptPixels: on bench/keras_vs_keras_fit.py, tunewise's full fine-tune
-        went from 0.79x to 0.97x the speed of Keras's model.fit when every image was kept on first read)."""
+        kept decoded once read twice, the training split's from its first read when it is read again
+        (KeptPixels: on bench/keras_vs_keras_fit.py, tunewise's full fine-tune went from 0.79x to 0.97x the
+        speed of Keras's model.fit when every image was kept on first read)."""
         if training and train.augment:
             shown: Dataset = data.with_transform(preprocess.train_transform())
         elif loader_workers(train) == 0 and KeptPixels.fits_in_memory(data, preprocess.input_size):
-            shown = KeptPixels(data, preprocess.pixel_steps(), preprocess.scale_steps())
+            shown = KeptPixels(data, preprocess.pixel_steps(), preprocess.scale_steps(),
+                               first_read=training and train.epochs > 1)
         else:
             shown = data.with_transform(preprocess.eval_transform())
         return image_loader(shown, train, training, pin_memory=torch.cuda.is_available())
