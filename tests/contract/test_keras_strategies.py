@@ -13,7 +13,7 @@ from conftest import write_keras_cnn
 
 from tunewise.backbones import load_backbone
 from tunewise.errors import ConfigError
-from tunewise.strategies import STRATEGIES, get_strategy
+from tunewise.strategies import STRATEGIES, get_strategy, refusals
 from tunewise.tasks import get_task
 
 if importlib.util.find_spec("keras") is None:
@@ -82,3 +82,32 @@ def test_exactly_the_intended_keras_weights_change(keras_cnn, name):
 def test_adapters_keras_layers_cannot_take_are_refused(keras_cnn, name):
     with pytest.raises(ConfigError, match=REFUSED[name]):
         build(keras_cnn, get_strategy(name))
+
+
+def test_what_a_search_leaves_out_is_what_the_strategy_refuses(keras_cnn, tmp_path):
+    """`refusals` (a search leaves those arms out before any trial) names exactly the strategies whose
+    `prepare` refuses the model: on the CNN, and on one with neither a bias nor a normalization layer
+    outside its head (bitfit and norm_only would be linear_probe under other names), and a single layer
+    group (partial's default k=2 is out of range)."""
+    from tunewise.backbones.keras_source import keras_on_torch
+
+    keras = keras_on_torch()
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, use_bias=False)(inputs))
+    keras.Model(inputs, keras.layers.Dense(3)(features)).save(bare := tmp_path / "bare.keras")
+    for model, refused in [(keras_cnn, set(REFUSED)), (bare, {*REFUSED, "bitfit", "norm_only", "partial"})]:
+        net = build(model, get_strategy("linear_probe"))
+        assert set(refusals(STRATEGIES.names(), net)) == refused
+        for name in STRATEGIES.names():
+            try:
+                build(model, get_strategy(name))
+            except ConfigError:
+                assert name in refused, name
+            else:
+                assert name not in refused, name
+
+
+def test_lora_target_names_are_checked_before_any_trial(keras_cnn):
+    net = build(keras_cnn, get_strategy("linear_probe"))
+    with pytest.raises(ConfigError, match=r"LoRA target_modules \['conv9'\] name no layer it can adapt.*conv1, conv2"):
+        get_strategy("lora", target_modules=("conv9",)).check_model(net)

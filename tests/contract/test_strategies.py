@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from tunewise.backbones import load_backbone
 from tunewise.config import TrainConfig
 from tunewise.errors import ConfigError
-from tunewise.strategies import STRATEGIES, get_strategy
+from tunewise.strategies import STRATEGIES, get_strategy, refusals
 from tunewise.strategies.freezing import NORM_TYPES, set_train_mode, zero_rate_parameters
 from tunewise.tasks import get_task
 from tunewise.train import _optimizer, set_rates
@@ -119,6 +119,21 @@ as the last layer of its features, which VeRA adapts)."""
 def test_every_registered_strategy_is_covered():
     assert set(STRATEGIES.names()) == {"linear_probe", "full", "partial", "gradual_unfreeze", "llrd", "lp_ft",
                                        "bitfit", "norm_only", "lora", "dora", "ia3", "vera", "l2sp", "scratch"}
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_what_a_search_leaves_out_is_exactly_what_prepare_refuses(model_name):
+    """`refusals` (check_model: a search leaves those arms out before any trial) and `prepare` agree on
+    every strategy: a strategy file that refuses in prepare must say so in check_model too."""
+    left_out = set(refusals(STRATEGIES.names(), build(model_name, get_strategy("linear_probe"))))
+    refused = set()
+    for name in STRATEGIES.names():
+        try:
+            build(model_name, get_strategy(name))
+        except ConfigError:
+            refused.add(name)
+    assert left_out == refused
+    assert refused == (LINEAR_ONLY if model_name in CNNS else set())
 
 
 @pytest.mark.parametrize("model_name", CNNS)

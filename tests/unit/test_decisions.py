@@ -118,6 +118,19 @@ def test_the_default_budget_measures_every_strategy_and_a_small_one_says_what_it
     assert len(dropped) >= 7  # 3 epochs after the finals and scratch: the probe, bitfit and one more at most
 
 
+def test_the_budget_warning_names_no_strategy_the_model_refuses(caplog):
+    """A search warns before it starts which strategies its --budget cannot measure; one the model
+    refuses is left out anyway (with its own reason), so the warning does not name it."""
+    config = SearchConfig(epochs=4, seeds=3)
+    tight = SearchConfig(epochs=4, seeds=3, budget=f"{study_module.reserved_cost(config) + 3:g}epochs")
+    dropped = unmeasurable(tight)
+    refused = {dropped[0]: "cannot adapt this model"}
+    with caplog.at_level("WARNING", logger="tunewise"):
+        study_module._warn_before(tight, 1, True, "accuracy", refused)
+    warning = next(r.getMessage() for r in caplog.records if "leaves no room to measure" in r.getMessage())
+    assert dropped[0] not in warning.split("measure ")[1] and dropped[1] in warning
+
+
 def test_a_running_trial_leaves_the_waiting_arms_their_grace_epochs(tmp_path):
     """On the NER benchmark one strong arm ran on to its end and the last arm of the queue (lp_ft
     at its top rate, the grid's best cell) was skipped for lack of budget."""

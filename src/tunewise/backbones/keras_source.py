@@ -147,12 +147,15 @@ class KerasImages(nn.Module):
         Raises:
             ConfigError: a target that names no such layer, or a model with none.
         """
-        layers = lora_layers(self.net, targets)
-        for layer in layers:
+        for layer in self.lora_layers(targets):
             layer.enable_lora(r, lora_alpha=alpha)
         track_weights(self.net)  # the adapters become torch Parameters of the model
         for name, param in self.named_parameters():
             param.requires_grad_("/lora_kernel_" in name)
+
+    def lora_layers(self, targets: tuple[str, ...] | None) -> list[Any]:
+        """The layers `add_lora` adapts, changing nothing (a search checks them before its first trial)."""
+        return lora_layers(self.net, targets)
 
     def merge_lora(self) -> None:
         """Fold every adapter into its kernel and drop it: the model is plain Keras layers again, with

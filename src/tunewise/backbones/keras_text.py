@@ -138,6 +138,14 @@ class KerasText(nn.Module):
         Raises:
             ConfigError: a target that names no Dense or EinsumDense layer of the model.
         """
+        for layer in self.lora_layers(targets):
+            layer.enable_lora(r, lora_alpha=alpha)
+        track_weights(self.net)  # the adapters become torch Parameters of the model
+        for name, param in self.named_parameters():
+            param.requires_grad_("/lora_kernel_" in name)
+
+    def lora_layers(self, targets: tuple[str, ...] | None) -> list[Any]:
+        """The layers `add_lora` adapts, changing nothing (a search checks them before its first trial)."""
         candidates = [layer for layer in self.sublayers() if type(layer).__name__ in ("Dense", "EinsumDense")]
         names = LORA_TARGETS if targets is None else (targets,) if isinstance(targets, str) else tuple(targets)
         missing = sorted(set(names) - {layer.name for layer in candidates})
@@ -145,12 +153,7 @@ class KerasText(nn.Module):
             known = sorted({layer.name for layer in candidates})
             raise ConfigError(f"LoRA target_modules {missing} name no layer it can adapt in this KerasHub model. "
                               f"Those it can: {', '.join(known)}.")
-        for layer in candidates:
-            if layer.name in names:
-                layer.enable_lora(r, lora_alpha=alpha)
-        track_weights(self.net)  # the adapters become torch Parameters of the model
-        for name, param in self.named_parameters():
-            param.requires_grad_("/lora_kernel_" in name)
+        return [layer for layer in candidates if layer.name in names]
 
     def merge_lora(self) -> None:
         """Fold every adapter into its kernel and drop it: plain Keras layers again, whose weights the

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
-from tunewise.strategies.freezing import freeze, is_frozen
+from tunewise.strategies.freezing import freeze
 
 if TYPE_CHECKING:
     from tunewise.tasks import TaskModel
@@ -25,16 +25,18 @@ class BitFit(Strategy):
     rate_range: ClassVar[tuple[float, float]] = (3e-4, 1e-2)
     search_order: ClassVar[int | None] = 1
 
-    def prepare(self, model: TaskModel) -> None:
-        freeze(model.backbone)
-        for name, p in model.backbone.named_parameters():
-            if is_bias(name):
-                p.requires_grad_(True)
-        if is_frozen(model.backbone):  # it would be linear_probe under another name
+    def check_model(self, model: TaskModel) -> None:
+        if not any(is_bias(name) for name, _ in model.backbone.named_parameters()):  # it would be linear_probe
             raise ConfigError("bitfit found no bias to train in this backbone (Llama-style generators have none; "
                               "detection and segmentation freeze a pretrained CNN's BatchNorm, and its convolutions "
                               "have no bias). Use linear_probe, partial or lora.")
 
+    def prepare(self, model: TaskModel) -> None:
+        self.check_model(model)
+        freeze(model.backbone)
+        for name, p in model.backbone.named_parameters():
+            if is_bias(name):
+                p.requires_grad_(True)
 
 def is_bias(name: str) -> bool:
     """A bias term by its parameter name: torch's `.bias`; Keras's `layer/bias`, and `layer/beta` (its

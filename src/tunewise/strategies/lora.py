@@ -53,6 +53,7 @@ class LoRA(Strategy):
     def check_model(self, model: TaskModel) -> None:
         if hasattr(model.backbone, "add_lora"):
             self._refuse_on_own_lora()
+            model.backbone.lora_layers(self.target_modules)  # type: ignore[operator]
         else:
             adapter_targets(model.backbone, self.target_modules, "LoRA", "LORA")
 

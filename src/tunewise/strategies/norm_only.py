@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 from tunewise.errors import ConfigError
 from tunewise.strategies import STRATEGIES, Strategy
-from tunewise.strategies.freezing import freeze, is_frozen, is_norm
+from tunewise.strategies.freezing import freeze, is_norm
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from tunewise.tasks import TaskModel
 
 
@@ -25,13 +27,21 @@ class NormOnly(Strategy):
     rate_range: ClassVar[tuple[float, float]] = (3e-4, 1e-2)
     search_order: ClassVar[int | None] = 2
 
-    def prepare(self, model: TaskModel) -> None:
-        freeze(model.backbone)
-        own = getattr(model.backbone, "norm_parameters", None)  # a backbone of another framework's layers
-        for p in own() if own is not None else (p for m in model.backbone.modules() if is_norm(m)
-                                                  for p in m.parameters()):
-            p.requires_grad_(True)
-        if is_frozen(model.backbone):  # it would be linear_probe under another name
+    def check_model(self, model: TaskModel) -> None:
+        if not norm_parameters(model.backbone):  # it would be linear_probe under another name
             raise ConfigError("norm_only found no normalization parameter to train in this backbone (detection "
                               "and segmentation freeze a pretrained CNN's BatchNorm). Use linear_probe, partial or "
                               "lora.")
+
+    def prepare(self, model: TaskModel) -> None:
+        self.check_model(model)
+        freeze(model.backbone)
+        for p in norm_parameters(model.backbone):
+            p.requires_grad_(True)
+
+
+def norm_parameters(backbone: nn.Module) -> list[nn.Parameter]:
+    """The scale and offset of the backbone's normalization layers (its own list where its layers are
+    another framework's)."""
+    own = getattr(backbone, "norm_parameters", None)
+    return own() if own is not None else [p for m in backbone.modules() if is_norm(m) for p in m.parameters()]

@@ -27,6 +27,9 @@ class Partial(Strategy):
     knob_grid: ClassVar[tuple[dict, ...]] = ({"k": 2}, {"k": 1}, {"k": 4})
     search_order: ClassVar[int | None] = 4
 
-    def prepare(self, model: TaskModel) -> None:
+    def check_model(self, model: TaskModel) -> None:
         check_group_count("k", self.k, model)
+
+    def prepare(self, model: TaskModel) -> None:
+        self.check_model(model)
         unfreeze_last_groups(model, self.k)

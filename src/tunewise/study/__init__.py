@@ -135,7 +135,6 @@ def search(
     has_test = splits.test is not None
     metric, metric_reason = search_metric(the_task, splits, train.metric)
     train = replace(train, metric=metric)  # every trial selects on the same metric
-    _warn_before(config, searched, the_task.cacheable, metric_reason)
     backbone = None
     if len(models) == 1:  # several are loaded by the ranking, which reports the ones that fail
         backbone = load_backbone(model, weights=weights)
@@ -155,6 +154,7 @@ def search(
                 "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
     if backbone and not resume:  # refused before the run folder exists
         settings["refused"] = _refused(config, the_task, [backbone], splits.classes)
+    _warn_before(config, searched, the_task.cacheable, metric_reason, settings.get("refused", {}))
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir, storage)
     if resume:  # the search goes on as it was started
@@ -270,14 +270,15 @@ def _refused(config: SearchConfig, task: Task, backbones: list[Backbone], classe
     return refused
 
 
-def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reason: str) -> None:
-    """What the user should know before the search spends anything."""
+def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reason: str,
+                 refused: dict[str, str]) -> None:
+    """What the user should know before the search spends anything (of the strategies not `refused`)."""
     log.info("selecting on %s", metric_reason)
     if config.seeds < 3:
         log.warning("--seeds %d: the finals measure the variation between seeds with %s; intervals will be wide "
                     "and a single seed is never called significant. 3 is the default.", config.seeds,
                     "one seed, so not at all" if config.seeds == 1 else "two seeds, barely")
-    dropped = unmeasurable(config, models, cacheable)
+    dropped = [name for name in unmeasurable(config, models, cacheable) if name not in refused]
     if dropped:
         log.warning("--budget %s leaves no room to measure %s (even through the grace epochs at the middle rate); "
                     "they will be reported as not measured. Without --budget every strategy is measured.",
