@@ -152,9 +152,10 @@ def search(
     settings = {"model": model, "models": models, "weights": weights, "task": task, "task_knobs": the_task.knobs(),
                 "data": to_dict(data_config),
                 "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
+    refused: dict[str, str] = {}
     if backbone and not resume:  # refused before the run folder exists
-        settings["refused"] = _refused(config, the_task, [backbone], splits.classes)
-    _warn_before(config, searched, the_task.cacheable, metric_reason, settings.get("refused", {}))
+        refused = settings["refused"] = _refused(config, the_task, [backbone], splits.classes)
+    _warn_before(config, searched, the_task.cacheable, metric_reason, refused)
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir, storage)
     if resume:  # the search goes on as it was started
