@@ -178,6 +178,25 @@ def test_weights_and_an_offline_preset_are_refused_with_what_to_do(tiny_preset, 
         load_backbone("keras:efficientnet_lite0_ra_imagenet")
 
 
+def test_a_named_preset_is_downloaded_by_kagglehub_once_and_read_from_its_folder(tiny_preset, monkeypatch, tmp_path):
+    """The download path as far as the network: the preset name becomes its Kaggle handle, kagglehub (a
+    stand-in that hands back the tiny preset folder) is asked for it, and the model is read from the folder
+    it returns; a preset kagglehub already keeps is not checked against the network."""
+    import types
+
+    asked = []
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(
+        model_download=lambda handle: asked.append(handle) or str(tiny_preset)))
+    monkeypatch.setattr("tunewise.backbones.network.reachable", lambda url, timeout=3.0: True)
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    backbone = load_backbone("keras:efficientnet_lite0_ra_imagenet")
+    assert asked == ["keras/efficientnet/keras/efficientnet_lite0_ra_imagenet/2"]
+    assert backbone.name == "keras:efficientnet_lite0_ra_imagenet" and backbone.num_features == 1280
+    (tmp_path / "models" / asked[0]).mkdir(parents=True)  # kagglehub keeps it: no network needed
+    monkeypatch.setattr("tunewise.backbones.network.reachable", lambda url, timeout=3.0: False)
+    assert load_backbone("keras:efficientnet_lite0_ra_imagenet").num_features == 1280
+
+
 def test_a_preset_folder_without_its_image_converter_says_what_is_missing(tiny_preset, tmp_path):
     import shutil
 

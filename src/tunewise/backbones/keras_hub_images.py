@@ -80,7 +80,7 @@ def load_images(keras_hub: Any, model_name: str, pretrained: bool, weights: str 
     if not path.is_dir():
         handle = presets(keras_hub.models.ImageClassifier)[model_name]
         folder = download_preset(model_name, handle, offline="a timm folder (keras:FOLDER)")
-        return _from_preset(keras_hub, model_name, folder, model_name, pretrained)
+        return _from_preset(keras_hub, str(folder), folder, model_name, pretrained)
     config = read_json(path / "config.json")
     if "architecture" in config:
         return _from_timm_folder(keras_hub, path, config, model_name, pretrained)

@@ -301,7 +301,7 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
                             "folder, an image classifier preset (keras_hub.models.ImageClassifier.presets), or one "
                             f"of: {', '.join(sorted(bert))}.")
     folder = download_preset(model_name, bert[model_name])
-    return _from_preset(keras_hub, model_name, read_json(folder / "config.json"), folder, model_name, pretrained)
+    return _from_preset(keras_hub, str(folder), read_json(folder / "config.json"), folder, model_name, pretrained)
 
 
 def read_json(path: Path) -> dict:
