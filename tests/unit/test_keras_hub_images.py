@@ -145,6 +145,23 @@ def test_fit_linear_probe_on_a_keras_hub_preset_exports_a_plain_keras_file(tiny_
     assert 'keras.saving.load_model("model.keras")' in (tmp_path / "run" / "README.md").read_text()
 
 
+def test_keras_hub_models_rank_beside_a_saved_keras_model_and_export_to_onnx(tiny_preset, image_folder, tmp_path):
+    """`rank` scores a KerasHub preset and a .keras model from one feature pass each, and a KerasHub run's
+    ONNX graph (depthwise convolutions, Keras's own ops) passes the parity gate."""
+    from conftest import write_keras_cnn
+
+    from tunewise import rank
+    from tunewise.cli import main
+
+    models = [f"keras:{tiny_preset}", f"keras:{write_keras_cnn(tmp_path / 'cnn.keras')}"]
+    board = rank(models, DataConfig(data=str(image_folder)), out=tmp_path / "rank")
+    assert sorted(c.model for c in board.candidates if c.error is None) == sorted(models)
+    fit(models[0], DataConfig(data=str(image_folder)), "full", out=tmp_path / "run", test=False,
+        train=TrainConfig(epochs=1, batch_size=8, patience=None))
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx"]) == 0
+    assert json.loads((tmp_path / "run" / "onnx" / "onnx.json").read_text())["parity"]["max_abs_diff"] < 1e-4
+
+
 def timm_folder(folder: Path, architecture: str, weights: bool = True) -> Path:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"architecture": architecture, "num_classes": 1000,
