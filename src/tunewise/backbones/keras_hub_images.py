@@ -25,7 +25,7 @@ model.keras keeps the layers as tunewise set and trained them. The images come f
 made as the timm pretrained_cfg says (resize to size / crop_pct, centre crop, mean and std) or, for a preset,
 as its image converter does (resize to size; its scale and offset as mean and std). Layer groups are the
 runs of layers sharing a name prefix: an EfficientNet's stem, block1 ... block7 (stages, as timm groups
-them) and top.
+them) and top; a ResNet's stem and stacks; a CSPNet's stem and stages.
 """
 
 from __future__ import annotations
@@ -282,7 +282,9 @@ def _features(classifier: Any, model_name: str) -> tuple[Any, Any]:
     tail = layers[layers.index(classifier.backbone) + 1:]
     if not tail or type(tail[-1]).__name__ != "Dense":
         raise BackboneError(f"KerasHub's {type(classifier).__name__} ({model_name!r}) does not end in a Dense layer; "
-                            "tunewise reads image classifiers whose pooled features feed one.")
+                            "tunewise reads image classifiers whose pooled features feed one (KerasHub's VGG ends "
+                            "in a convolutional head). A timm folder loads with timm:ARCHITECTURE --weights "
+                            "FOLDER/model.safetensors instead.")
     x = classifier.backbone.output
     try:
         for layer in tail[:-1]:
@@ -298,7 +300,8 @@ def _features(classifier: Any, model_name: str) -> tuple[Any, Any]:
 
 
 def _group(name: str) -> str:
-    """A layer's group: an EfficientNet block's stage (block3b_expand_conv -> block3), else the name's first
-    part (stem_conv -> stem)."""
-    stage = re.match(r"(block\d+)[a-z]+_", name)
-    return stage.group(1) if stage else name.split("_")[0]
+    """A layer's group: an EfficientNet block's stage (block3b_expand_conv -> block3), a CSPNet's stage
+    (stage_2_block_0_... -> stage_2), else the name's first part (stem_conv -> stem, stack1_block0_1_conv ->
+    stack1, csp_stem_conv_0 -> csp)."""
+    stage = re.match(r"(block\d+)[a-z]+_|(stage_\d+)_", name)
+    return next(g for g in stage.groups() if g) if stage else name.split("_")[0]
