@@ -105,6 +105,8 @@ def test_what_a_search_leaves_out_is_what_the_strategy_refuses(keras_cnn, tmp_pa
                 assert name in refused, name
             else:
                 assert name not in refused, name
+    net = build(bare, get_strategy("linear_probe"))  # searching knobs: partial's k=1 variant fits one group
+    assert set(refusals(STRATEGIES.names(), net, knob_grid=True)) == {*REFUSED, "bitfit", "norm_only"}
 
 
 def test_lora_target_names_are_checked_before_any_trial(keras_cnn):

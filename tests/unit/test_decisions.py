@@ -118,17 +118,21 @@ def test_the_default_budget_measures_every_strategy_and_a_small_one_says_what_it
     assert len(dropped) >= 7  # 3 epochs after the finals and scratch: the probe, bitfit and one more at most
 
 
-def test_the_budget_warning_names_no_strategy_the_model_refuses(caplog):
-    """A search warns before it starts which strategies its --budget cannot measure; one the model
-    refuses is left out anyway (with its own reason), so the warning does not name it."""
+def test_the_budget_warning_leaves_out_what_the_model_refuses_and_gives_its_share_to_the_rest(caplog):
+    """A search warns before it starts which strategies its --budget cannot measure. One the model refuses
+    is never run: it is not named, and the grace epochs it would have had go to the next arms."""
+    from tunewise.strategies import in_search_order
+    from tunewise.study.budget import least_cost
+
     config = SearchConfig(epochs=4, seeds=3)
     tight = SearchConfig(epochs=4, seeds=3, budget=f"{study_module.reserved_cost(config) + 3:g}epochs")
     dropped = unmeasurable(tight)
-    refused = {dropped[0]: "cannot adapt this model"}
+    paid = next(s for s in in_search_order(tight.strategies) if s not in dropped and least_cost(s, tight) >= 1)
     with caplog.at_level("WARNING", logger="tunewise"):
-        study_module._warn_before(tight, 1, True, "accuracy", refused)
+        study_module._warn_before(tight, 1, True, "accuracy", {paid: "cannot adapt this model"})
     warning = next(r.getMessage() for r in caplog.records if "leaves no room to measure" in r.getMessage())
-    assert dropped[0] not in warning.split("measure ")[1] and dropped[1] in warning
+    named = warning.split("room to measure ")[1].split(" (even")[0].split(", ")
+    assert paid not in named and dropped[0] not in named and set(named) < set(dropped)
 
 
 def test_a_running_trial_leaves_the_waiting_arms_their_grace_epochs(tmp_path):

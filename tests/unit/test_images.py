@@ -367,3 +367,22 @@ def test_kept_pixels_are_the_evaluation_pipelines_and_decoded_twice(tmp_path, mo
     for _ in range(2):  # a split known to be read again: kept from its first read
         assert all(torch.equal(first[i][0], plain[i][0]) for i in range(len(val)))
     assert len(opened) == 2 * len(val) + len(val)
+
+
+@pytest.mark.parametrize(("training", "epochs", "first_read"), [(True, 2, True), (True, 1, False), (False, 2, False)])
+def test_only_a_training_split_read_again_keeps_its_pixels_from_the_first_read(tmp_path, training, epochs, first_read):
+    """The training split of a run of several epochs is read again for sure; a one-epoch run's, and an
+    evaluation split (a test split is read once), wait for a second read."""
+    from conftest import write_image_folder
+
+    from tunewise import DataConfig, TrainConfig
+    from tunewise.backbones.base import Preprocess
+    from tunewise.data import load_data
+    from tunewise.data.base import KeptPixels
+    from tunewise.tasks import get_task
+
+    val = load_data(DataConfig(data=str(write_image_folder(tmp_path)))).val
+    train = TrainConfig(epochs=epochs, augment=False, num_workers=0)
+    shown = get_task("image_classification").loader(val, Preprocess(input_size=32), train, training=training).dataset
+    shown = shown.data if training else shown  # training batches draw through a seeded wrapper
+    assert isinstance(shown, KeptPixels) and shown.first_read is first_read

@@ -145,15 +145,16 @@ def test_fit_linear_probe_on_a_keras_hub_preset_exports_a_plain_keras_file(tiny_
     assert 'keras.saving.load_model("model.keras")' in (tmp_path / "run" / "README.md").read_text()
 
 
-def test_keras_hub_models_rank_beside_a_saved_keras_model_and_export_to_onnx(tiny_preset, image_folder, tmp_path):
-    """`rank` scores a KerasHub preset and a .keras model from one feature pass each, and a KerasHub run's
+def test_keras_models_rank_beside_a_timm_model_and_a_keras_hub_run_exports_to_onnx(tiny_preset, image_folder,
+                                                                                  tmp_path):
+    """`rank` scores a KerasHub preset, a .keras model and a timm model side by side, and a KerasHub run's
     ONNX graph (depthwise convolutions, Keras's own ops) passes the parity gate."""
     from conftest import write_keras_cnn
 
     from tunewise import rank
     from tunewise.cli import main
 
-    models = [f"keras:{tiny_preset}", f"keras:{write_keras_cnn(tmp_path / 'cnn.keras')}"]
+    models = [f"keras:{tiny_preset}", f"keras:{write_keras_cnn(tmp_path / 'cnn.keras')}", "random:timm:test_resnet"]
     board = rank(models, DataConfig(data=str(image_folder)), out=tmp_path / "rank")
     assert sorted(c.model for c in board.candidates if c.error is None) == sorted(models)
     fit(models[0], DataConfig(data=str(image_folder)), "full", out=tmp_path / "run", test=False,
@@ -235,10 +236,10 @@ def test_weights_and_an_offline_preset_are_refused_with_what_to_do(tiny_preset, 
         load_backbone("keras:efficientnet_lite0_ra_imagenet")
 
 
-def test_a_named_preset_is_downloaded_by_kagglehub_once_and_read_from_its_folder(tiny_preset, monkeypatch, tmp_path):
+def test_a_named_preset_is_downloaded_by_kagglehub_and_read_from_its_folder(tiny_preset, monkeypatch, tmp_path):
     """The download path as far as the network: the preset name becomes its Kaggle handle, kagglehub (a
     stand-in that hands back the tiny preset folder) is asked for it, and the model is read from the folder
-    it returns; a preset kagglehub already keeps is not checked against the network."""
+    it returns; a preset kagglehub already keeps is read without tunewise probing the network first."""
     import types
 
     asked = []

@@ -80,11 +80,11 @@ def load_images(keras_hub: Any, model_name: str, pretrained: bool, weights: str 
     if not path.is_dir():
         handle = presets(keras_hub.models.ImageClassifier)[model_name]
         folder = download_preset(model_name, handle, offline="a timm folder (keras:FOLDER)")
-        return _from_preset(keras_hub, str(folder), folder, model_name, pretrained)
+        return _from_preset(keras_hub, folder, model_name, pretrained)
     config = read_json(path / "config.json")
     if "architecture" in config:
         return _from_timm_folder(keras_hub, path, config, model_name, pretrained)
-    return _from_preset(keras_hub, str(path), path, model_name, pretrained)
+    return _from_preset(keras_hub, path, model_name, pretrained)
 
 
 def _peek(path: Path) -> dict:
@@ -230,9 +230,9 @@ def _same(kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _from_preset(keras_hub: Any, preset: str, folder: Path, model_name: str, pretrained: bool) -> Backbone:
+def _from_preset(keras_hub: Any, folder: Path, model_name: str, pretrained: bool) -> Backbone:
     has_head = pretrained and (folder / "task.json").is_file()
-    classifier = _classifier(keras_hub, preset, pretrained, has_head, model_name)
+    classifier = _classifier(keras_hub, str(folder), pretrained, has_head, model_name)
     return _backbone(classifier, model_name, _converter_preprocess(classifier, model_name), pretrained, has_head, 1)
 
 
@@ -304,4 +304,4 @@ def _group(name: str) -> str:
     (stage_2_block_0_... -> stage_2), else the name's first part (stem_conv -> stem, stack1_block0_1_conv ->
     stack1, csp_stem_conv_0 -> csp)."""
     stage = re.match(r"(block\d+)[a-z]+_|(stage_\d+)_", name)
-    return next(g for g in stage.groups() if g) if stage else name.split("_")[0]
+    return (stage.group(1) or stage.group(2)) if stage else name.split("_")[0]

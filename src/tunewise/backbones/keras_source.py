@@ -147,11 +147,7 @@ class KerasImages(nn.Module):
         Raises:
             ConfigError: a target that names no such layer, or a model with none.
         """
-        for layer in self.lora_layers(targets):
-            layer.enable_lora(r, lora_alpha=alpha)
-        track_weights(self.net)  # the adapters become torch Parameters of the model
-        for name, param in self.named_parameters():
-            param.requires_grad_("/lora_kernel_" in name)
+        enable_lora(self, self.lora_layers(targets), r, alpha)
 
     def lora_layers(self, targets: tuple[str, ...] | None) -> list[Any]:
         """The layers `add_lora` adapts, changing nothing (a search checks them before its first trial)."""
@@ -166,6 +162,15 @@ class KerasImages(nn.Module):
         """The fine-tuned feature model with `head` (a Linear) as its new last Dense layer, saved as one
         Keras file at `path` (any name: Keras writes it as `path`.keras, moved to `path`)."""
         save_with_head(self.net.inputs, self.net.outputs[0], head, path)
+
+
+def enable_lora(module: nn.Module, layers: list[Any], r: int, alpha: float) -> None:
+    """Keras's LoRA on `layers` of `module.net`; only the adapters of `module` train."""
+    for layer in layers:
+        layer.enable_lora(r, lora_alpha=alpha)
+    track_weights(module.net)  # the adapters become torch Parameters of the model
+    for name, param in module.named_parameters():
+        param.requires_grad_("/lora_kernel_" in name)
 
 
 def merge_lora(net: Any, layers: Any) -> None:

@@ -37,7 +37,7 @@ from torch import nn
 
 from tunewise.backbones.base import Backbone
 from tunewise.backbones.hf import DEFAULT_MAX_LENGTH, Tokenize
-from tunewise.backbones.keras_source import keras_on_torch, merge_lora, save_with_head, track_weights
+from tunewise.backbones.keras_source import enable_lora, keras_on_torch, merge_lora, save_with_head, track_weights
 from tunewise.errors import BackboneError, ConfigError, one_line
 from tunewise.registry import did_you_mean
 
@@ -138,11 +138,7 @@ class KerasText(nn.Module):
         Raises:
             ConfigError: a target that names no Dense or EinsumDense layer of the model.
         """
-        for layer in self.lora_layers(targets):
-            layer.enable_lora(r, lora_alpha=alpha)
-        track_weights(self.net)  # the adapters become torch Parameters of the model
-        for name, param in self.named_parameters():
-            param.requires_grad_("/lora_kernel_" in name)
+        enable_lora(self, self.lora_layers(targets), r, alpha)
 
     def lora_layers(self, targets: tuple[str, ...] | None) -> list[Any]:
         """The layers `add_lora` adapts, changing nothing (a search checks them before its first trial)."""
@@ -289,7 +285,7 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
         if "registered_name" not in config:
             raise BackboneError(f"{str(path)!r}: its config.json is neither a Hugging Face model's (model_type) nor a "
                                 "KerasHub preset's (registered_name).")
-        return _from_preset(keras_hub, str(path), config, path, model_name, pretrained)
+        return _from_preset(keras_hub, config, path, model_name, pretrained)
     bert = presets(keras_hub.models.BertBackbone)
     if model_name not in bert:
         other = " It is a KerasHub preset of another kind; tunewise reads its BERT text encoders and image " \
@@ -301,7 +297,7 @@ def load_text(model_name: str, pretrained: bool = True, weights: str | Path | No
                             "folder, an image classifier preset (keras_hub.models.ImageClassifier.presets), or one "
                             f"of: {', '.join(sorted(bert))}.")
     folder = download_preset(model_name, bert[model_name])
-    return _from_preset(keras_hub, str(folder), read_json(folder / "config.json"), folder, model_name, pretrained)
+    return _from_preset(keras_hub, read_json(folder / "config.json"), folder, model_name, pretrained)
 
 
 def read_json(path: Path) -> dict:
@@ -338,8 +334,7 @@ def _from_hf_folder(keras_hub: Any, path: Path, config: dict, model_name: str, p
     return _backbone(backbone, hf_config, tokenizer, model_name, pretrained)
 
 
-def _from_preset(keras_hub: Any, preset: str, config: dict, folder: Path, model_name: str,
-                 pretrained: bool) -> Backbone:
+def _from_preset(keras_hub: Any, config: dict, folder: Path, model_name: str, pretrained: bool) -> Backbone:
     if config.get("class_name") != "BertBackbone":
         raise BackboneError(f"the KerasHub preset {model_name!r} is a {config.get('class_name')}; tunewise reads "
                             "BertBackbone presets, and image classifier presets saved with their image converter "
@@ -347,7 +342,7 @@ def _from_preset(keras_hub: Any, preset: str, config: dict, folder: Path, model_
     tokenizer = _preset_tokenizer(folder, model_name)
     try:
         with without_tensorflow():
-            backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=pretrained)
+            backbone = keras_hub.models.Backbone.from_preset(str(folder), load_weights=pretrained)
     except Exception as err:  # any reader failure
         raise BackboneError(f"KerasHub cannot load the preset {model_name!r}: {one_line(err)}") from None
     from transformers import BertConfig

@@ -71,8 +71,8 @@ class KeptPixels(Dataset):
     (uint8): a split read every epoch through a transform that draws nothing (validation, and training
     without augmentation) is decoded twice per run rather than once per epoch, and one read once (a test
     split, a feature pass, a prediction) holds no memory. `first_read=True` keeps them from the first read,
-    for a split known to be read again (the training split of a run of several epochs). Item i is, bit for
-    bit, what
+    for a split known to be read again (the training split of a run of several epochs). Item i is,
+    bit for bit, what
     `data.with_transform(Compose([*pixels, *scale]))[i]` is. Kept in the process that reads it, so for
     loaders without worker processes (tasks/image_classification.py)."""
 
@@ -81,7 +81,8 @@ class KeptPixels(Dataset):
 
         self.data = data.with_transform(v2.Compose(pixels))
         self.scale = v2.Compose(scale)
-        self.seen: set[int] | range = range(len(data)) if first_read else set()
+        self.first_read = first_read
+        self.seen: set[int] = set()
         self.kept: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -91,9 +92,9 @@ class KeptPixels(Dataset):
         pixels = self.kept.get(index)
         if pixels is None:
             pixels = self.data[index][0]
-            if index in self.seen:
+            if self.first_read or index in self.seen:
                 self.kept[index] = pixels
-            elif isinstance(self.seen, set):
+            else:
                 self.seen.add(index)
         return self.scale(pixels), self.data.labels[index]
 

@@ -134,14 +134,21 @@ def default_strategies() -> tuple[str, ...]:
     return tuple(cls.name for cls in sorted(ranked, key=lambda cls: (cls.search_order, cls.name)))
 
 
-def refusals(names: Iterable[str], model: TaskModel) -> dict[str, str]:
-    """The strategies among `names` (default knobs) that cannot fine-tune `model`, and why."""
+def refusals(names: Iterable[str], model: TaskModel, knob_grid: bool = False) -> dict[str, str]:
+    """The strategies among `names` that cannot fine-tune `model`, and why: with their default knobs, or
+    with `knob_grid` at none of their knob grid's variants (a variant refused alone fails as its trial)."""
     found = {}
     for name in names:
-        try:
-            get_strategy(name).check_model(model)
-        except ConfigError as err:
-            found[name] = str(err)
+        reasons = []
+        for knobs in (STRATEGIES.get(name).knob_grid or ({},)) if knob_grid else ({},):
+            try:
+                get_strategy(name, **knobs).check_model(model)
+            except ConfigError as err:
+                reasons.append(str(err))
+            else:
+                break
+        else:
+            found[name] = reasons[0]
     return found
 
 

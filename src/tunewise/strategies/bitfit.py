@@ -38,6 +38,7 @@ class BitFit(Strategy):
             if is_bias(name):
                 p.requires_grad_(True)
 
+
 def is_bias(name: str) -> bool:
     """A bias term by its parameter name: torch's `.bias`; Keras's `layer/bias`, and `layer/beta` (its
     normalization layers' bias, which torch also names bias)."""

@@ -81,8 +81,8 @@ def check_group_count(knob: str, value: int, model: TaskModel, low: int = 1) -> 
     """Raise ConfigError unless low <= value <= the number of layer groups."""
     groups = len(model.layer_groups)
     if not isinstance(value, int) or not low <= value <= groups:
-        raise ConfigError(f"{knob}={value} is out of range: this backbone has {groups} layer group"
-                          f"{'s' * (groups != 1)}, so {knob} must be in {low}..{groups}.")
+        raise ConfigError(f"{knob}={value} is out of range: this backbone has {groups} "
+                          f"{'layer group' if groups == 1 else 'layer groups'}, so {knob} must be in {low}..{groups}.")
 
 
 def zero_rate_parameters(optimizer: torch.optim.Optimizer | None) -> set[int]:

@@ -154,7 +154,8 @@ def search(
                 "train": to_dict(train), "search": asdict(config), "storage": masked(storage) if storage else None}
     refused: dict[str, str] = {}
     if backbone and not resume:  # refused before the run folder exists
-        refused = settings["refused"] = _refused(config, the_task, [backbone], splits.classes)
+        refused = _refused(config, the_task, [backbone], splits.classes)
+        settings["refused"] = refused
     _warn_before(config, searched, the_task.cacheable, metric_reason, refused)
     run_dir = _open_search_dir(out, model, settings, resume)
     study = open_study(run_dir, storage)
@@ -261,7 +262,7 @@ def _refused(config: SearchConfig, task: Task, backbones: list[Backbone], classe
     adapters on Keras layers), and why: left out of the search, named in its report (one that only some
     models refuse runs, and fails on those with the reason). The budget stays sized on every strategy
     asked for. None left is an error."""
-    each = [refusals(config.strategies, task.build_model(backbone, classes)) for backbone in backbones]
+    each = [refusals(config.strategies, task.build_model(backbone, classes), config.knobs) for backbone in backbones]
     refused = {name: why for name, why in each[0].items() if all(name in other for other in each[1:])}
     if refused and set(refused) == set(config.strategies):
         raise ConfigError("no strategy asked for can fine-tune this model: " +
@@ -279,7 +280,8 @@ def _warn_before(config: SearchConfig, models: int, cacheable: bool, metric_reas
         log.warning("--seeds %d: the finals measure the variation between seeds with %s; intervals will be wide "
                     "and a single seed is never called significant. 3 is the default.", config.seeds,
                     "one seed, so not at all" if config.seeds == 1 else "two seeds, barely")
-    dropped = [name for name in unmeasurable(config, models, cacheable) if name not in refused]
+    asked = replace(config, strategies=tuple(s for s in config.strategies if s not in refused))
+    dropped = unmeasurable(asked, models, cacheable)
     if dropped:
         log.warning("--budget %s leaves no room to measure %s (even through the grace epochs at the middle rate); "
                     "they will be reported as not measured. Without --budget every strategy is measured.",

@@ -125,8 +125,8 @@ class ImageClassification(Classification):
     def loader(self, data: ImageSet, preprocess: Preprocess, train: TrainConfig, training: bool) -> DataLoader:
         """Augmented images when training with augmentation; otherwise, without loader processes, images
         kept decoded once read twice, the training split's from its first read when it is read again
-        (KeptPixels: on bench/keras_vs_keras_fit.py, tunewise's full fine-tune went from 0.79x to 0.97x the
-        speed of Keras's model.fit when every image was kept on first read)."""
+        (KeptPixels: on bench/keras_vs_keras_fit.py, tunewise's full fine-tune went from 0.79x the speed of
+        Keras's model.fit to 0.92x-1.06x over four runs)."""
         if training and train.augment:
             shown: Dataset = data.with_transform(preprocess.train_transform())
         elif loader_workers(train) == 0 and KeptPixels.fits_in_memory(data, preprocess.input_size):
