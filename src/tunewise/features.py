@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,70 @@ def to_cpu(outputs: Any) -> Any:
     return outputs.detach().float().cpu() if outputs.is_floating_point() else outputs.detach().cpu()
 
 
+CHUNK_SIZES = (4, 8, 16, 32, 64)
+"""The examples per backbone call a feature pass on a CPU may use (ChunkSize measures which is fastest).
+On a CPU the per-example time depends on the call's batch through the caches, and no one size suits every
+model: on 2 cores (bench/feature_chunks.py), ResNet-50 at 224 px ran fastest in calls of 4,
+EfficientNet-Lite0 at 96 px of 8, MiniLM and a small Keras CNN of 32, and calls of 64 were up to 2.5x
+slower than the best."""
+
+
+class ChunkSize:
+    """How many examples each backbone call of a feature pass takes: the whole loader batch on an
+    accelerator; on a CPU, the fastest per example of CHUNK_SIZES (those at most half a batch), found by
+    climbing: the middle size on one batch, then an untried neighbour of the fastest so far on each next
+    batch (the smaller first), until the fastest has none left. Every batch is real work: trying costs
+    only the slower calls."""
+
+    def __init__(self, device: torch.device, batch_size: int | None) -> None:
+        self.sizes = [size for size in CHUNK_SIZES if 2 * size <= (batch_size or 0)] if device.type == "cpu" else []
+        self.per_example: dict[int, float] = {}
+        self.trying: int | None = self.sizes[len(self.sizes) // 2] if self.sizes else None
+
+    def next(self, examples: int) -> int:
+        """The chunk size for a batch of `examples`."""
+        if self.trying is not None and 2 * self.trying <= examples:
+            return self.trying
+        return self.fastest() or examples
+
+    def fastest(self) -> int | None:
+        return min(self.per_example, key=self.per_example.__getitem__) if self.per_example else None
+
+    def measured(self, size: int, seconds: list[float]) -> None:
+        """The calls' seconds of a batch run in chunks of `size`; the first call of a new shape, which sets
+        up its kernels, is left out."""
+        if size != self.trying or len(seconds) < 2:  # not a trial (a trial makes two calls at least)
+            return
+        self.per_example[size] = sorted(seconds[1:])[len(seconds[1:]) // 2] / size
+        at = self.sizes.index(self.fastest() or size)
+        untried = [self.sizes[i] for i in (at - 1, at + 1)
+                   if 0 <= i < len(self.sizes) and self.sizes[i] not in self.per_example]
+        self.trying = untried[0] if untried else None
+
+
+def _chunked(backbone: nn.Module, inputs: Any, chunks: ChunkSize) -> torch.Tensor:
+    """`backbone` over `inputs` (a tensor, or a dict of tensors: token ids), in calls of the size `chunks`
+    picks; the outputs joined on the batch dimension, as float32."""
+    tensors = inputs.values() if isinstance(inputs, dict) else [inputs]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):  # no batch to split: one call
+        return backbone(inputs).float()
+    examples = len(next(iter(tensors)))
+    size = chunks.next(examples)
+    outputs, seconds = [], []
+    for start in range(0, examples, size):
+        part = {k: v[start:start + size] for k, v in inputs.items()} if isinstance(inputs, dict) \
+            else inputs[start:start + size]
+        began = time.perf_counter()
+        outputs.append(backbone(part).float())
+        seconds.append(time.perf_counter() - began)
+    chunks.measured(size, seconds)
+    return torch.cat(outputs)
+
+
 @torch.inference_mode()
 def extract_features(backbone: nn.Module, loader: DataLoader, device: torch.device,
                      desc: str = "features") -> dict[str, torch.Tensor]:
-    """Run the backbone once over an in-order loader.
+    """Run the backbone once over an in-order loader (on a CPU, in calls of the fastest size: ChunkSize).
 
     Shape: returns features (M, F) float32, targets (M,) and lengths (N,): pooled outputs
     (B, F) give one row per example; token outputs (B, T, F) one row per position whose
@@ -94,10 +155,11 @@ def extract_features(backbone: nn.Module, loader: DataLoader, device: torch.devi
     was_training = backbone.training
     backbone.eval()
     features, targets, lengths = [], [], []
+    chunks = ChunkSize(device, loader.batch_size)
     try:
         for inputs, target in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                out = backbone(to_device(inputs, device)).float().cpu()
+                out = _chunked(backbone, to_device(inputs, device), chunks).cpu()
             if out.ndim == 3:  # token features: keep the scored positions
                 keep = target != IGNORE
                 features.append(out[keep])
