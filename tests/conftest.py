@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -254,6 +255,20 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def kagglehub_stand_in(monkeypatch, cache: Path, folder: Path) -> list[str]:
+    """kagglehub as a stand-in that hands back `folder` for any handle (the handles asked for are listed
+    in the returned list), with the network reachable and kagglehub's cache at `cache`: the KerasHub preset
+    download path up to the network."""
+    import types
+
+    asked: list[str] = []
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(
+        model_download=lambda handle: asked.append(handle) or str(folder)))
+    monkeypatch.setattr("tunewise.backbones.network.reachable", lambda url, timeout=3.0: True)
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(cache))
+    return asked
 
 
 @pytest.fixture(autouse=True)

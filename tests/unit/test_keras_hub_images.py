@@ -240,13 +240,9 @@ def test_a_named_preset_is_downloaded_by_kagglehub_and_read_from_its_folder(tiny
     """The download path as far as the network: the preset name becomes its Kaggle handle, kagglehub (a
     stand-in that hands back the tiny preset folder) is asked for it, and the model is read from the folder
     it returns; a preset kagglehub already keeps is read without tunewise probing the network first."""
-    import types
+    from conftest import kagglehub_stand_in
 
-    asked = []
-    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(
-        model_download=lambda handle: asked.append(handle) or str(tiny_preset)))
-    monkeypatch.setattr("tunewise.backbones.network.reachable", lambda url, timeout=3.0: True)
-    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    asked = kagglehub_stand_in(monkeypatch, tmp_path, tiny_preset)
     backbone = load_backbone("keras:efficientnet_lite0_ra_imagenet")
     assert asked == ["keras/efficientnet/keras/efficientnet_lite0_ra_imagenet/2"]
     assert backbone.name == "keras:efficientnet_lite0_ra_imagenet" and backbone.num_features == 1280

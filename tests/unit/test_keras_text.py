@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,13 +202,9 @@ def test_a_named_bert_preset_is_downloaded_by_kagglehub_and_read_from_its_folder
     """The download path as far as the network: the preset name becomes its Kaggle handle, kagglehub (a
     stand-in that hands back the MiniLM preset folder) is asked for it, and the model and its WordPiece
     vocabulary are read from the folder it returns."""
-    import types
+    from conftest import kagglehub_stand_in
 
-    asked = []
-    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(
-        model_download=lambda handle: asked.append(handle) or str(minilm_preset)))
-    monkeypatch.setattr("tunewise.backbones.network.reachable", lambda url, timeout=3.0: True)
-    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    asked = kagglehub_stand_in(monkeypatch, tmp_path, minilm_preset)
     backbone = load_backbone("keras:bert_tiny_en_uncased")
     assert asked == ["keras/bert/keras/bert_tiny_en_uncased/3"]
     assert backbone.name == "keras:bert_tiny_en_uncased" and backbone.num_features == 384  # MiniLM's, handed back
