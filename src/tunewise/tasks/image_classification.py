@@ -126,7 +126,7 @@ class ImageClassification(Classification):
         """Augmented images when training with augmentation; otherwise, without loader processes, images
         kept decoded once read twice, the training split's from its first read when it is read again
         (KeptPixels: on bench/keras_vs_keras_fit.py, tunewise's full fine-tune went from 0.79x the speed of
-        Keras's model.fit to 0.92x-1.06x over four runs)."""
+        Keras's model.fit to 0.86x-1.06x over five runs, its training epochs at parity)."""
         if training and train.augment:
             shown: Dataset = data.with_transform(preprocess.train_transform())
         elif loader_workers(train) == 0 and KeptPixels.fits_in_memory(data, preprocess.input_size):
