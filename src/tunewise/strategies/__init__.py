@@ -76,9 +76,9 @@ class Strategy:
                 for f in fields(self) if f.init}
 
     def check_model(self, model: TaskModel) -> None:
-        """Raise ConfigError where the kind of `model` rules this strategy out (adapters its layers cannot
-        take), changing nothing: a search leaves such arms out rather than spend a trial on each.
-        `prepare` may still refuse what only building the strategy finds."""
+        """Raise ConfigError where `model` cannot take this strategy, changing nothing: a search leaves such
+        arms out rather than spend a trial on each. It refuses what `prepare` refuses (a strategy's
+        `prepare` calls it; a contract test holds the two to the same answer on every test model)."""
 
     def prepare(self, model: TaskModel) -> None:
         """Freeze parts or inject adapters, before the optimizer is built."""
